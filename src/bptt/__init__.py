@@ -1,0 +1,7 @@
+"""bptt: recurrent networks with hand-written, proven backpropagation through time."""
+
+from .layers import GRU, LSTM, RNN
+
+__version__ = "0.1.0"
+
+__all__ = ["GRU", "LSTM", "RNN", "__version__"]

@@ -1,0 +1,51 @@
+"""Input checks of the core: each failure is a ValueError or TypeError that names what was
+expected and what came, raised before any arithmetic starts."""
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_array(value, name, dtype):
+    """``value`` as an ndarray of exactly ``dtype`` (float32 or float64), never cast silently.
+
+    Accepts ndarrays and anything ``np.asarray`` takes (CPU torch tensors included).
+    """
+    array = np.asarray(value)
+    if array.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"expected {name} of a float dtype ({dtype.name}) but got {array.dtype}")
+    if array.dtype != dtype:
+        raise TypeError(
+            f"expected {name} of dtype {dtype.name} (the model's dtype) but got {array.dtype}; "
+            f"convert it with .astype(np.{dtype.name}) or build the model with dtype=np.{array.dtype}"
+        )
+    return array
+
+
+def check_shape(array, name, expected, letters):
+    """Raise unless ``array.shape`` matches ``expected``, where None entries match any size.
+
+    ``letters`` names the dimensions, e.g. ``("T", "B", "I")``.
+    """
+    shown = ", ".join(letter if size is None else str(size) for letter, size in zip(letters, expected))
+    if array.ndim != len(expected) or any(
+        size is not None and size != got for size, got in zip(expected, array.shape)
+    ):
+        raise ValueError(f"expected {name} of shape ({shown}) but got {tuple(array.shape)}")
+
+
+def check_lengths(lengths, batch, steps):
+    """``lengths`` as a (B,) int64 array of values in [1, T]."""
+    array = np.asarray(lengths)
+    if array.dtype.kind not in "iu":
+        if array.dtype.kind == "f" and np.all(np.mod(array, 1) == 0):
+            array = array.astype(np.int64)
+        else:
+            raise TypeError(f"expected lengths of integers but got dtype {array.dtype}")
+    if array.shape != (batch,):
+        raise ValueError(f"expected lengths of shape ({batch},), one per sequence, but got {array.shape}")
+    bad = np.flatnonzero((array < 1) | (array > steps))
+    if bad.size:
+        shown = ", ".join(f"lengths[{i}]={array[i]}" for i in bad[:5])
+        raise ValueError(f"expected every length in [1, {steps}] (T={steps}) but got {shown}")
+    return array.astype(np.int64)

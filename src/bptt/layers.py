@@ -1,0 +1,350 @@
+"""Stacks of layers and directions, parameter naming, ``batch_first``: the public
+``RNN``, ``LSTM`` and ``GRU`` classes.
+
+Legend: T time steps, B batch, I input features, H hidden units, K gates per cell,
+L layers, D directions.
+
+The classes hold configuration and parameters only. A pass in flight lives in the cache that
+``forward`` returns and ``backward`` takes, so several passes can be open at once.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import recurrence
+from .cells import CELLS
+from .checks import FLOAT_DTYPES, as_float_array, check_lengths, check_shape
+
+
+def layer_suffix(layer, direction):
+    """``l0``, ``l0_reverse``, ... as in torch's parameter names."""
+    return f"l{layer}" + ("_reverse" if direction == 1 else "")
+
+
+def param_shapes(cell, input_size, hidden_size, num_layers, num_directions):
+    """Names and shapes of all parameters, in torch's ``state_dict`` order."""
+    KH = cell.NUM_GATES * hidden_size
+    shapes = {}
+    for layer in range(num_layers):
+        layer_input = input_size if layer == 0 else num_directions * hidden_size
+        for direction in range(num_directions):
+            s = layer_suffix(layer, direction)
+            shapes[f"weight_ih_{s}"] = (KH, layer_input)
+            shapes[f"weight_hh_{s}"] = (KH, hidden_size)
+            shapes[f"bias_ih_{s}"] = (KH,)
+            shapes[f"bias_hh_{s}"] = (KH,)
+    return shapes
+
+
+def layer_weights(params, layer, direction):
+    """The :class:`recurrence.Weights` of one layer and direction, taken from ``params``."""
+    s = layer_suffix(layer, direction)
+    return recurrence.Weights(
+        params[f"weight_ih_{s}"], params[f"weight_hh_{s}"], params[f"bias_ih_{s}"], params[f"bias_hh_{s}"]
+    )
+
+
+class StackCache(NamedTuple):
+    """What :func:`stack_forward` keeps: one engine cache per layer and direction."""
+
+    caches: list  # L lists of D recurrence.Cache
+    lengths: np.ndarray | None  # B
+
+
+def stack_forward(cell, params, x, state0, lengths, num_layers, num_directions):
+    """Run a stack of layers, each with one or two directions.
+
+    Parameters
+    ----------
+    cell : module of ``bptt.cells``
+    params : dict name -> ndarray, as :func:`param_shapes`
+    x : (T, B, I)
+    state0 : tuple of (L*D, B, H) arrays, one per ``cell.STATE_NAMES``
+    lengths : (B,) ints in [1, T], or None
+
+    Returns
+    -------
+    y : (T, B, D*H)
+    state_n : tuple of (L*D, B, H)
+    cache : StackCache
+    """
+    T = x.shape[0]
+    mask = None if lengths is None else recurrence.length_mask(lengths, T)
+    finals = [[] for _ in state0]
+    caches = []
+    layer_input = x
+    for layer in range(num_layers):
+        outputs, layer_caches = [], []
+        for direction in range(num_directions):
+            k = layer * num_directions + direction
+            seq = layer_input if direction == 0 else recurrence.reverse_time(layer_input, lengths)
+            y, state, cache = recurrence.forward(
+                cell, layer_weights(params, layer, direction), seq, tuple(s[k] for s in state0), mask
+            )
+            outputs.append(y if direction == 0 else recurrence.reverse_time(y, lengths))
+            layer_caches.append(cache)
+            for final, s in zip(finals, state):
+                final.append(s)
+        caches.append(layer_caches)
+        layer_input = outputs[0] if num_directions == 1 else np.concatenate(outputs, axis=-1)
+    state_n = tuple(np.stack(f) for f in finals)
+    return layer_input, state_n, StackCache(caches, lengths)
+
+
+def stack_backward(dy, dstate_n, cache):
+    """Backward of :func:`stack_forward`: the layers in reverse order, each direction's BPTT.
+
+    Parameters
+    ----------
+    dy : (T, B, D*H)
+    dstate_n : tuple of (L*D, B, H) arrays or None entries (zero)
+    cache : StackCache
+
+    Returns
+    -------
+    grads : dict name -> ndarray, the keys and shapes of ``params``
+    dx : (T, B, I)
+    dstate0 : tuple of (L*D, B, H)
+    """
+    caches, lengths = cache
+    num_directions = len(caches[0])
+    H = caches[0][0].weights.w_hh.shape[1]
+    grads = {}
+    dstate0 = {}
+    for layer in reversed(range(len(caches))):
+        dlayer_input = None
+        for direction in range(num_directions):
+            k = layer * num_directions + direction
+            dy_dir = dy[..., direction * H:(direction + 1) * H]
+            if direction == 1:
+                dy_dir = recurrence.reverse_time(dy_dir, lengths)
+            dstate = tuple(None if d is None else d[k] for d in dstate_n)
+            weight_grads, dseq, dstate0[k] = recurrence.backward(dy_dir, dstate, caches[layer][direction])
+            if direction == 1:
+                dseq = recurrence.reverse_time(dseq, lengths)
+            dlayer_input = dseq if dlayer_input is None else dlayer_input + dseq
+            s = layer_suffix(layer, direction)
+            grads[f"weight_ih_{s}"], grads[f"weight_hh_{s}"] = weight_grads.w_ih, weight_grads.w_hh
+            grads[f"bias_ih_{s}"], grads[f"bias_hh_{s}"] = weight_grads.b_ih, weight_grads.b_hh
+        dy = dlayer_input
+    order = sorted(dstate0)
+    dstate0 = tuple(np.stack([dstate0[k][j] for k in order]) for j in range(len(dstate0[0])))
+    return grads, dy, dstate0
+
+
+class ForwardCache(NamedTuple):
+    """The cache of a public ``forward``: the stack's cache and the layout to undo."""
+
+    stack: StackCache
+    x_shape: tuple
+    batch_first: bool
+
+
+class _Recurrent:
+    """Shared body of :class:`RNN`, :class:`LSTM` and :class:`GRU`."""
+
+    def __init__(self, cell_name, input_size, hidden_size, num_layers=1, *, bidirectional=False,
+                 batch_first=False, dtype=np.float32, seed=None):
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"expected {name} to be a positive integer but got {value!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in FLOAT_DTYPES:
+            raise TypeError(f"expected dtype float32 or float64 but got {dtype}")
+        self.cell = CELLS[cell_name]
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+        self.num_layers = int(num_layers)
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        self.batch_first = bool(batch_first)
+        self.dtype = dtype
+        # torch's default initialisation: every parameter uniform in ±1/sqrt(H)
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(hidden_size)
+        self.params = {
+            name: rng.uniform(-bound, bound, size=shape).astype(dtype)
+            for name, shape in self.shapes().items()
+        }
+
+    def shapes(self):
+        """Parameter names and shapes, in torch's ``state_dict`` order."""
+        return param_shapes(self.cell, self.input_size, self.hidden_size, self.num_layers, self.num_directions)
+
+    def __repr__(self):
+        extra = "".join([
+            f", num_layers={self.num_layers}" if self.num_layers != 1 else "",
+            ", bidirectional=True" if self.bidirectional else "",
+            ", batch_first=True" if self.batch_first else "",
+        ])
+        return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, dtype={self.dtype.name})"
+
+    # weights in and out
+
+    def state_dict(self):
+        """A copy of the parameters: dict name -> ndarray, torch's names and shapes."""
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def load_state_dict(self, state_dict):
+        """Replace the parameters with ``state_dict`` (numpy arrays or torch tensors).
+
+        Values are converted to the model's dtype. Missing, unexpected and misshapen keys are
+        all listed in one ValueError; on error the parameters are left unchanged.
+        """
+        shapes = self.shapes()
+        missing = [k for k in shapes if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in shapes]
+        arrays, misshapen = {}, []
+        for name, shape in shapes.items():
+            if name in state_dict:
+                value = state_dict[name]
+                if hasattr(value, "detach"):  # a torch tensor
+                    value = value.detach().cpu().numpy()
+                array = np.asarray(value)
+                if array.shape != shape:
+                    misshapen.append(f"{name}: expected {shape} but got {tuple(array.shape)}")
+                elif array.dtype.kind != "f":
+                    misshapen.append(f"{name}: expected a float dtype but got {array.dtype}")
+                arrays[name] = array
+        problems = []
+        if missing:
+            problems.append("missing keys: " + ", ".join(missing))
+        if unexpected:
+            problems.append("unexpected keys: " + ", ".join(unexpected))
+        if misshapen:
+            problems.append("bad values: " + "; ".join(misshapen))
+        if problems:
+            raise ValueError(f"cannot load state_dict into {self!r}: " + "; ".join(problems))
+        self.params = {name: arrays[name].astype(self.dtype, copy=True) for name in shapes}
+
+    # input checks
+
+    def _check_x(self, x):
+        x = as_float_array(x, "x", self.dtype)
+        letters = ("B", "T", "I") if self.batch_first else ("T", "B", "I")
+        check_shape(x, "x", (None, None, self.input_size), letters)
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"expected x with at least one step and one sequence but got shape {x.shape}")
+        return x
+
+    def _check_state(self, state, name, T_B):
+        """``state`` (a user's h0 or dh_n) as a tuple with one (L*D, B, H) array or None per state."""
+        names = self.cell.STATE_NAMES
+        LD, B = self.num_layers * self.num_directions, T_B[1]
+        if state is None:
+            return (None,) * len(names)
+        if len(names) > 1:
+            if not isinstance(state, (tuple, list)) or len(state) != len(names):
+                raise ValueError(
+                    f"expected {name} as a tuple ({', '.join(n + name[1:] for n in names)}) of arrays "
+                    f"of shape ({LD}, {B}, {self.hidden_size}) but got {type(state).__name__}"
+                )
+            parts = tuple(state)
+        else:
+            parts = (state,)
+        checked = []
+        for part, state_name in zip(parts, names):
+            part_name = state_name + name[1:]
+            if part is None:
+                if name == "h0":
+                    raise ValueError(f"expected {part_name} of shape ({LD}, {B}, {self.hidden_size}) but got None")
+                checked.append(None)
+                continue
+            array = as_float_array(part, part_name, self.dtype)
+            check_shape(array, part_name, (LD, B, self.hidden_size), ("L*D", "B", "H"))
+            checked.append(array)
+        return tuple(checked)
+
+    def _public_state(self, state):
+        return state if len(state) > 1 else state[0]
+
+    # passes
+
+    def forward(self, x, h0=None, lengths=None):
+        """Run the network over a batch of sequences.
+
+        Parameters
+        ----------
+        x : (T, B, I), or (B, T, I) with ``batch_first``
+        h0 : (L*D, B, H), for LSTM a tuple ``(h0, c0)``; None for zeros
+        lengths : B ints in [1, T] for a right-padded batch, or None
+
+        Returns
+        -------
+        y : (T, B, D*H), or (B, T, D*H) with ``batch_first``; zero past each sequence's end
+        h_n : (L*D, B, H), for LSTM a tuple ``(h_n, c_n)``; each sequence's state at its last step
+        cache : ForwardCache, for :meth:`backward`
+        """
+        x = self._check_x(x)
+        if self.batch_first:
+            x = x.transpose(1, 0, 2)
+        T, B = x.shape[:2]
+        state0 = self._check_state(h0, "h0", (T, B))
+        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        state0 = tuple(np.zeros(shape, self.dtype) if s is None else s for s in state0)
+        if lengths is not None:
+            lengths = check_lengths(lengths, B, T)
+        y, state_n, cache = stack_forward(
+            self.cell, self.params, np.ascontiguousarray(x), state0, lengths,
+            self.num_layers, self.num_directions,
+        )
+        if self.batch_first:
+            y = y.transpose(1, 0, 2)
+        return y, self._public_state(state_n), ForwardCache(cache, x.shape, self.batch_first)
+
+    def backward(self, cache, dy, dh_n=None):
+        """Exact BPTT: gradients of every parameter, of the input and of the initial state.
+
+        Parameters
+        ----------
+        cache : the ForwardCache returned by :meth:`forward`
+        dy : gradient of the loss w.r.t. ``y``, (T, B, D*H) or (B, T, D*H) with ``batch_first``
+        dh_n : gradient w.r.t. ``h_n``, (L*D, B, H); for LSTM a tuple ``(dh_n, dc_n)`` whose
+            entries may be None; None for zero
+
+        Returns
+        -------
+        grads : dict name -> ndarray, the keys and shapes of ``params``
+        dx : the shape of ``x``
+        dh0 : (L*D, B, H), for LSTM a tuple ``(dh0, dc0)``
+        """
+        if not isinstance(cache, ForwardCache):
+            raise TypeError(f"expected the cache returned by forward but got {type(cache).__name__}")
+        T, B, _ = cache.x_shape
+        dy = as_float_array(dy, "dy", self.dtype)
+        out = self.num_directions * self.hidden_size
+        if cache.batch_first:
+            check_shape(dy, "dy", (B, T, out), ("B", "T", "D*H"))
+            dy = dy.transpose(1, 0, 2)
+        else:
+            check_shape(dy, "dy", (T, B, out), ("T", "B", "D*H"))
+        dstate_n = self._check_state(dh_n, "dh_n", (T, B))
+        grads, dx, dstate0 = stack_backward(dy, dstate_n, cache.stack)
+        if cache.batch_first:
+            dx = dx.transpose(1, 0, 2)
+        return grads, dx, self._public_state(dstate0)
+
+
+class RNN(_Recurrent):
+    """Elman RNN, ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` (or relu), as ``torch.nn.RNN``."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, *, nonlinearity="tanh", **options):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f'expected nonlinearity "tanh" or "relu" but got {nonlinearity!r}')
+        self.nonlinearity = nonlinearity
+        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, **options)
+
+
+class LSTM(_Recurrent):
+    """Long short-term memory, as ``torch.nn.LSTM`` (gates i, f, g, o); state ``(h, c)``."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, **options):
+        super().__init__("lstm", input_size, hidden_size, num_layers, **options)
+
+
+class GRU(_Recurrent):
+    """Gated recurrent unit, as ``torch.nn.GRU`` (gates r, z, n; r scales ``W_hn h + b_hn``)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, **options):
+        super().__init__("gru", input_size, hidden_size, num_layers, **options)
