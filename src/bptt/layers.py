@@ -92,7 +92,7 @@ def stack_forward(cell, params, x, state0, lengths, num_layers, num_directions):
     return layer_input, state_n, StackCache(caches, lengths)
 
 
-def stack_backward(dy, dstate_n, cache):
+def stack_backward(dy, dstate_n, cache, cut=None):
     """Backward of :func:`stack_forward`: the layers in reverse order, each direction's BPTT.
 
     Parameters
@@ -100,6 +100,7 @@ def stack_backward(dy, dstate_n, cache):
     dy : (T, B, D*H)
     dstate_n : tuple of (L*D, B, H) arrays or None entries (zero)
     cache : StackCache
+    cut : None, "hidden" or "cell", a path through time to leave out (``recurrence.backward``)
 
     Returns
     -------
@@ -120,7 +121,7 @@ def stack_backward(dy, dstate_n, cache):
             if direction == 1:
                 dy_dir = recurrence.reverse_time(dy_dir, lengths)
             dstate = tuple(None if d is None else d[k] for d in dstate_n)
-            weight_grads, dseq, dstate0[k] = recurrence.backward(dy_dir, dstate, caches[layer][direction])
+            weight_grads, dseq, dstate0[k] = recurrence.backward(dy_dir, dstate, caches[layer][direction], cut)
             if direction == 1:
                 dseq = recurrence.reverse_time(dseq, lengths)
             dlayer_input = dseq if dlayer_input is None else dlayer_input + dseq
@@ -131,6 +132,38 @@ def stack_backward(dy, dstate_n, cache):
     order = sorted(dstate0)
     dstate0 = tuple(np.stack([dstate0[k][j] for k in order]) for j in range(len(dstate0[0])))
     return grads, dy, dstate0
+
+
+def stack_backward_truncated(dy, dstate_n, cache, depth, cut=None):
+    """Backward of :func:`stack_forward` where each loss term's gradient flows back at most
+    ``depth`` steps: the term at step t reaches steps t-depth+1 .. t and no further, in every
+    layer. ``depth=1`` is no gradient through time; ``depth >= T`` is exact BPTT. The gradient
+    of the final state counts as a term at step T-1. Unidirectional, unpadded stacks only.
+
+    Shapes as :func:`stack_backward`. Costs T windows of at most ``depth`` steps.
+    """
+    T = dy.shape[0]
+    total_grads, dx, dstate0 = None, None, None
+    for t in range(T):
+        start = max(0, t - depth + 1)
+        window = cache._replace(caches=[
+            [recurrence.slice_cache(c, start, t + 1) for c in layer] for layer in cache.caches
+        ])
+        dy_window = np.zeros_like(dy[start:t + 1])  # the loss term at step t alone
+        dy_window[-1] = dy[t]
+        dstate = dstate_n if t == T - 1 else (None,) * len(dstate_n)
+        grads, dx_window, dstate_window = stack_backward(dy_window, dstate, window, cut)
+        if total_grads is None:
+            total_grads = grads
+            dx = np.zeros(dy.shape[:2] + dx_window.shape[2:], dy.dtype)
+            dstate0 = tuple(np.zeros_like(d) for d in dstate_window)
+        else:
+            for name, g in grads.items():
+                total_grads[name] += g
+        dx[start:t + 1] += dx_window
+        if start == 0:  # only windows that reach the first step reach the initial state
+            dstate0 = tuple(a + b for a, b in zip(dstate0, dstate_window))
+    return total_grads, dx, dstate0
 
 
 class ForwardCache(NamedTuple):
@@ -293,7 +326,7 @@ class _Recurrent:
             y = y.transpose(1, 0, 2)
         return y, self._public_state(state_n), ForwardCache(cache, x.shape, self.batch_first)
 
-    def backward(self, cache, dy, dh_n=None):
+    def backward(self, cache, dy, dh_n=None, *, depth=None, cut=None):
         """Exact BPTT: gradients of every parameter, of the input and of the initial state.
 
         Parameters
@@ -302,6 +335,10 @@ class _Recurrent:
         dy : gradient of the loss w.r.t. ``y``, (T, B, D*H) or (B, T, D*H) with ``batch_first``
         dh_n : gradient w.r.t. ``h_n``, (L*D, B, H); for LSTM a tuple ``(dh_n, dc_n)`` whose
             entries may be None; None for zero
+        depth : None for exact BPTT, or an int k >= 1: each loss term's gradient flows back at
+            most k steps (unidirectional models without ``lengths`` only)
+        cut : None, ``"hidden"`` or ``"cell"``: leave out one path through time (the slips
+            that ``bptt.diagnose`` recognises); see ``bptt.recurrence.backward``
 
         Returns
         -------
@@ -320,7 +357,16 @@ class _Recurrent:
         else:
             check_shape(dy, "dy", (T, B, out), ("T", "B", "D*H"))
         dstate_n = self._check_state(dh_n, "dh_n", (T, B))
-        grads, dx, dstate0 = stack_backward(dy, dstate_n, cache.stack)
+        if cut not in (None,) + recurrence.PATHS:
+            raise ValueError(f"expected cut None, 'hidden' or 'cell' but got {cut!r}")
+        if depth is None:
+            grads, dx, dstate0 = stack_backward(dy, dstate_n, cache.stack, cut)
+        else:
+            if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+                raise ValueError(f"expected depth to be a positive integer but got {depth!r}")
+            if self.bidirectional or cache.stack.lengths is not None:
+                raise ValueError("truncation by depth needs a unidirectional model and no lengths")
+            grads, dx, dstate0 = stack_backward_truncated(dy, dstate_n, cache.stack, int(depth), cut)
         if cache.batch_first:
             dx = dx.transpose(1, 0, 2)
         return grads, dx, self._public_state(dstate0)

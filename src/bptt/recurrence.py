@@ -98,14 +98,30 @@ def forward(cell, weights, x, state0, mask=None):
     return y, state, Cache(cell, weights, x, h_prev, steps, mask)
 
 
-def backward(dy, dstate, cache):
-    """Exact BPTT through :func:`forward`.
+PATHS = ("hidden", "cell")
+
+
+def slice_cache(cache, start, stop):
+    """The cache of steps ``start`` to ``stop - 1`` alone, as if the sequence began at
+    ``start`` with the state that entered that step held constant."""
+    mask = None if cache.mask is None else cache.mask[start:stop]
+    return cache._replace(
+        x=cache.x[start:stop], h_prev=cache.h_prev[start:stop], steps=cache.steps[start:stop], mask=mask
+    )
+
+
+def backward(dy, dstate, cache, cut=None):
+    """Exact BPTT through :func:`forward`, or BPTT with one path through time removed.
 
     Parameters
     ----------
     dy : (T, B, H), gradient of the loss with respect to ``y``
     dstate : tuple of (B, H) arrays or None entries (zero), gradient of the final state
     cache : Cache
+    cut : None, ``"hidden"`` or ``"cell"``. None is exact BPTT. ``"hidden"`` drops the
+        gradient reaching ``h_{t-1}`` through ``W_hh`` (the slip of not adding ``dh_prev`` to
+        the next step's ``dh``); ``"cell"`` drops the paths that skip ``W_hh`` (LSTM's
+        ``dc_{t-1}``, GRU's ``z * dh``). The gradient of the initial state is cut the same way.
 
     Returns
     -------
@@ -132,7 +148,9 @@ def backward(dy, dstate, cache):
             kept = tuple(np.where(mask[t], 0.0, d) for d in dstate)
         dpre_x[t], dpre_h[t], direct = cell.step_back(through, steps[t])
         # pre_h = h_{t-1} W_hhᵀ + b_hh, plus the paths to the previous state that skip W_hh
-        dh_prev = dpre_h[t] @ weights.w_hh  # B,H
+        if cut == "cell":
+            direct = (None,) * len(direct)
+        dh_prev = np.zeros((B, H), x.dtype) if cut == "hidden" else dpre_h[t] @ weights.w_hh  # B,H
         if direct[0] is not None:
             dh_prev += direct[0]
         dstate = (dh_prev,) + tuple(
