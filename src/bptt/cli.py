@@ -9,7 +9,6 @@ import argparse
 import sys
 
 
-
 class UserError(Exception):
     """A problem with what the user asked for, reported as one line and exit status 2."""
 
