@@ -1,6 +1,5 @@
 """The gradient checker itself: it passes correct gradients and catches wrong ones."""
 
-
 import numpy as np
 import pytest
 
