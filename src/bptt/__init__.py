@@ -1,7 +1,8 @@
 """bptt: recurrent networks with hand-written, proven backpropagation through time."""
 
 from .layers import GRU, LSTM, RNN
+from .proofs import gradcheck
 
 __version__ = "0.1.0"
 
-__all__ = ["GRU", "LSTM", "RNN", "__version__"]
+__all__ = ["GRU", "LSTM", "RNN", "__version__", "gradcheck"]
