@@ -15,7 +15,8 @@ def state_keys(cell):
     return tuple(name + "0" for name in cell.STATE_NAMES)
 
 
-def _split(arrays, cell):
+def split_arrays(arrays, cell):
+    """``arrays`` as (parameters dict, tuple of initial states)."""
     params = {k: v for k, v in arrays.items() if k not in ("x",) + state_keys(cell)}
     state0 = tuple(arrays[name] for name in state_keys(cell))
     return params, state0
@@ -38,7 +39,7 @@ def stack_objective(cell, arrays, dy, dstate_n, lengths, num_layers, num_directi
     value : float
     grads : dict with the keys of ``arrays``
     """
-    params, state0 = _split(arrays, cell)
+    params, state0 = split_arrays(arrays, cell)
     y, state_n, cache = stack_forward(cell, params, arrays["x"], state0, lengths, num_layers, num_directions)
     value = float(np.sum(y * dy) + sum(np.sum(s * d) for s, d in zip(state_n, dstate_n)))
     grads, dx, dstate0 = stack_backward(dy, dstate_n, cache)
