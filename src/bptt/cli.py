@@ -54,8 +54,64 @@ def _run_gradcheck(args):
     return 0 if passed else 1
 
 
+# flow
+
+
+def _add_flow(subparsers):
+    p = subparsers.add_parser(
+        "flow",
+        help="how much gradient reaches k steps back, per cell (vanishing gradients, shown)",
+        description="Measures ||dL_T/dh_{T-k}|| for a loss at the last step of a random sequence, "
+        "for freshly initialised cells, prints it at a few k and draws it (log scale).",
+    )
+    p.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated, from rnn, rnn_relu, lstm, gru")
+    p.add_argument("--length", type=int, default=100, help="sequence length T (default 100)")
+    p.add_argument("--hidden", type=int, default=64, help="hidden units H (default 64)")
+    p.add_argument("--batch", type=int, default=16, help="sequences averaged over (default 16)")
+    p.add_argument("--gate-bias", type=float, default=2.0,
+                   help="added to the bias of LSTM's forget and GRU's update gate (default 2.0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", help="write the plot here (PNG; needs matplotlib)")
+    p.add_argument("--json", action="store_true", help="print the curves as JSON")
+
+
+def _run_flow(args):
+    import json
+
+    from .proofs.flow import reach_by_cell
+
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    if args.length < 2 or args.hidden < 1 or args.batch < 1:
+        raise UserError(f"expected --length >= 2, --hidden >= 1, --batch >= 1 but got "
+                        f"{args.length}, {args.hidden}, {args.batch}")
+    try:
+        curves = reach_by_cell(cells, args.length, args.hidden, batch=args.batch,
+                               gate_bias=args.gate_bias, seed=args.seed)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    if args.json:
+        print(json.dumps({name: values.tolist() for name, values in curves.items()}))
+    else:
+        ks = sorted({k for k in (1, 5, 10, 20, 50, args.length - 1) if k < args.length})
+        print(f"mean ||dL_T/dh_(T-k)||, T={args.length}, H={args.hidden}, gate bias {args.gate_bias:g}")
+        print(f"{'cell':<8}" + "".join(f"{'k=' + str(k):>11}" for k in ks))
+        for name, values in curves.items():
+            print(f"{name:<8}" + "".join(f"{values[k]:>11.2e}" for k in ks))
+    if args.output:
+        from .plots import plot_reach
+
+        try:
+            path = plot_reach(curves, args.output, f"Gradient reaching k steps back (T={args.length}, "
+                              f"H={args.hidden}, gate bias {args.gate_bias:g})")
+        except ImportError as error:
+            raise UserError(str(error)) from error
+        print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
 VERBS = {
     "gradcheck": (_add_gradcheck, _run_gradcheck),
+    "flow": (_add_flow, _run_flow),
 }
 
 
