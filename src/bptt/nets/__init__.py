@@ -1,0 +1,25 @@
+"""Networks: embeddings, per-step heads and losses, the many-to-many (or many-to-one) network
+with ``loss_and_grads``, and truncated BPTT over long streams."""
+
+from .embedding import embedding_backward, embedding_forward, one_hot
+from .head import head_backward, head_forward
+from .losses import cross_entropy_backward, cross_entropy_forward, mse_backward, mse_forward
+from .network import Network
+from .tbptt import Update, Window, tbptt, windows
+
+__all__ = [
+    "Network",
+    "Update",
+    "Window",
+    "cross_entropy_backward",
+    "cross_entropy_forward",
+    "embedding_backward",
+    "embedding_forward",
+    "head_backward",
+    "head_forward",
+    "mse_backward",
+    "mse_forward",
+    "one_hot",
+    "tbptt",
+    "windows",
+]
