@@ -13,7 +13,7 @@ import numpy as np
 from .. import recurrence
 
 
-def _walk_back(dy, dstate, cache):
+def walk_back(dy, dstate, cache):
     """Yield ``(t, weight_grads_t, dstate_{t-1})`` for t = T-1 .. 0, one step at a time."""
     for t in reversed(range(cache.x.shape[0])):
         grads_t, _, dstate = recurrence.backward(dy[t:t + 1], dstate, recurrence.slice_cache(cache, t, t + 1))
@@ -40,7 +40,7 @@ def per_step_grads(cell, weights, x, state0, dy, dstate_n=None):
     _, _, cache = recurrence.forward(cell, weights, x, state0)
     dstate = (None,) * len(state0) if dstate_n is None else dstate_n
     steps = [None] * x.shape[0]
-    for t, grads_t, _ in _walk_back(dy, dstate, cache):
+    for t, grads_t, _ in walk_back(dy, dstate, cache):
         steps[t] = grads_t
     return {name: np.stack([getattr(g, name) for g in steps]) for name in recurrence.Weights._fields}
 
@@ -67,7 +67,7 @@ def gradient_reach(cell, weights, x, state0, direction):
     dy[-1] = direction
     reach = np.empty(T)
     reach[0] = np.linalg.norm(direction, axis=-1).mean()
-    for t, _, dstate in _walk_back(dy, (None,) * len(state0), cache):
+    for t, _, dstate in walk_back(dy, (None,) * len(state0), cache):
         if t > 0:
             reach[T - t] = np.linalg.norm(dstate[0], axis=-1).mean()  # dL/dh_{t-1}
     return reach
