@@ -367,6 +367,10 @@ class Network:
         lengths = None if lengths is None else check_lengths(lengths, B, T)
         mask = self.check_loss_mask(mask, lengths, T, B)
         targets = self.check_targets(targets, T, B, mask)
+        # the cache must not share memory with the caller's arrays, which the caller may refill
+        # (the next batch) before this pass's backward
+        x, targets, state0 = x.copy(), targets.copy(), tuple(s.copy() for s in state0)
+        mask = None if mask is None else mask.copy()
         loss, states, cache = self.forward_time_major(params, x, targets, state0, lengths, mask)
         return loss, self.public_state(states[-1]), cache._replace(batch_first=self.batch_first)
 
