@@ -1,0 +1,59 @@
+"""Sampling text from a character language model, one character at a time.
+
+Legend: V vocabulary size, L layers, H hidden units.
+"""
+
+import numpy as np
+
+
+def next_char_distribution(logits, temperature=1.0, top_k=None):
+    """Probabilities of the next character from the head's logits.
+
+    Parameters
+    ----------
+    logits : (V,)
+    temperature : > 0; below 1 sharpens the distribution, above 1 flattens it
+    top_k : None, or keep only the k most likely characters (k >= 1)
+
+    Returns
+    -------
+    (V,) float64 probabilities summing to 1
+    """
+    if not temperature > 0:
+        raise ValueError(f"expected a temperature > 0 but got {temperature!r}")
+    scaled = np.asarray(logits, dtype=np.float64) / temperature  # V
+    if top_k is not None:
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ValueError(f"expected top_k to be a positive integer but got {top_k!r}")
+        if top_k < scaled.size:
+            threshold = np.partition(scaled, -top_k)[-top_k]
+            scaled = np.where(scaled >= threshold, scaled, -np.inf)
+    probabilities = np.exp(scaled - scaled.max())
+    return probabilities / probabilities.sum()
+
+
+def sample_chars(network, vocab, prime, length, *, temperature=1.0, top_k=None, rng=None, params=None):
+    """Yield ``length`` characters generated after ``prime``, one at a time.
+
+    Parameters
+    ----------
+    network : a many-to-many :class:`bptt.nets.Network` with token-id input and V = vocab.size
+    vocab : :class:`bptt.training.data.Vocabulary`
+    prime : non-empty str of characters in the vocabulary (a ValueError lists any that are not)
+    length : characters to generate, >= 0
+    temperature, top_k : as :func:`next_char_distribution`
+    rng : np.random.Generator (None: a fresh unseeded one)
+    params : None for ``network.params``, or a dict of the same names and shapes
+    """
+    if not prime:
+        raise ValueError("expected a non-empty prime text to start sampling from but got ''")
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+        raise ValueError(f"expected length to be a non-negative integer but got {length!r}")
+    rng = np.random.default_rng() if rng is None else rng
+    ids = vocab.encode(prime)  # N
+    logits, state = network.predict(ids[:, None], params=params)  # N,1,V
+    for _ in range(length):
+        probabilities = next_char_distribution(logits[-1, 0], temperature, top_k)
+        index = min(int(np.searchsorted(np.cumsum(probabilities), rng.random(), side="right")), vocab.size - 1)
+        yield vocab.chars[index]
+        logits, state = network.predict(np.array([[index]]), state, params=params)  # 1,1,V
