@@ -37,13 +37,16 @@ def check_shape(array, name, expected, letters):
 def check_lengths(lengths, batch, steps):
     """``lengths`` as a (B,) int64 array of values in [1, T]."""
     array = np.asarray(lengths)
-    if array.dtype.kind not in "iu":
-        if array.dtype.kind == "f" and np.all(np.mod(array, 1) == 0):
-            array = array.astype(np.int64)
-        else:
-            raise TypeError(f"expected lengths of integers but got dtype {array.dtype}")
     if array.shape != (batch,):
         raise ValueError(f"expected lengths of shape ({batch},), one per sequence, but got {array.shape}")
+    if array.dtype.kind not in "iu":
+        if array.dtype.kind != "f":
+            raise TypeError(f"expected lengths of integers but got dtype {array.dtype}")
+        fractional = np.flatnonzero(~np.isfinite(array) | (np.floor(array) != array))
+        if fractional.size:
+            shown = ", ".join(f"lengths[{i}]={array[i]}" for i in fractional[:5])
+            raise TypeError(f"expected lengths of integers but got {shown}")
+        array = array.astype(np.int64)
     bad = np.flatnonzero((array < 1) | (array > steps))
     if bad.size:
         shown = ", ".join(f"lengths[{i}]={array[i]}" for i in bad[:5])

@@ -264,21 +264,25 @@ class _Recurrent:
     def _check_state(self, state, name, T_B):
         """``state`` (a user's h0 or dh_n) as a tuple with one (L*D, B, H) array or None per state."""
         names = self.cell.STATE_NAMES
+        # the name of each part: h0 -> (h0, c0), dh_n -> (dh_n, dc_n)
+        part_names = [name.replace("h", state_name, 1) for state_name in names]
         LD, B = self.num_layers * self.num_directions, T_B[1]
         if state is None:
             return (None,) * len(names)
         if len(names) > 1:
             if not isinstance(state, (tuple, list)) or len(state) != len(names):
+                got = type(state).__name__
+                if isinstance(state, (tuple, list)):
+                    got += f" of {len(state)}"
                 raise ValueError(
-                    f"expected {name} as a tuple ({', '.join(n + name[1:] for n in names)}) of arrays "
-                    f"of shape ({LD}, {B}, {self.hidden_size}) but got {type(state).__name__}"
+                    f"expected {name} as a tuple ({', '.join(part_names)}) of arrays "
+                    f"of shape ({LD}, {B}, {self.hidden_size}) but got {got}"
                 )
             parts = tuple(state)
         else:
             parts = (state,)
         checked = []
-        for part, state_name in zip(parts, names):
-            part_name = state_name + name[1:]
+        for part, part_name in zip(parts, part_names):
             if part is None:
                 if name == "h0":
                     raise ValueError(f"expected {part_name} of shape ({LD}, {B}, {self.hidden_size}) but got None")
@@ -315,11 +319,13 @@ class _Recurrent:
         T, B = x.shape[:2]
         state0 = self._check_state(h0, "h0", (T, B))
         shape = (self.num_layers * self.num_directions, B, self.hidden_size)
-        state0 = tuple(np.zeros(shape, self.dtype) if s is None else s for s in state0)
+        # x and h0 are copied: the cache must not share memory with arrays that the caller may
+        # refill (the next batch) before this pass's backward
+        state0 = tuple(np.zeros(shape, self.dtype) if s is None else s.copy() for s in state0)
         if lengths is not None:
             lengths = check_lengths(lengths, B, T)
         y, state_n, cache = stack_forward(
-            self.cell, self.params, np.ascontiguousarray(x), state0, lengths,
+            self.cell, self.params, np.array(x, order="C"), state0, lengths,
             self.num_layers, self.num_directions,
         )
         if self.batch_first:
@@ -364,11 +370,18 @@ class _Recurrent:
         else:
             if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
                 raise ValueError(f"expected depth to be a positive integer but got {depth!r}")
-            if self.bidirectional or cache.stack.lengths is not None:
-                raise ValueError("truncation by depth needs a unidirectional model and no lengths")
+            lengths = cache.stack.lengths
+            if self.bidirectional or lengths is not None:
+                raise ValueError(
+                    "expected a unidirectional model and no lengths for truncation by depth but got "
+                    f"bidirectional={self.bidirectional}, lengths={None if lengths is None else lengths.tolist()}"
+                )
             grads, dx, dstate0 = stack_backward_truncated(dy, dstate_n, cache.stack, int(depth), cut)
         if cache.batch_first:
             dx = dx.transpose(1, 0, 2)
+        # the stack fills grads from the last layer down; give them the order of params, so
+        # that zip(params.values(), grads.values()) pairs each parameter with its gradient
+        grads = {name: grads[name] for name in self.params}
         return grads, dx, self._public_state(dstate0)
 
 
