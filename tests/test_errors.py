@@ -43,7 +43,7 @@ def raises(error, message):
     (np.zeros((T, B, 7)), ValueError, "expected x of shape (T, B, 3) but got (5, 2, 7)"),
     (np.zeros((0, B, 3)), ValueError, "expected x with at least one step and one sequence but got shape (0, 2, 3)"),
     (np.zeros((T, 0, 3)), ValueError, "expected x with at least one step and one sequence but got shape (5, 0, 3)"),
-    (np.zeros((T, B, 3), dtype=np.int64), TypeError, "expected x of a float dtype (float64) but got int64"),
+    (np.zeros((T, B, 3), dtype=np.int64), TypeError, "expected x of dtype float64 but got int64, which is not float32 or float64"),
 ], ids=["rank-2", "rank-4", "features", "no-steps", "no-sequences", "integer"])
 def test_bad_x(lstm, bad_x, error, message):
     with raises(error, message):

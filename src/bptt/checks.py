@@ -13,7 +13,7 @@ def as_float_array(value, name, dtype):
     """
     array = np.asarray(value)
     if array.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"expected {name} of a float dtype ({dtype.name}) but got {array.dtype}")
+        raise TypeError(f"expected {name} of dtype {dtype.name} but got {array.dtype}, which is not float32 or float64")
     if array.dtype != dtype:
         raise TypeError(
             f"expected {name} of dtype {dtype.name} (the model's dtype) but got {array.dtype}; "
