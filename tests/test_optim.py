@@ -75,7 +75,8 @@ def test_optimizer_equals_torch(rng, name, torch_name, hyper):
     for step, (grads, lr) in enumerate(zip(grads_sequence, lrs)):
         params, state = opt.update(params, grads, state, lr)
         for key in SHAPES:
-            np.testing.assert_allclose(params[key], expected[step][key], rtol=1e-12, atol=0, err_msg=f"{key} step {step}")
+            np.testing.assert_allclose(params[key], expected[step][key], rtol=1e-12, atol=0,
+                                       err_msg=f"{key} after step {step}")
     assert state["step"] == STEPS
     for slot in opt.slots():
         for key in SHAPES:
@@ -111,7 +112,8 @@ def test_state_survives_npz_and_json(rng, name, tmp_path):
     resumed, state = params, opt.init_state(params)
     for grads in grads_sequence[:4]:
         resumed, state = opt.update(resumed, grads, state, 0.01)
-    np.savez(tmp_path / "state.npz", **{f"{slot}/{key}": state[slot][key] for slot in opt.slots() for key in SHAPES})
+    arrays = {f"{slot}/{key}": state[slot][key] for slot in opt.slots() for key in SHAPES}
+    np.savez(tmp_path / "state.npz", **arrays)
     (tmp_path / "state.json").write_text(json.dumps({"step": state["step"]}))
     with np.load(tmp_path / "state.npz") as arrays:
         state = {"step": json.loads((tmp_path / "state.json").read_text())["step"],
@@ -225,7 +227,8 @@ def test_cosine_schedule_equals_torch(warmup_steps, total_steps, min_lr):
             cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total_steps - warmup_steps, eta_min=min_lr)
             return torch.optim.lr_scheduler.SequentialLR(opt, [warmup, cosine], milestones=[warmup_steps])
 
-        np.testing.assert_allclose(got[:total_steps], torch_lrs(built_in, base, total_steps), rtol=1e-10, atol=1e-15)
+        built_in_lrs = torch_lrs(built_in, base, total_steps)
+        np.testing.assert_allclose(got[:total_steps], built_in_lrs, rtol=1e-10, atol=1e-15)
 
 
 def test_schedule_settings_are_checked():

@@ -39,8 +39,8 @@ def _check_grads(params, grads):
     checked = {}
     for name, param in params.items():
         if not isinstance(param, np.ndarray) or param.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"expected params[{name!r}] as a float32 or float64 ndarray but got {type(param).__name__}"
-                            + (f" of dtype {param.dtype}" if isinstance(param, np.ndarray) else ""))
+            got = f"dtype {param.dtype}" if isinstance(param, np.ndarray) else type(param).__name__
+            raise TypeError(f"expected params[{name!r}] as a float32 or float64 ndarray but got {got}")
         grad = as_float_array(grads[name], f"grads[{name!r}]", param.dtype)
         check_shape(grad, f"grads[{name!r}]", param.shape, [str(n) for n in param.shape])
         checked[name] = grad
@@ -75,7 +75,8 @@ class _Optimizer:
         """
         state = {"step": 0}
         for slot in self.slots():
-            state[slot] = {name: np.full_like(param, self._slot_initial_value(slot)) for name, param in params.items()}
+            start = self._slot_initial_value(slot)
+            state[slot] = {name: np.full_like(param, start) for name, param in params.items()}
         return state
 
     def _check_state(self, state, params):
@@ -84,7 +85,8 @@ class _Optimizer:
                              f"{sorted(state) if isinstance(state, dict) else type(state).__name__}")
         expected = {"step", *self.slots()}
         if set(state) != expected:
-            raise ValueError(f"expected the state of {self!r} with entries {sorted(expected)} but got {sorted(state)}")
+            raise ValueError(f"expected the state of {self!r} with entries {sorted(expected)} "
+                             f"but got {sorted(state)}")
         try:
             step = operator.index(state["step"])
         except TypeError:
@@ -274,7 +276,8 @@ class Adam(_Optimizer):
     def __post_init__(self):
         betas = tuple(float(beta) for beta in self.betas)
         if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
-            raise ValueError(f"expected {type(self).__name__} betas as two numbers in [0, 1) but got {self.betas!r}")
+            raise ValueError(f"expected {type(self).__name__} betas as two numbers in [0, 1) "
+                             f"but got {self.betas!r}")
         object.__setattr__(self, "betas", betas)
         _check_nonnegative(type(self).__name__, eps=self.eps, weight_decay=self.weight_decay)
 
