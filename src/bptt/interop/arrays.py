@@ -1,0 +1,73 @@
+"""What every layout shares: the error for arrays that do not fit, the check that raises it,
+and the reordering of gate blocks.
+
+Legend: K gates per cell, H hidden units.
+"""
+
+import numpy as np
+
+
+class LayoutError(ValueError):
+    """Arrays that do not fit a layout: an unknown layout, a missing key, a wrong shape."""
+
+
+def check_arrays(arrays, shapes, what):
+    """Raise one :class:`LayoutError` naming every key of ``shapes`` that ``arrays`` lacks or
+    holds with another shape or a non-numeric dtype. Keys of ``arrays`` not in ``shapes`` are
+    not looked at.
+
+    Parameters
+    ----------
+    arrays : dict name -> array-like
+    shapes : dict name -> tuple of ints, the expected shapes
+    what : how the message names ``arrays``, e.g. ``"params"``
+    """
+    missing = [name for name in shapes if name not in arrays]
+    bad = []
+    for name, shape in shapes.items():
+        if name not in arrays:
+            continue
+        array = np.asarray(arrays[name])
+        if array.dtype.kind not in "fiu":
+            bad.append(f"{name}: expected real numbers but got dtype {array.dtype}")
+        elif array.shape != tuple(shape):
+            bad.append(f"{name}: expected shape {tuple(shape)} but got {array.shape}")
+    problems = []
+    if missing:
+        problems.append("missing " + ", ".join(f"{name} {tuple(shapes[name])}" for name in missing))
+    problems.extend(bad)
+    if problems:
+        raise LayoutError(f"{what}: " + "; ".join(problems))
+
+
+def require(arrays, name, ndim, what):
+    """``arrays[name]`` as an ndarray with ``ndim`` dimensions, or a :class:`LayoutError`."""
+    if name not in arrays:
+        raise LayoutError(f"{what}: missing {name}")
+    array = np.asarray(arrays[name])
+    if array.ndim != ndim:
+        raise LayoutError(f"{what}: expected {name} with {ndim} dimensions but got shape {array.shape}")
+    return array
+
+
+def reorder_gates(array, order):
+    """The K gate blocks of ``array`` (K*H, ...) put in ``order``: block j of the result is
+    block ``order[j]`` of ``array``."""
+    blocks = np.split(np.asarray(array), len(order), axis=0)
+    return np.concatenate([blocks[k] for k in order], axis=0)
+
+
+CELL_OF_GATES = {1: "rnn_tanh", 3: "gru", 4: "lstm"}
+
+
+def cell_of_gates(name, shape, gate_axis):
+    """The cell of the recurrent weight ``name`` of ``shape`` (K*H, H), or (H, K*H) with
+    ``gate_axis=1``: ``rnn_tanh`` for K = 1 (the layouts do not record the nonlinearity),
+    ``gru`` for 3, ``lstm`` for 4."""
+    gates, hidden_size = shape[gate_axis], shape[1 - gate_axis]
+    if hidden_size == 0 or gates % hidden_size or gates // hidden_size not in CELL_OF_GATES:
+        raise LayoutError(
+            f"params: expected {name} of shape {'(K*H, H)' if gate_axis == 0 else '(H, K*H)'} "
+            f"with K = 1 (RNN), 3 (GRU) or 4 (LSTM) but got {shape}"
+        )
+    return CELL_OF_GATES[gates // hidden_size]
