@@ -137,4 +137,5 @@ def _updates(network, params, x, targets, mask, state, plan):
         elif cut == stop - start:
             entering = states[-1]
         # cut == 0: the next window starts where this one did, from the same state
-        yield Update(loss, grads, network.public_state(states[-1]))
+        # a copy: the trainer may reset or refill what it gets without touching what is carried
+        yield Update(loss, grads, network.public_state(tuple(s.copy() for s in states[-1])))
