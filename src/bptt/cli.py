@@ -109,8 +109,44 @@ def _run_flow(args):
     return 0
 
 
+# diagnose
+
+
+def _add_diagnose(subparsers):
+    from .interop import LAYOUTS
+
+    p = subparsers.add_parser(
+        "diagnose",
+        help="tell what is wrong with the gradients of your own RNN/LSTM/GRU backprop",
+        description="Compares the gradients your code computed with full BPTT, BPTT truncated at every "
+        "depth, and BPTT with the hidden or the cell path through time cut, and says which one they are "
+        "and what your code is missing. Exits 0 if every gradient is correct, 1 otherwise.",
+    )
+    p.add_argument("--layout", required=True, choices=list(LAYOUTS), help="how the arrays are named and shaped")
+    p.add_argument("--params", required=True, metavar="P.npz", help="the layer's parameters")
+    p.add_argument("--inputs", required=True, metavar="X.npz",
+                   help="x, the initial state (a0 or h0, optionally c0) and the upstream gradient (da or dy)")
+    p.add_argument("--grads", required=True, metavar="G.npz", help="the gradients your code computed (dWf, dx, ...)")
+    p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+
+
+def _run_diagnose(args):
+    from .interop import LayoutError
+    from .proofs.diagnose import diagnose, load_npz
+
+    try:
+        arrays = [load_npz(path, role) for path, role in ((args.params, "params"), (args.inputs, "inputs"),
+                                                          (args.grads, "grads"))]
+        result = diagnose(args.layout, *arrays)
+    except LayoutError as error:
+        raise UserError(str(error)) from error
+    print(result.to_json(indent=2) if args.json else result)
+    return 0 if result.passed else 1
+
+
 VERBS = {
     "gradcheck": (_add_gradcheck, _run_gradcheck),
+    "diagnose": (_add_diagnose, _run_diagnose),
     "flow": (_add_flow, _run_flow),
 }
 
