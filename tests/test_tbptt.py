@@ -8,7 +8,8 @@ torch = pytest.importorskip("torch")
 
 from nets_mirror import Mirror, assert_same, assert_same_grads, make_network, to_numpy_state  # noqa: E402
 
-from bptt.nets import Window, tbptt, windows  # noqa: E402
+import bptt  # noqa: E402
+from bptt.nets import Network, Window, tbptt, windows  # noqa: E402
 
 CELLS = ["rnn", "lstm", "gru"]
 
@@ -167,3 +168,24 @@ def test_errors_are_raised_at_the_call(rng):
         tbptt(make_network("gru", 3, 4, 5, bidirectional=True), rng.normal(size=(5, 2, 3)), targets, 2)
     with pytest.raises(ValueError, match="many_to_many"):
         tbptt(make_network("gru", 3, 4, 5, mode="many_to_one"), rng.normal(size=(5, 2, 3)), targets, 2)
+
+
+@pytest.mark.parametrize("k1, k2", [(3, 3), (2, 5)])
+def test_resuming_at_a_window_from_its_next_state_continues_exactly(k1, k2):
+    rng = np.random.default_rng(5)
+    net = Network(bptt.LSTM(4, 5, num_layers=2, dtype=np.float64, seed=1), 6, input="embedding",
+                  vocab_size=7, seed=2)
+    ids = rng.integers(0, 7, size=(13, 3))
+    targets = rng.integers(0, 6, size=(13, 3))
+    params = net.state_dict()
+    updates = list(tbptt(net, ids, targets, k1, k2, params=params))
+    for j in range(1, len(updates)):
+        resumed = list(tbptt(net, ids, targets, k1, k2, state=updates[j - 1].next_state, params=params,
+                             start_window=j))
+        assert len(resumed) == len(updates) - j
+        for a, b in zip(resumed, updates[j:]):
+            assert a.loss == b.loss
+            for name in a.grads:
+                np.testing.assert_array_equal(a.grads[name], b.grads[name])
+    with pytest.raises(ValueError, match=r"start_window in \[0, \d+\)"):
+        tbptt(net, ids, targets, k1, k2, start_window=len(updates))

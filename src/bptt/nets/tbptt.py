@@ -38,6 +38,8 @@ class Update(NamedTuple):
     loss: float  # the mean over the window's loss steps
     grads: dict  # the keys and shapes of the network's params
     state: object  # (L, B, H), for LSTM a tuple (h, c): the state after the window's last step
+    next_state: object  # the state entering the next window's first step, as ``state``: what a
+    # checkpoint keeps to resume there (equal to ``state`` when k1 = k2)
 
 
 def _positive_int(value, name):
@@ -73,7 +75,7 @@ def windows(steps, k1, k2=None):
     return plan
 
 
-def tbptt(network, x, targets, k1, k2=None, state=None, mask=None, *, params=None):
+def tbptt(network, x, targets, k1, k2=None, state=None, mask=None, *, params=None, start_window=0):
     """Truncated BPTT(k1, k2) over B parallel streams: one (loss, grads, state) per update.
 
     Returns an iterator. With ``params=None`` each window reads ``network.params`` when it is
@@ -92,6 +94,8 @@ def tbptt(network, x, targets, k1, k2=None, state=None, mask=None, *, params=Non
     state : the state entering step 0: (L, B, H), for LSTM a tuple ``(h, c)``; None for zeros
     mask : (N, B) bools, laid out as ``x``: which steps carry a loss; None for all
     params : None to read ``network.params`` at each window, or a fixed dict of its names
+    start_window : begin with this window of :func:`windows` (to resume a run); ``state`` is
+        then the state entering that window's first step, an ``Update.next_state``
 
     Yields
     ------
@@ -111,15 +115,19 @@ def tbptt(network, x, targets, k1, k2=None, state=None, mask=None, *, params=Non
     mask = network.check_loss_mask(mask, None, N, B)
     targets = network.check_targets(targets, N, B, mask)
     state = network.check_state(state, B)
-    return _updates(network, params, x, targets, mask, state, plan)
+    if isinstance(start_window, bool) or not isinstance(start_window, (int, np.integer)) \
+            or not 0 <= start_window < len(plan):
+        raise ValueError(f"expected start_window in [0, {len(plan)}) (the stream has {len(plan)} windows) "
+                         f"but got {start_window!r}")
+    return _updates(network, params, x, targets, mask, state, plan, int(start_window))
 
 
-def _updates(network, params, x, targets, mask, state, plan):
+def _updates(network, params, x, targets, mask, state, plan, first):
     """The generator behind :func:`tbptt`, on checked, time-major arrays."""
     B = x.shape[1]
     entering = state  # the state entering plan[j].start, a constant of window j
-    for j, window in enumerate(plan):
-        start, loss_start, stop = window
+    for j in range(first, len(plan)):
+        start, loss_start, stop = plan[j]
         window_params = network.params if params is None else params
         next_start = plan[j + 1].start if j + 1 < len(plan) else stop
         cut = next_start - start  # the next window starts inside this one: start <= next_start <= stop
@@ -138,4 +146,5 @@ def _updates(network, params, x, targets, mask, state, plan):
             entering = states[-1]
         # cut == 0: the next window starts where this one did, from the same state
         # a copy: the trainer may reset or refill what it gets without touching what is carried
-        yield Update(loss, grads, network.public_state(tuple(s.copy() for s in states[-1])))
+        yield Update(loss, grads, network.public_state(tuple(s.copy() for s in states[-1])),
+                     network.public_state(tuple(s.copy() for s in entering)))
