@@ -6,6 +6,7 @@ stderr with a non-zero exit, never a traceback.
 """
 
 import argparse
+import os
 import sys
 
 
@@ -144,10 +145,214 @@ def _run_diagnose(args):
     return 0 if result.passed else 1
 
 
+# train
+
+
+def _add_train(subparsers):
+    from .training.trainer import CELLS, TrainConfig
+
+    defaults = TrainConfig()
+    p = subparsers.add_parser(
+        "train",
+        help="train a character language model with truncated BPTT",
+        description="Train a character language model (embedding, recurrent stack, linear head) on the "
+        "built-in corpus (the Python standard library's source) or your text, with TBPTT(k1, k2) over "
+        "--batch parallel streams. Writes a run folder with checkpoint, metrics.jsonl, samples and loss.png.",
+    )
+    p.add_argument("--corpus", help="a UTF-8 text file or a folder of them (default: the built-in corpus)")
+    p.add_argument("--run-dir", help="the run folder (default: runs/<date>-<cell>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="go on with the run in RUN_DIR")
+    p.add_argument("--cell", choices=CELLS, help=f"default {defaults.cell}")
+    p.add_argument("--hidden", dest="hidden_size", type=int, help=f"hidden units (default {defaults.hidden_size})")
+    p.add_argument("--layers", dest="num_layers", type=int, help=f"default {defaults.num_layers}")
+    p.add_argument("--embedding", dest="embedding_size", type=int,
+                   help=f"embedding size (default {defaults.embedding_size})")
+    p.add_argument("--k1", type=int, help=f"steps between updates (default {defaults.k1})")
+    p.add_argument("--k2", type=int, help="steps each update backpropagates through (default k1)")
+    p.add_argument("--batch", dest="batch_size", type=int, help=f"parallel streams (default {defaults.batch_size})")
+    p.add_argument("--optimizer", choices=("sgd", "adagrad", "rmsprop", "adam", "adamw"),
+                   help=f"default {defaults.optimizer}")
+    p.add_argument("--lr", type=float, help=f"learning rate (default {defaults.lr:g})")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=("constant", "step", "cosine"), help=f"default {defaults.schedule}")
+    p.add_argument("--warmup", dest="warmup_steps", type=int, help="warm-up steps of the cosine schedule")
+    p.add_argument("--clip", type=float, help=f"max global gradient norm, 0 for none (default {defaults.clip:g})")
+    p.add_argument("--dtype", choices=("float32", "float64"), help=f"default {defaults.dtype}")
+    p.add_argument("--seed", type=int, help=f"default {defaults.seed}")
+    p.add_argument("--steps", type=int, help="stop after this many updates in all")
+    p.add_argument("--minutes", type=float, help="stop after this many minutes of this invocation")
+    p.add_argument("--eval-every", type=int, help=f"validate every N steps (default {defaults.eval_every})")
+    p.add_argument("--sample-every", type=int, help=f"sample every N steps (default {defaults.sample_every})")
+    p.add_argument("--checkpoint-every", type=int, help=f"default {defaults.checkpoint_every}")
+    p.add_argument("--no-progress", action="store_true", help="print lines instead of a progress bar")
+
+
+TRAIN_SETTINGS = ("corpus", "cell", "hidden_size", "num_layers", "embedding_size", "k1", "k2", "batch_size",
+                  "optimizer", "lr", "weight_decay", "schedule", "warmup_steps", "clip", "dtype", "seed", "steps",
+                  "minutes", "eval_every", "sample_every", "checkpoint_every")
+
+
+def _run_train(args):
+    import dataclasses
+    import time
+
+    from .training.checkpoint import CheckpointError
+    from .training.trainer import TrainConfig, Trainer, TrainingError
+
+    given = {name: getattr(args, name) for name in TRAIN_SETTINGS if getattr(args, name) is not None}
+    if given.get("clip") == 0:
+        given["clip"] = None
+    try:
+        if args.resume:
+            if args.run_dir:
+                raise UserError("give either --resume RUN_DIR or --run-dir, not both")
+            trainer = Trainer.resume(args.resume, given)
+        else:
+            config = TrainConfig(**given)
+            if config.steps is None and config.minutes is None:
+                config = dataclasses.replace(config, minutes=2.0)
+            run_dir = args.run_dir or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + f"-{config.cell}")
+            trainer = Trainer.start(config, run_dir)
+    except (TrainingError, CheckpointError) as error:
+        raise UserError(str(error)) from error
+    return _watch_training(trainer, progress=not args.no_progress)
+
+
+def _watch_training(trainer, progress):
+    """Drive the trainer: a progress bar (tqdm, when installed) or lines, samples, the plot."""
+    from .training.trainer import TrainingError
+
+    config, state = trainer.config, trainer.state
+    print(f"run folder {trainer.run_dir}: {trainer.network!r}")
+    print(f"corpus: {trainer.data.train.size + trainer.data.valid.size:,} characters in "
+          f"{trainer.data.sources} file(s), vocabulary {trainer.data.vocab.size}; "
+          f"TBPTT k1={config.k1} k2={config.k2 or config.k1}, batch {config.batch_size}"
+          + (f"; resuming at step {state.step}" if state.step else ""))
+    if trainer.data.skipped:
+        print(f"skipped {len(trainer.data.skipped)} file(s) that are empty or not UTF-8 text")
+    bar = _progress_bar(config, state.step) if progress else None
+    say = bar.write if bar is not None else print
+    valid_bpc = None
+    try:
+        for event in trainer.run():
+            if event.kind == "step":
+                d = event.data
+                status = dict(loss=f"{d['loss']:.3f}", bpc=f"{d['bpc']:.3f}", chars_s=f"{d['chars_per_s']:,.0f}")
+                if valid_bpc is not None:
+                    status["valid_bpc"] = f"{valid_bpc:.3f}"
+                if bar is not None:
+                    bar.update(event.step - bar.n)
+                    bar.set_postfix(status, refresh=False)
+                else:
+                    print(f"step {event.step}: " + ", ".join(f"{k} {v}" for k, v in status.items()))
+            elif event.kind == "valid":
+                valid_bpc = event.data["valid_bpc"]
+            elif event.kind == "sample":
+                say(f"--- sample at step {event.step} ---\n{event.data['text']}\n---")
+            elif event.kind == "checkpoint":
+                _plot_run(trainer.run_dir)
+            elif event.kind == "done":
+                if bar is not None:
+                    bar.update(event.step - bar.n)
+                    bar.close()
+                _plot_run(trainer.run_dir)
+                print(f"{event.data['reason']}: step {event.step}, validation {event.data['valid_bpc']:.3f} "
+                      f"bits per character")
+                print(f"--- sample ---\n{trainer.sample(config.sample_length, seed=config.seed)}\n---")
+                print(f"run folder: {trainer.run_dir}  (checkpoint {event.data['path']})")
+    except TrainingError as error:
+        if bar is not None:
+            bar.close()
+        raise UserError(str(error)) from error
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        path = trainer.save()
+        _plot_run(trainer.run_dir)
+        print(f"interrupted at step {trainer.state.step}: saved {path}; go on with "
+              f"bptt train --resume {trainer.run_dir}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _progress_bar(config, initial):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=config.steps, initial=initial, unit="step", dynamic_ncols=True,
+                desc="training" if config.steps else f"training for {config.minutes:g} min")
+
+
+def _plot_run(run_dir):
+    """loss.png of a run from its metrics; skipped quietly without matplotlib."""
+    from .training.trainer import read_metrics
+
+    try:
+        from .plots import plot_curves
+    except ImportError:
+        return
+    metrics = read_metrics(run_dir)
+    train = [(m["step"], m["bpc"]) for m in metrics if m["kind"] == "step"]
+    valid = [(m["step"], m["valid_bpc"]) for m in metrics if m["kind"] == "valid"]
+    try:
+        plot_curves({"training": tuple(zip(*train)) or ((), ()), "validation": tuple(zip(*valid)) or ((), ())},
+                    os.path.join(run_dir, "loss.png"), os.path.basename(os.path.normpath(run_dir)),
+                    "bits per character")
+    except ImportError:
+        return
+
+
+# sample
+
+
+def _add_sample(subparsers):
+    p = subparsers.add_parser("sample", help="generate text from a trained run or checkpoint",
+                              description="Stream characters generated by a trained character model.")
+    p.add_argument("source", metavar="RUN_OR_CHECKPOINT", help="a run folder or its checkpoint.npz")
+    p.add_argument("--prime", default="\n", help="text to start from (default a newline)")
+    p.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
+    p.add_argument("--temperature", type=float, default=0.8, help="default 0.8")
+    p.add_argument("--top-k", type=int, help="sample only among the k most likely characters")
+    p.add_argument("--seed", type=int, help="for a repeatable sample")
+
+
+def _run_sample(args):
+    import numpy as np
+
+    from .training.checkpoint import CheckpointError, load_checkpoint
+    from .training.data import Vocabulary
+    from .training.sampling import sample_chars
+    from .training.trainer import CHECKPOINT, TrainConfig, build_network
+
+    path = os.path.join(args.source, CHECKPOINT) if os.path.isdir(args.source) else args.source
+    try:
+        saved = load_checkpoint(path)
+        config = TrainConfig(**saved["config"])
+        vocab = Vocabulary(saved["vocab"])
+        network = build_network(config, vocab.size)
+        network.load_state_dict(saved["params"])
+    except (CheckpointError, KeyError, TypeError, ValueError) as error:
+        raise UserError(f"cannot sample from {path}: {error}") from error
+    try:
+        chars = sample_chars(network, vocab, args.prime, args.length, temperature=args.temperature,
+                             top_k=args.top_k, rng=np.random.default_rng(args.seed))
+        sys.stdout.write(args.prime)
+        for char in chars:
+            sys.stdout.write(char)
+            sys.stdout.flush()
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    sys.stdout.write("\n")
+    return 0
+
+
 VERBS = {
     "gradcheck": (_add_gradcheck, _run_gradcheck),
     "diagnose": (_add_diagnose, _run_diagnose),
     "flow": (_add_flow, _run_flow),
+    "train": (_add_train, _run_train),
+    "sample": (_add_sample, _run_sample),
 }
 
 

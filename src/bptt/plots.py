@@ -45,3 +45,18 @@ def plot_reach(curves, path, title):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     return _save(fig, path)
+
+
+def plot_curves(curves, path, title, ylabel):
+    """Lines against a shared x axis: ``curves`` dict label -> (xs, ys) sequences."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, (xs, ys) in curves.items():
+        if len(xs):
+            ax.plot(xs, ys, label=label, linewidth=1.6, marker="o" if len(xs) < 20 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return _save(fig, path)

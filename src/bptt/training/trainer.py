@@ -1,0 +1,393 @@
+"""The trainer of character language models: stateful truncated BPTT over B parallel streams.
+
+Legend: N steps of a stream, B streams (batch), V vocabulary, L layers, H hidden units.
+
+A run lives in a folder::
+
+    config.json      the configuration, as given
+    metrics.jsonl    one JSON line per logged step and per validation
+    checkpoint.npz   parameters, optimizer state, step, position in the stream, carried state,
+                     vocabulary, configuration (written atomically)
+    samples.txt      the samples generated along the way
+    loss.png         training and validation bits per character (with matplotlib)
+
+:class:`Trainer` holds the configuration, the data and the run's state; :meth:`Trainer.run`
+yields :class:`Event` records and never prints: the command line draws them. The run's state is
+replaced as a whole after each update, so :meth:`Trainer.save` at any moment (Ctrl-C included)
+writes a consistent checkpoint, and a resumed run repeats the uninterrupted one bit for bit.
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from ..layers import GRU, LSTM, RNN
+from ..nets import Network, tbptt
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data import Vocabulary, load_corpus, make_streams, split_train_valid, window_count
+from .optim import clip_by_global_norm, make_optimizer, make_schedule
+from .sampling import sample_chars
+
+CELLS = ("lstm", "gru", "rnn", "rnn_relu")
+CHECKPOINT = "checkpoint.npz"
+# settings that change how a run is watched or how long it goes on, not what it computes:
+# the only ones a resumed run may change
+WATCHING = frozenset({"steps", "minutes", "log_every", "eval_every", "sample_every", "checkpoint_every",
+                      "sample_length", "valid_windows"})
+
+
+class TrainingError(ValueError):
+    """A run that cannot start, go on or resume; the message says why and what is kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run. ``k2=None`` means k2 = k1; ``steps`` counts updates in
+    all (a resumed run goes on to it), ``minutes`` limits this invocation's wall time."""
+
+    corpus: str | None = None  # a file or folder of UTF-8 text; None for the built-in corpus
+    cell: str = "lstm"
+    hidden_size: int = 256
+    num_layers: int = 2
+    embedding_size: int = 64
+    k1: int = 64
+    k2: int | None = None
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant, step, cosine
+    warmup_steps: int = 0
+    decay_every: int = 1000  # the step schedule's step_size
+    decay_gamma: float = 0.5
+    clip: float | None = 1.0  # max global gradient norm; None for no clipping
+    dtype: str = "float32"
+    seed: int = 0
+    valid_fraction: float = 0.05
+    steps: int | None = None
+    minutes: float | None = None
+    log_every: int = 10
+    eval_every: int = 100
+    sample_every: int = 250
+    checkpoint_every: int = 100
+    sample_length: int = 200
+    valid_windows: int = 20  # validation windows evaluated each time (each B * k1 characters)
+
+    def check(self):
+        """Raise TrainingError naming every setting that is out of range."""
+        problems = []
+        if self.cell not in CELLS:
+            problems.append(f"cell {self.cell!r} (expected one of {', '.join(CELLS)})")
+        for name in ("hidden_size", "num_layers", "embedding_size", "k1", "batch_size", "log_every", "eval_every",
+                     "sample_every", "checkpoint_every", "valid_windows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name} {value!r} (expected a positive integer)")
+        if self.k2 is not None and (not isinstance(self.k2, int) or self.k2 < self.k1):
+            problems.append(f"k2 {self.k2!r} (expected an integer >= k1 = {self.k1})")
+        if self.dtype not in ("float32", "float64"):
+            problems.append(f"dtype {self.dtype!r} (expected float32 or float64)")
+        if not self.lr > 0:
+            problems.append(f"lr {self.lr!r} (expected > 0)")
+        if self.clip is not None and not self.clip > 0:
+            problems.append(f"clip {self.clip!r} (expected > 0, or None for no clipping)")
+        if not 0 < self.valid_fraction < 1:
+            problems.append(f"valid_fraction {self.valid_fraction!r} (expected in (0, 1))")
+        if self.steps is not None and self.steps < 1:
+            problems.append(f"steps {self.steps!r} (expected >= 1)")
+        if self.minutes is not None and not self.minutes > 0:
+            problems.append(f"minutes {self.minutes!r} (expected > 0)")
+        if self.steps is None and self.minutes is None:
+            problems.append("no limit: give steps or minutes")
+        if self.schedule == "cosine" and self.steps is None:
+            problems.append("schedule 'cosine' without steps (it needs to know where it ends)")
+        if self.sample_length < 0:
+            problems.append(f"sample_length {self.sample_length!r} (expected >= 0)")
+        if problems:
+            raise TrainingError("bad training settings: " + "; ".join(problems))
+
+
+class Event(NamedTuple):
+    """What :meth:`Trainer.run` reports: ``kind`` is ``"step"``, ``"valid"``, ``"sample"``,
+    ``"checkpoint"`` or ``"done"``; ``data`` a dict of numbers and strings."""
+
+    kind: str
+    step: int
+    data: dict
+
+
+class RunState(NamedTuple):
+    """Where a run is, replaced as a whole after every update."""
+
+    params: dict  # name -> array
+    optimizer: dict  # the optimizer's state
+    step: int  # updates done
+    epoch: int  # passes over the training streams begun
+    window: int  # the next window of this epoch
+    carry: tuple  # the state entering that window's first step: (L, B, H) arrays
+
+
+def build_network(config, vocab_size):
+    """The character language model of ``config``: embedding, recurrent stack, linear head."""
+    dtype = np.dtype(config.dtype)
+    rnn_options = dict(dtype=dtype, seed=config.seed)
+    if config.cell == "lstm":
+        rnn = LSTM(config.embedding_size, config.hidden_size, config.num_layers, **rnn_options)
+    elif config.cell == "gru":
+        rnn = GRU(config.embedding_size, config.hidden_size, config.num_layers, **rnn_options)
+    else:
+        rnn = RNN(config.embedding_size, config.hidden_size, config.num_layers,
+                  nonlinearity="relu" if config.cell == "rnn_relu" else "tanh", **rnn_options)
+    return Network(rnn, vocab_size, input="embedding", vocab_size=vocab_size, seed=config.seed)
+
+
+def _schedule(config):
+    if config.schedule == "step":
+        return make_schedule("step", lr=config.lr, step_size=config.decay_every, gamma=config.decay_gamma)
+    if config.schedule == "cosine":
+        return make_schedule("cosine", lr=config.lr, total_steps=config.steps, warmup_steps=config.warmup_steps)
+    return make_schedule(config.schedule, lr=config.lr)
+
+
+def _optimizer(config):
+    settings = {"weight_decay": config.weight_decay} if config.weight_decay else {}
+    return make_optimizer(config.optimizer, **settings)
+
+
+class Data(NamedTuple):
+    """The corpus as the trainer uses it."""
+
+    vocab: Vocabulary
+    train: np.ndarray  # N,B ids
+    valid: np.ndarray  # N_valid,B ids
+    digest: str  # sha256 of the corpus text: a resumed run must read the same text
+    sources: int  # files read
+    skipped: tuple  # files of a folder left out (empty or not UTF-8)
+
+
+def load_data(config, vocab=None):
+    """Read the corpus, build (or check against ``vocab``) the vocabulary, split and streams."""
+    try:
+        corpus = load_corpus(config.corpus)
+    except (OSError, ValueError) as error:
+        raise TrainingError(str(error)) from error
+    vocab = Vocabulary.from_text(corpus.text) if vocab is None else vocab
+    try:
+        ids = vocab.encode(corpus.text)
+        train_ids, valid_ids = split_train_valid(ids, config.valid_fraction)
+        train = make_streams(train_ids, config.batch_size, config.k1, name="training part of the corpus")
+        valid = make_streams(valid_ids, config.batch_size, config.k1, name="validation part of the corpus")
+    except ValueError as error:
+        raise TrainingError(str(error)) from error
+    digest = hashlib.sha256(corpus.text.encode("utf-8", errors="surrogatepass")).hexdigest()
+    return Data(vocab, train, valid, digest, len(corpus.sources), corpus.skipped)
+
+
+class Trainer:
+    """A run: its configuration, data, network and state. Make one with :meth:`start` or
+    :meth:`resume`, then iterate :meth:`run`."""
+
+    def __init__(self, config, run_dir, data, state):
+        self.config = config
+        self.run_dir = run_dir
+        self.data = data
+        self.network = build_network(config, data.vocab.size)
+        self.network.params = state.params
+        self.optimizer = _optimizer(config)
+        self.schedule = _schedule(config)
+        self.state = state
+
+    @property
+    def checkpoint_path(self):
+        return os.path.join(self.run_dir, CHECKPOINT)
+
+    @classmethod
+    def start(cls, config, run_dir):
+        """A new run in ``run_dir`` (created; it must not hold a checkpoint already)."""
+        config.check()
+        if os.path.exists(os.path.join(run_dir, CHECKPOINT)):
+            raise TrainingError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
+                                f"or choose another folder")
+        data = load_data(config)
+        network = build_network(config, data.vocab.size)
+        state = RunState(network.params, _optimizer(config).init_state(network.params), 0, 0, 0, None)
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "config.json"), "w") as handle:
+            json.dump(dataclasses.asdict(config), handle, indent=2)
+        return cls(config, run_dir, data, state)
+
+    @classmethod
+    def resume(cls, run_dir, changes=None):
+        """Go on with the run saved in ``run_dir``; ``changes`` may only touch ``WATCHING``
+        settings (how long, how often to log), any other difference is an error."""
+        saved = load_checkpoint(os.path.join(run_dir, CHECKPOINT))
+        try:
+            config = TrainConfig(**saved["config"])
+        except (KeyError, TypeError) as error:
+            raise CheckpointError(f"{run_dir}/{CHECKPOINT} has no valid configuration ({error})") from error
+        changes = dict(changes or {})
+        conflicts = [f"{name} {value!r} (the run has {getattr(config, name)!r})"
+                     for name, value in changes.items()
+                     if name not in WATCHING and value != getattr(config, name)]
+        if conflicts:
+            raise TrainingError(f"cannot resume {run_dir} with a different configuration: " + "; ".join(conflicts)
+                                + f"; only {', '.join(sorted(WATCHING))} may change")
+        config = dataclasses.replace(config, **{k: v for k, v in changes.items() if k in WATCHING})
+        config.check()
+        data = load_data(config, Vocabulary(saved["vocab"]))
+        if data.digest != saved["corpus_sha256"]:
+            raise TrainingError(f"cannot resume {run_dir}: the corpus {config.corpus or '(built-in)'} is not "
+                                "the text the run was trained on")
+        network = build_network(config, data.vocab.size)
+        try:
+            network.load_state_dict(saved["params"])
+        except ValueError as error:
+            raise CheckpointError(f"{run_dir}/{CHECKPOINT} does not fit its configuration: {error}") from error
+        carry = None if saved["carry"] is None else tuple(saved["carry"])
+        state = RunState(network.params, saved["optimizer"], saved["step"], saved["epoch"], saved["window"], carry)
+        _keep_metrics_until(os.path.join(run_dir, "metrics.jsonl"), state.step)
+        return cls(config, run_dir, data, state)
+
+    def save(self):
+        """Write the run's state to its checkpoint, atomically. Returns the path."""
+        state = self.state
+        save_checkpoint(self.checkpoint_path, {
+            "config": dataclasses.asdict(self.config),
+            "vocab": self.data.vocab.chars,
+            "corpus_sha256": self.data.digest,
+            "params": state.params,
+            "optimizer": state.optimizer,
+            "step": state.step,
+            "epoch": state.epoch,
+            "window": state.window,
+            "carry": None if state.carry is None else list(state.carry),
+        })
+        return self.checkpoint_path
+
+    def validation_bpc(self):
+        """Bits per character on the first ``valid_windows`` windows of the validation streams,
+        the state carried from window to window."""
+        k1 = self.config.k1
+        windows = min(self.config.valid_windows, window_count(self.data.valid, k1))
+        state, total = None, 0.0
+        for index in range(windows):
+            inputs = self.data.valid[index * k1:(index + 1) * k1]
+            targets = self.data.valid[index * k1 + 1:(index + 1) * k1 + 1]
+            loss, state, _ = self.network.forward(inputs, targets, state)
+            total += loss
+        return total / windows / math.log(2)
+
+    def sample(self, length, prime="\n", temperature=0.8, seed=0):
+        """``length`` generated characters after ``prime``, as one string."""
+        rng = np.random.default_rng(seed)
+        return "".join(sample_chars(self.network, self.data.vocab, prime, length, temperature=temperature, rng=rng))
+
+    def _epoch_updates(self, state):
+        streams = self.data.train
+        return tbptt(self.network, streams[:-1], streams[1:], self.config.k1, self.config.k2,
+                     state=state.carry, start_window=state.window)
+
+    def run(self):
+        """Train until ``steps`` or ``minutes`` is reached, yielding :class:`Event` records.
+
+        Raises TrainingError when the loss or the gradient stops being finite; the checkpoint
+        on disk is then the last one written before, untouched.
+        """
+        config = self.config
+        began = time.perf_counter()
+        windows_per_epoch = len(range(0, self.data.train.shape[0] - 1, config.k1))
+        chars_per_update = config.k1 * config.batch_size
+        updates = self._epoch_updates(self.state)
+        training_seconds = 0.0  # time spent in updates since the last report, evaluation left out
+        while True:
+            state = self.state
+            if config.steps is not None and state.step >= config.steps:
+                reason = f"reached {config.steps} steps"
+                break
+            if config.minutes is not None and time.perf_counter() - began >= 60 * config.minutes:
+                reason = f"reached {config.minutes:g} minutes"
+                break
+            update_began = time.perf_counter()
+            update = next(updates)
+            grads, norm = update.grads, _global_norm(update.grads)
+            if not (math.isfinite(update.loss) and math.isfinite(norm)):
+                kept = (f"the last checkpoint, {self.checkpoint_path}, is kept"
+                        if os.path.exists(self.checkpoint_path) else "no checkpoint had been written yet")
+                raise TrainingError(f"the loss became {update.loss} (gradient norm {norm}) at step {state.step + 1}; "
+                                    f"training stopped and {kept}; try a smaller --lr or --clip")
+            if config.clip is not None:
+                grads, _ = clip_by_global_norm(grads, config.clip)
+            lr = self.schedule.lr_at(state.step)
+            params, optimizer_state = self.optimizer.update(state.params, grads, state.optimizer, lr)
+            window = state.window + 1
+            if window == windows_per_epoch:
+                next_state = RunState(params, optimizer_state, state.step + 1, state.epoch + 1, 0, None)
+            else:
+                next_state = RunState(params, optimizer_state, state.step + 1, state.epoch, window,
+                                      _as_tuple(update.next_state))
+            self.network.params = params
+            self.state = next_state
+            if window == windows_per_epoch:
+                updates = self._epoch_updates(next_state)
+            training_seconds += time.perf_counter() - update_began
+            step = next_state.step
+            if step % config.log_every == 0:
+                speed = config.log_every * chars_per_update / max(training_seconds, 1e-9)
+                training_seconds = 0.0
+                yield self._log(Event("step", step, {
+                    "loss": update.loss, "bpc": update.loss / math.log(2), "lr": lr, "grad_norm": norm,
+                    "chars_per_s": speed, "epoch": next_state.epoch,
+                }))
+            if step % config.eval_every == 0:
+                yield self._log(Event("valid", step, {"valid_bpc": self.validation_bpc()}))
+            if step % config.sample_every == 0 and config.sample_length:
+                text = self.sample(config.sample_length, seed=config.seed + step)
+                self._append("samples.txt", f"--- step {step} ---\n{text}\n")
+                yield Event("sample", step, {"text": text})
+            if step % config.checkpoint_every == 0:
+                yield Event("checkpoint", step, {"path": self.save()})
+        yield Event("done", self.state.step, {"reason": reason, "path": self.save(),
+                                              "valid_bpc": self.validation_bpc()})
+
+    def _append(self, name, text):
+        with open(os.path.join(self.run_dir, name), "a", encoding="utf-8") as handle:
+            handle.write(text)
+
+    def _log(self, event):
+        self._append("metrics.jsonl", json.dumps({"kind": event.kind, "step": event.step, **event.data}) + "\n")
+        return event
+
+
+def _as_tuple(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+def _global_norm(grads):
+    return math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
+
+
+def _keep_metrics_until(path, step):
+    """Drop the metrics a crashed run logged after its last checkpoint, atomically."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= step]
+    temporary = path + ".partial"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.writelines(kept)
+    os.replace(temporary, path)
+
+
+def read_metrics(run_dir):
+    """The metrics of a run: a list of dicts, one per line of its metrics.jsonl."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
