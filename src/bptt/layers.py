@@ -50,9 +50,23 @@ class StackCache(NamedTuple):
 
     caches: list  # L lists of D recurrence.Cache
     lengths: np.ndarray | None  # B
+    dropout_masks: list | None = None  # L-1 arrays (T, B, D*H), or None without dropout
 
 
-def stack_forward(cell, params, x, state0, lengths, num_layers, num_directions):
+def dropout_masks(rng, p, shape, num_layers, dtype):
+    """Inverted-dropout masks for the outputs of every layer but the last, as torch places them.
+
+    Each entry is 0 with probability ``p`` and ``1 / (1 - p)`` otherwise, so that the expected
+    output is unchanged. ``rng``: np.random.Generator; ``shape``: (T, B, D*H).
+    Returns a list of L-1 arrays of ``shape`` and ``dtype``.
+    """
+    if not 0 <= p < 1:
+        raise ValueError(f"expected a dropout probability in [0, 1) but got {p!r}")
+    scale = np.asarray(1.0 / (1.0 - p), dtype=dtype)
+    return [(rng.random(shape) >= p).astype(dtype) * scale for _ in range(num_layers - 1)]
+
+
+def stack_forward(cell, params, x, state0, lengths, num_layers, num_directions, masks=None):
     """Run a stack of layers, each with one or two directions.
 
     Parameters
@@ -62,6 +76,8 @@ def stack_forward(cell, params, x, state0, lengths, num_layers, num_directions):
     x : (T, B, I)
     state0 : tuple of (L*D, B, H) arrays, one per ``cell.STATE_NAMES``
     lengths : (B,) ints in [1, T], or None
+    masks : None, or L-1 dropout masks (T, B, D*H) (:func:`dropout_masks`): layer l's output
+        is multiplied by ``masks[l]`` before it enters layer l+1
 
     Returns
     -------
@@ -88,8 +104,10 @@ def stack_forward(cell, params, x, state0, lengths, num_layers, num_directions):
                 final.append(s)
         caches.append(layer_caches)
         layer_input = outputs[0] if num_directions == 1 else np.concatenate(outputs, axis=-1)
+        if masks is not None and layer < num_layers - 1:
+            layer_input = layer_input * masks[layer]  # T,B,D*H  dropout between layers
     state_n = tuple(np.stack(f) for f in finals)
-    return layer_input, state_n, StackCache(caches, lengths)
+    return layer_input, state_n, StackCache(caches, lengths, masks)
 
 
 def stack_backward(dy, dstate_n, cache, cut=None):
@@ -108,7 +126,7 @@ def stack_backward(dy, dstate_n, cache, cut=None):
     dx : (T, B, I)
     dstate0 : tuple of (L*D, B, H)
     """
-    caches, lengths = cache
+    caches, lengths, masks = cache
     num_directions = len(caches[0])
     H = caches[0][0].weights.w_hh.shape[1]
     grads = {}
@@ -128,7 +146,8 @@ def stack_backward(dy, dstate_n, cache, cut=None):
             s = layer_suffix(layer, direction)
             grads[f"weight_ih_{s}"], grads[f"weight_hh_{s}"] = weight_grads.w_ih, weight_grads.w_hh
             grads[f"bias_ih_{s}"], grads[f"bias_hh_{s}"] = weight_grads.b_ih, weight_grads.b_hh
-        dy = dlayer_input
+        # the layer below fed this one y_below * mask: its gradient is dx * mask
+        dy = dlayer_input if masks is None or layer == 0 else dlayer_input * masks[layer - 1]
     order = sorted(dstate0)
     dstate0 = tuple(np.stack([dstate0[k][j] for k in order]) for j in range(len(dstate0[0])))
     return grads, dy, dstate0
@@ -146,9 +165,10 @@ def stack_backward_truncated(dy, dstate_n, cache, depth, cut=None):
     total_grads, dx, dstate0 = None, None, None
     for t in range(T):
         start = max(0, t - depth + 1)
-        window = cache._replace(caches=[
-            [recurrence.slice_cache(c, start, t + 1) for c in layer] for layer in cache.caches
-        ])
+        window = cache._replace(
+            caches=[[recurrence.slice_cache(c, start, t + 1) for c in layer] for layer in cache.caches],
+            dropout_masks=None if cache.dropout_masks is None else [m[start:t + 1] for m in cache.dropout_masks],
+        )
         dy_window = np.zeros_like(dy[start:t + 1])  # the loss term at step t alone
         dy_window[-1] = dy[t]
         dstate = dstate_n if t == T - 1 else (None,) * len(dstate_n)
@@ -178,10 +198,12 @@ class _Recurrent:
     """Shared body of :class:`RNN`, :class:`LSTM` and :class:`GRU`."""
 
     def __init__(self, cell_name, input_size, hidden_size, num_layers=1, *, bidirectional=False,
-                 batch_first=False, dtype=np.float32, seed=None):
+                 batch_first=False, dropout=0.0, dtype=np.float32, seed=None):
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"expected {name} to be a positive integer but got {value!r}")
+        if isinstance(dropout, bool) or not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+            raise ValueError(f"expected dropout, a probability in [0, 1), but got {dropout!r}")
         dtype = np.dtype(dtype)
         if dtype not in FLOAT_DTYPES:
             raise TypeError(f"expected dtype float32 or float64 but got {dtype}")
@@ -192,6 +214,7 @@ class _Recurrent:
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
         self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
         self.dtype = dtype
         # torch's default initialisation: every parameter uniform in ±1/sqrt(H)
         rng = np.random.default_rng(seed)
@@ -210,6 +233,7 @@ class _Recurrent:
             f", num_layers={self.num_layers}" if self.num_layers != 1 else "",
             ", bidirectional=True" if self.bidirectional else "",
             ", batch_first=True" if self.batch_first else "",
+            f", dropout={self.dropout:g}" if self.dropout else "",
         ])
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, dtype={self.dtype.name})"
 
@@ -298,7 +322,7 @@ class _Recurrent:
 
     # passes
 
-    def forward(self, x, h0=None, lengths=None):
+    def forward(self, x, h0=None, lengths=None, *, dropout_rng=None):
         """Run the network over a batch of sequences.
 
         Parameters
@@ -306,6 +330,8 @@ class _Recurrent:
         x : (T, B, I), or (B, T, I) with ``batch_first``
         h0 : (L*D, B, H), for LSTM a tuple ``(h0, c0)``; None for zeros
         lengths : B ints in [1, T] for a right-padded batch, or None
+        dropout_rng : np.random.Generator to draw dropout masks from (training), or None for
+            no dropout (evaluation); used only when the model has ``dropout > 0``
 
         Returns
         -------
@@ -324,9 +350,13 @@ class _Recurrent:
         state0 = tuple(np.zeros(shape, self.dtype) if s is None else s.copy() for s in state0)
         if lengths is not None:
             lengths = check_lengths(lengths, B, T)
+        masks = None
+        if self.dropout and dropout_rng is not None:
+            shape = (T, B, self.num_directions * self.hidden_size)
+            masks = dropout_masks(dropout_rng, self.dropout, shape, self.num_layers, self.dtype)
         y, state_n, cache = stack_forward(
             self.cell, self.params, np.array(x, order="C"), state0, lengths,
-            self.num_layers, self.num_directions,
+            self.num_layers, self.num_directions, masks,
         )
         if self.batch_first:
             y = y.transpose(1, 0, 2)
