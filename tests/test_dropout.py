@@ -90,3 +90,22 @@ def test_bad_dropout_is_named():
         bptt.GRU(3, 4, 2, dropout=1.0)
     with pytest.raises(ValueError, match="dropout probability in"):
         dropout_masks(np.random.default_rng(0), -0.1, (2, 2, 2), 2, np.float32)
+
+
+def test_network_with_dropout_passes_a_gradient_check_at_fixed_masks():
+    from bptt.nets import Network
+    from bptt.proofs import gradcheck
+
+    rng = np.random.default_rng(2)
+    net = Network(bptt.LSTM(3, 4, 3, dropout=0.3, dtype=np.float64, seed=0), 5, input="embedding",
+                  vocab_size=6, seed=1)
+    ids = rng.integers(0, 6, size=(5, 2))
+    targets = rng.integers(0, 5, size=(5, 2))
+
+    def loss(params):  # the same seed draws the same masks at every evaluation
+        return net.forward(ids, targets, params=params, dropout_rng=np.random.default_rng(9))[0]
+
+    _, grads, _ = net.loss_and_grads(ids, targets, dropout_rng=np.random.default_rng(9))
+    assert loss(net.params) != net.forward(ids, targets)[0]  # the masks change the loss
+    result = gradcheck(loss, net.state_dict(), grads, max_entries=12)
+    assert result.passed, str(result)

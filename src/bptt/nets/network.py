@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import recurrence
 from ..checks import as_float_array, check_lengths, check_shape
-from ..layers import GRU, LSTM, RNN, stack_backward, stack_backward_truncated, stack_forward
+from ..layers import GRU, LSTM, RNN, dropout_masks, stack_backward, stack_backward_truncated, stack_forward
 from .embedding import check_ids, embedding_backward, embedding_forward, one_hot
 from .head import head_backward, head_forward
 from .losses import LOSSES, check_class_targets, check_value_targets
@@ -111,6 +111,7 @@ class Network:
             raise ValueError('vocab_size is for input="embedding" or "one_hot", not for input="features"')
         self.rnn_type = type(rnn).__name__
         self.nonlinearity = getattr(rnn, "nonlinearity", None)
+        self.dropout = rnn.dropout
         self.cell = rnn.cell
         self.input_size = rnn.input_size
         self.hidden_size = rnn.hidden_size
@@ -255,7 +256,8 @@ class Network:
 
     # the pass, time-major, on checked inputs
 
-    def forward_time_major(self, params, x, targets, state0, lengths=None, mask=None, boundaries=()):
+    def forward_time_major(self, params, x, targets, state0, lengths=None, mask=None, boundaries=(),
+                           dropout_rng=None):
         """The pass of :meth:`forward` on checked, time-major inputs.
 
         Parameters
@@ -269,6 +271,8 @@ class Network:
         boundaries : increasing steps 0 < s < T at which the stack's forward is run as separate
             segments, so that the state after s steps is returned too (truncated BPTT needs the
             state where its next window starts). Gradients flow across the cuts unchanged.
+        dropout_rng : np.random.Generator for the dropout masks between layers (training), or
+            None for no dropout
 
         Returns
         -------
@@ -276,12 +280,12 @@ class Network:
         states : list of tuples of (L*D, B, H): the state after each segment; the last is state_n
         cache : NetworkCache
         """
-        out, states, cache = self._outputs(params, x, state0, lengths, boundaries)
+        out, states, cache = self._outputs(params, x, state0, lengths, boundaries, dropout_rng)
         loss_forward = LOSSES[self.loss][0]
         loss, loss_cache = loss_forward(out, targets, mask if self.mode == "many_to_many" else None)
         return loss, states, cache._replace(loss=loss_cache)
 
-    def _outputs(self, params, x, state0, lengths, boundaries):
+    def _outputs(self, params, x, state0, lengths, boundaries, dropout_rng=None):
         """Forward up to the head's output; the cache has no loss yet."""
         T, B = x.shape[:2]
         input_cache = None
@@ -296,8 +300,12 @@ class Network:
         ys, states, stacks = [], [], []
         state = state0
         for start, stop in zip(edges[:-1], edges[1:]):
+            masks = None
+            if self.dropout and dropout_rng is not None:
+                shape = (stop - start, B, self.num_directions * self.hidden_size)
+                masks = dropout_masks(dropout_rng, self.dropout, shape, self.num_layers, self.dtype)
             y, state, stack = stack_forward(self.cell, rnn_params, x[start:stop], state, lengths,
-                                            self.num_layers, self.num_directions)
+                                            self.num_layers, self.num_directions, masks)
             ys.append(y)
             states.append(state)
             stacks.append(stack)
@@ -338,7 +346,7 @@ class Network:
             out = out.swapaxes(0, 1)
         return out, self.public_state(states[-1])
 
-    def forward(self, x, targets, state=None, lengths=None, mask=None, *, params=None):
+    def forward(self, x, targets, state=None, lengths=None, mask=None, *, params=None, dropout_rng=None):
         """The loss of a batch.
 
         Parameters
@@ -353,6 +361,8 @@ class Network:
             end carry no loss; many-to-one reads step ``lengths[b] - 1``.
         mask : (T, B) bools, (B, T) with ``batch_first``: which steps carry a loss (many-to-many)
         params : None for ``self.params``, or a dict of the same names and shapes
+        dropout_rng : np.random.Generator to draw the dropout masks from (training), or None
+            for no dropout; used only when the recurrent stack has ``dropout > 0``
 
         Returns
         -------
@@ -371,7 +381,8 @@ class Network:
         # (the next batch) before this pass's backward
         x, targets, state0 = x.copy(), targets.copy(), tuple(s.copy() for s in state0)
         mask = None if mask is None else mask.copy()
-        loss, states, cache = self.forward_time_major(params, x, targets, state0, lengths, mask)
+        loss, states, cache = self.forward_time_major(params, x, targets, state0, lengths, mask,
+                                                      dropout_rng=dropout_rng)
         return loss, self.public_state(states[-1]), cache._replace(batch_first=self.batch_first)
 
     def backward(self, cache, *, depth=None):
@@ -432,7 +443,8 @@ class Network:
         grads = {name: grads[name] for name in self.params}  # the order of params
         return grads, dx, self.public_state(dstate)
 
-    def loss_and_grads(self, x, targets, state=None, lengths=None, mask=None, *, depth=None, params=None):
+    def loss_and_grads(self, x, targets, state=None, lengths=None, mask=None, *, depth=None, params=None,
+                       dropout_rng=None):
         """The loss of a batch, the gradient of every parameter, and the final state.
 
         Arguments as :meth:`forward`, and ``depth`` as :meth:`backward`.
@@ -443,6 +455,6 @@ class Network:
         grads : dict, the keys and shapes of ``params``
         state_n : (L*D, B, H), for LSTM a tuple ``(h_n, c_n)``
         """
-        loss, state_n, cache = self.forward(x, targets, state, lengths, mask, params=params)
+        loss, state_n, cache = self.forward(x, targets, state, lengths, mask, params=params, dropout_rng=dropout_rng)
         grads, _, _ = self.backward(cache, depth=depth)
         return loss, grads, state_n

@@ -75,7 +75,8 @@ def windows(steps, k1, k2=None):
     return plan
 
 
-def tbptt(network, x, targets, k1, k2=None, state=None, mask=None, *, params=None, start_window=0):
+def tbptt(network, x, targets, k1, k2=None, state=None, mask=None, *, params=None, start_window=0,
+          dropout_rng=None):
     """Truncated BPTT(k1, k2) over B parallel streams: one (loss, grads, state) per update.
 
     Returns an iterator. With ``params=None`` each window reads ``network.params`` when it is
@@ -96,6 +97,8 @@ def tbptt(network, x, targets, k1, k2=None, state=None, mask=None, *, params=Non
     params : None to read ``network.params`` at each window, or a fixed dict of its names
     start_window : begin with this window of :func:`windows` (to resume a run); ``state`` is
         then the state entering that window's first step, an ``Update.next_state``
+    dropout_rng : np.random.Generator for the dropout masks of every window's forward, or None
+        for no dropout
 
     Yields
     ------
@@ -119,10 +122,10 @@ def tbptt(network, x, targets, k1, k2=None, state=None, mask=None, *, params=Non
             or not 0 <= start_window < len(plan):
         raise ValueError(f"expected start_window in [0, {len(plan)}) (the stream has {len(plan)} windows) "
                          f"but got {start_window!r}")
-    return _updates(network, params, x, targets, mask, state, plan, int(start_window))
+    return _updates(network, params, x, targets, mask, state, plan, int(start_window), dropout_rng)
 
 
-def _updates(network, params, x, targets, mask, state, plan, first):
+def _updates(network, params, x, targets, mask, state, plan, first, dropout_rng):
     """The generator behind :func:`tbptt`, on checked, time-major arrays."""
     B = x.shape[1]
     entering = state  # the state entering plan[j].start, a constant of window j
@@ -138,6 +141,7 @@ def _updates(network, params, x, targets, mask, state, plan, first):
             loss_mask &= mask[start:stop]
         loss, states, cache = network.forward_time_major(
             window_params, x[start:stop], targets[start:stop], entering, mask=loss_mask, boundaries=boundaries,
+            dropout_rng=dropout_rng,
         )
         grads, _, _ = network.backward(cache)
         if boundaries:
