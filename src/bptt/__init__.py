@@ -1,9 +1,10 @@
 """bptt: recurrent networks with hand-written, proven backpropagation through time."""
 
+from . import interop
 from .layers import GRU, LSTM, RNN
 from .nets import Network
-from .proofs import gradcheck
+from .proofs import diagnose, gradcheck
 
 __version__ = "0.1.0"
 
-__all__ = ["GRU", "LSTM", "Network", "RNN", "__version__", "gradcheck"]
+__all__ = ["GRU", "LSTM", "Network", "RNN", "__version__", "diagnose", "gradcheck", "interop"]
