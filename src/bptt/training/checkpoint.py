@@ -89,8 +89,12 @@ def load_checkpoint(path):
         raise
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError) as error:
         raise CheckpointError(f"{path} is truncated or corrupt ({type(error).__name__}: {error})") from error
+    if not isinstance(meta, dict) or "tree" not in meta:
+        raise CheckpointError(f"{path} is not a bptt checkpoint (its {META} entry is not one)")
     version = meta.get("format")
-    if not isinstance(version, int) or version > FORMAT:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path} is not a bptt checkpoint (format {version!r})")
+    if version > FORMAT:
         raise CheckpointError(
             f"{path} has checkpoint format {version!r}, newer than this bptt reads ({FORMAT}); upgrade bptt"
         )

@@ -32,8 +32,17 @@ def next_char_distribution(logits, temperature=1.0, top_k=None):
     return probabilities / probabilities.sum()
 
 
+def default_prime(vocab):
+    """The prime text when none is given: a newline, or the vocabulary's first character when
+    the text it was built from had no newline."""
+    return "\n" if "\n" in vocab.chars else vocab.chars[0]
+
+
 def sample_chars(network, vocab, prime, length, *, temperature=1.0, top_k=None, rng=None, params=None):
-    """Yield ``length`` characters generated after ``prime``, one at a time.
+    """``length`` characters generated after ``prime``, yielded one at a time.
+
+    Every argument is checked at the call, before the first character (a caller may have
+    written something by then only if the arguments are good).
 
     Parameters
     ----------
@@ -44,13 +53,29 @@ def sample_chars(network, vocab, prime, length, *, temperature=1.0, top_k=None, 
     temperature, top_k : as :func:`next_char_distribution`
     rng : np.random.Generator (None: a fresh unseeded one)
     params : None for ``network.params``, or a dict of the same names and shapes
+
+    Returns
+    -------
+    an iterator of ``length`` one-character strings
     """
-    if not prime:
-        raise ValueError("expected a non-empty prime text to start sampling from but got ''")
+    if not isinstance(prime, str) or not prime:
+        raise ValueError(f"expected a non-empty prime text to start sampling from but got {prime!r}")
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
         raise ValueError(f"expected length to be a non-negative integer but got {length!r}")
-    rng = np.random.default_rng() if rng is None else rng
+    next_char_distribution(np.zeros(vocab.size), temperature, top_k)  # checks temperature and top_k
+    unknown = sorted(set(prime) - set(vocab.chars))
+    if unknown:
+        shown = ", ".join(repr(char) for char in unknown[:20]) + (", ..." if len(unknown) > 20 else "")
+        raise ValueError(f"the prime text has {len(unknown)} character(s) that are not in the model's vocabulary "
+                         f"of {vocab.size}: {shown}")
     ids = vocab.encode(prime)  # N
+    params = network.check_params(params)
+    rng = np.random.default_rng() if rng is None else rng
+    return _generate(network, vocab, ids, length, temperature, top_k, rng, params)
+
+
+def _generate(network, vocab, ids, length, temperature, top_k, rng, params):
+    """The generator behind :func:`sample_chars`, on checked arguments."""
     logits, state = network.predict(ids[:, None], params=params)  # N,1,V
     for _ in range(length):
         probabilities = next_char_distribution(logits[-1, 0], temperature, top_k)

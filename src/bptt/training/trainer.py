@@ -28,14 +28,16 @@ from typing import NamedTuple
 import numpy as np
 
 from ..layers import GRU, LSTM, RNN
-from ..nets import Network, tbptt
+from ..nets import Network, tbptt, windows
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import Vocabulary, load_corpus, make_streams, split_train_valid, window_count
 from .optim import clip_by_global_norm, make_optimizer, make_schedule
-from .sampling import sample_chars
+from .sampling import default_prime, sample_chars
 
 CELLS = ("lstm", "gru", "rnn", "rnn_relu")
 CHECKPOINT = "checkpoint.npz"
+# the files of a run folder: a folder holding any of them holds a run that a new one must not overwrite
+RUN_FILES = ("config.json", CHECKPOINT, "metrics.jsonl", "samples.txt", "loss.png")
 # settings that change how a run is watched or how long it goes on, not what it computes:
 # the only ones a resumed run may change
 WATCHING = frozenset({"steps", "minutes", "log_every", "eval_every", "sample_every", "checkpoint_every",
@@ -171,12 +173,16 @@ class Data(NamedTuple):
     skipped: tuple  # files of a folder left out (empty or not UTF-8)
 
 
-def load_data(config, vocab=None):
-    """Read the corpus, build (or check against ``vocab``) the vocabulary, split and streams."""
+def load_data(config, vocab=None, digest=None):
+    """Read the corpus, build (or check against ``vocab``) the vocabulary, split and streams.
+    With ``digest`` (a resumed run's), the corpus must be the text that digest was taken of."""
     try:
         corpus = load_corpus(config.corpus)
     except (OSError, ValueError) as error:
         raise TrainingError(str(error)) from error
+    text_digest = hashlib.sha256(corpus.text.encode("utf-8", errors="surrogatepass")).hexdigest()
+    if digest is not None and text_digest != digest:
+        raise TrainingError(f"the corpus {config.corpus or '(built-in)'} is not the text the run was trained on")
     vocab = Vocabulary.from_text(corpus.text) if vocab is None else vocab
     try:
         ids = vocab.encode(corpus.text)
@@ -185,8 +191,7 @@ def load_data(config, vocab=None):
         valid = make_streams(valid_ids, config.batch_size, config.k1, name="validation part of the corpus")
     except ValueError as error:
         raise TrainingError(str(error)) from error
-    digest = hashlib.sha256(corpus.text.encode("utf-8", errors="surrogatepass")).hexdigest()
-    return Data(vocab, train, valid, digest, len(corpus.sources), corpus.skipped)
+    return Data(vocab, train, valid, text_digest, len(corpus.sources), corpus.skipped)
 
 
 class Trainer:
@@ -209,48 +214,59 @@ class Trainer:
 
     @classmethod
     def start(cls, config, run_dir):
-        """A new run in ``run_dir`` (created; it must not hold a checkpoint already)."""
+        """A new run in ``run_dir`` (created; it must not hold a run's files already, even a
+        run that crashed before its first checkpoint, whose metrics a new run would mix in)."""
         config.check()
-        if os.path.exists(os.path.join(run_dir, CHECKPOINT)):
-            raise TrainingError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
-                                f"or choose another folder")
+        held = [name for name in RUN_FILES if os.path.exists(os.path.join(run_dir, name))]
+        if held:
+            raise TrainingError(f"{run_dir} already holds a run ({', '.join(held)}); resume it with --resume "
+                                f"{run_dir} or choose another folder")
         data = load_data(config)
         network = build_network(config, data.vocab.size)
         state = RunState(network.params, _optimizer(config).init_state(network.params), 0, 0, 0, None)
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "config.json"), "w") as handle:
-            json.dump(dataclasses.asdict(config), handle, indent=2)
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+            with open(os.path.join(run_dir, "config.json"), "w") as handle:
+                json.dump(dataclasses.asdict(config), handle, indent=2)
+        except OSError as error:
+            raise TrainingError(f"cannot make the run folder {run_dir}: {error.strerror or error}") from error
         return cls(config, run_dir, data, state)
 
     @classmethod
     def resume(cls, run_dir, changes=None):
         """Go on with the run saved in ``run_dir``; ``changes`` may only touch ``WATCHING``
         settings (how long, how often to log), any other difference is an error."""
-        saved = load_checkpoint(os.path.join(run_dir, CHECKPOINT))
+        path = os.path.join(run_dir, CHECKPOINT)
+        saved = load_checkpoint(path)
         try:
             config = TrainConfig(**saved["config"])
-        except (KeyError, TypeError) as error:
-            raise CheckpointError(f"{run_dir}/{CHECKPOINT} has no valid configuration ({error})") from error
+            vocab = Vocabulary(saved["vocab"])
+            digest = saved["corpus_sha256"]
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise CheckpointError(f"{path} does not hold a training run ({type(error).__name__}: {error})") from error
+        _check_run_config(run_dir, config)
         changes = dict(changes or {})
-        conflicts = [f"{name} {value!r} (the run has {getattr(config, name)!r})"
+        # the cosine schedule ends at ``steps``: there, steps changes what is computed
+        watching = WATCHING - {"steps"} if config.schedule == "cosine" else WATCHING
+        conflicts = [f"{name} {value!r} (the run has {getattr(config, name)!r}"
+                     + ("; its cosine schedule ends there)" if name == "steps" else ")")
                      for name, value in changes.items()
-                     if name not in WATCHING and value != getattr(config, name)]
+                     if name not in watching and value != getattr(config, name)]
         if conflicts:
             raise TrainingError(f"cannot resume {run_dir} with a different configuration: " + "; ".join(conflicts)
-                                + f"; only {', '.join(sorted(WATCHING))} may change")
-        config = dataclasses.replace(config, **{k: v for k, v in changes.items() if k in WATCHING})
+                                + f"; only {', '.join(sorted(watching))} may change")
+        config = dataclasses.replace(config, **{k: v for k, v in changes.items() if k in watching})
         config.check()
-        data = load_data(config, Vocabulary(saved["vocab"]))
-        if data.digest != saved["corpus_sha256"]:
-            raise TrainingError(f"cannot resume {run_dir}: the corpus {config.corpus or '(built-in)'} is not "
-                                "the text the run was trained on")
+        try:
+            data = load_data(config, vocab, digest)
+        except TrainingError as error:
+            raise TrainingError(f"cannot resume {run_dir}: {error}") from error
         network = build_network(config, data.vocab.size)
         try:
             network.load_state_dict(saved["params"])
-        except ValueError as error:
-            raise CheckpointError(f"{run_dir}/{CHECKPOINT} does not fit its configuration: {error}") from error
-        carry = None if saved["carry"] is None else tuple(saved["carry"])
-        state = RunState(network.params, saved["optimizer"], saved["step"], saved["epoch"], saved["window"], carry)
+            state = _saved_state(saved, network, _optimizer(config), data.train.shape, config)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise CheckpointError(f"{path} does not fit its configuration: {error}") from error
         _keep_metrics_until(os.path.join(run_dir, "metrics.jsonl"), state.step)
         return cls(config, run_dir, data, state)
 
@@ -283,15 +299,17 @@ class Trainer:
             total += loss
         return total / windows / math.log(2)
 
-    def sample(self, length, prime="\n", temperature=0.8, seed=0):
-        """``length`` generated characters after ``prime``, as one string."""
+    def sample(self, length, prime=None, temperature=0.8, seed=0):
+        """``length`` generated characters after ``prime`` (None: :func:`default_prime`), as one string."""
         rng = np.random.default_rng(seed)
+        prime = default_prime(self.data.vocab) if prime is None else prime
         return "".join(sample_chars(self.network, self.data.vocab, prime, length, temperature=temperature, rng=rng))
 
     def _epoch_updates(self, state):
         streams = self.data.train
+        carry = None if state.carry is None else self.network.public_state(state.carry)
         return tbptt(self.network, streams[:-1], streams[1:], self.config.k1, self.config.k2,
-                     state=state.carry, start_window=state.window)
+                     state=carry, start_window=state.window)
 
     def run(self):
         """Train until ``steps`` or ``minutes`` is reached, yielding :class:`Event` records.
@@ -301,7 +319,7 @@ class Trainer:
         """
         config = self.config
         began = time.perf_counter()
-        windows_per_epoch = len(range(0, self.data.train.shape[0] - 1, config.k1))
+        windows_per_epoch = _windows_per_epoch(self.data.train.shape, config)
         chars_per_update = config.k1 * config.batch_size
         updates = self._epoch_updates(self.state)
         training_seconds = 0.0  # time spent in updates since the last report, evaluation left out
@@ -314,17 +332,22 @@ class Trainer:
                 reason = f"reached {config.minutes:g} minutes"
                 break
             update_began = time.perf_counter()
-            update = next(updates)
+            # overflow is checked for below and reported as one line, not as NumPy's warnings
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                update = next(updates)
             grads, norm = update.grads, _global_norm(update.grads)
             if not (math.isfinite(update.loss) and math.isfinite(norm)):
-                kept = (f"the last checkpoint, {self.checkpoint_path}, is kept"
-                        if os.path.exists(self.checkpoint_path) else "no checkpoint had been written yet")
-                raise TrainingError(f"the loss became {update.loss} (gradient norm {norm}) at step {state.step + 1}; "
-                                    f"training stopped and {kept}; try a smaller --lr or --clip")
+                raise self._diverged(f"the loss became {update.loss} (gradient norm {norm})", state.step + 1)
             if config.clip is not None:
                 grads, _ = clip_by_global_norm(grads, config.clip)
             lr = self.schedule.lr_at(state.step)
-            params, optimizer_state = self.optimizer.update(state.params, grads, state.optimizer, lr)
+            with np.errstate(over="ignore", invalid="ignore"):
+                params, optimizer_state = self.optimizer.update(state.params, grads, state.optimizer, lr)
+            if not all(np.isfinite(param).all() for param in params.values()):
+                # a finite gradient times a large learning rate can overflow: such parameters
+                # must never reach a checkpoint
+                raise self._diverged(f"the update made the parameters non-finite (loss {update.loss}, gradient "
+                                     f"norm {norm})", state.step + 1)
             window = state.window + 1
             if window == windows_per_epoch:
                 next_state = RunState(params, optimizer_state, state.step + 1, state.epoch + 1, 0, None)
@@ -355,6 +378,11 @@ class Trainer:
         yield Event("done", self.state.step, {"reason": reason, "path": self.save(),
                                               "valid_bpc": self.validation_bpc()})
 
+    def _diverged(self, what, step):
+        kept = (f"the last checkpoint, {self.checkpoint_path}, is kept"
+                if os.path.exists(self.checkpoint_path) else "no checkpoint had been written yet")
+        return TrainingError(f"{what} at step {step}; training stopped and {kept}; try a smaller --lr or --clip")
+
     def _append(self, name, text):
         with open(os.path.join(self.run_dir, name), "a", encoding="utf-8") as handle:
             handle.write(text)
@@ -362,6 +390,50 @@ class Trainer:
     def _log(self, event):
         self._append("metrics.jsonl", json.dumps({"kind": event.kind, "step": event.step, **event.data}) + "\n")
         return event
+
+
+def _windows_per_epoch(train_shape, config):
+    """The updates of one pass over the training streams ((N, B)): the windows of TBPTT over
+    their N - 1 input steps."""
+    return len(windows(train_shape[0] - 1, config.k1, config.k2))
+
+
+def _check_run_config(run_dir, config):
+    """A checkpoint must be of the run whose folder holds it: its configuration equals the
+    folder's config.json but for the ``WATCHING`` settings (a checkpoint copied in from another
+    run is refused before anything of the folder changes)."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as handle:
+            folder = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read {path}: {error}") from error
+    saved = dataclasses.asdict(config)
+    if not isinstance(folder, dict):
+        raise CheckpointError(f"{path} is not a run configuration")
+    differ = [f"{name} {saved[name]!r} (config.json has {folder[name]!r})"
+              for name in saved if name not in WATCHING and name in folder and folder[name] != saved[name]]
+    if differ:
+        raise CheckpointError(f"{run_dir}/{CHECKPOINT} is not from the run in {run_dir}: its " + "; ".join(differ))
+
+
+def _saved_state(saved, network, optimizer, train_shape, config):
+    """The RunState of a checkpoint, every part checked against the network and the data;
+    a ValueError (or KeyError, TypeError) says what does not fit."""
+    step, epoch, window = saved["step"], saved["epoch"], saved["window"]
+    for name, value in (("step", step), ("epoch", epoch), ("window", window)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} {value!r} (expected an integer >= 0)")
+    count = _windows_per_epoch(train_shape, config)
+    if window >= count:
+        raise ValueError(f"window {window} (an epoch has {count} windows)")
+    optimizer._check_state(saved["optimizer"], network.params)
+    carry = saved["carry"]
+    if carry is not None:
+        carry = network.check_state(network.public_state(tuple(carry)), train_shape[1], "carried state")
+    return RunState(network.params, saved["optimizer"], step, epoch, window, carry)
 
 
 def _as_tuple(state):
@@ -377,11 +449,19 @@ def _keep_metrics_until(path, step):
     if not os.path.exists(path):
         return
     with open(path, encoding="utf-8") as handle:
-        kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= step]
+        kept = [line for line in handle if _logged_step(line) <= step]
     temporary = path + ".partial"
     with open(temporary, "w", encoding="utf-8") as handle:
         handle.writelines(kept)
     os.replace(temporary, path)
+
+
+def _logged_step(line):
+    """The step of a metrics line; infinity for a line a crash cut short (or a blank one)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def read_metrics(run_dir):
