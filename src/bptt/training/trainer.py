@@ -290,14 +290,14 @@ class Trainer:
         """Bits per character on the first ``valid_windows`` windows of the validation streams,
         the state carried from window to window."""
         k1 = self.config.k1
-        windows = min(self.config.valid_windows, window_count(self.data.valid, k1))
+        count = min(self.config.valid_windows, window_count(self.data.valid, k1))
         state, total = None, 0.0
-        for index in range(windows):
+        for index in range(count):
             inputs = self.data.valid[index * k1:(index + 1) * k1]
             targets = self.data.valid[index * k1 + 1:(index + 1) * k1 + 1]
             loss, state, _ = self.network.forward(inputs, targets, state)
             total += loss
-        return total / windows / math.log(2)
+        return total / count / math.log(2)
 
     def sample(self, length, prime=None, temperature=0.8, seed=0):
         """``length`` generated characters after ``prime`` (None: :func:`default_prime`), as one string."""
