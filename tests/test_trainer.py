@@ -5,6 +5,7 @@ update stops the run with one clear line and leaves the last good checkpoint byt
 the run folder holds metrics.jsonl and loss.png; ``bptt sample`` streams, repeats with
 ``--seed``, is greedy with ``--top-k 1`` and checks its arguments before writing anything."""
 
+import dataclasses
 import json
 import os
 
@@ -73,24 +74,23 @@ def one_line(err):
 
 # (a) a resumed run equals the uninterrupted run, bit for bit
 
-RESUME_CASES = [("lstm", 4, None, "float32"), ("lstm", 3, 5, "float64"), ("gru", 3, 5, "float32"),
-                ("rnn", 4, None, "float64")]
+RESUME_CASES = [("lstm", 4, None, "float32", 0.0), ("lstm", 3, 5, "float64", 0.3), ("gru", 3, 5, "float32", 0.25),
+                ("rnn", 4, None, "float64", 0.0)]
 
 
 @pytest.mark.parametrize("where", ["mid-epoch", "epoch boundary"])
-@pytest.mark.parametrize("cell,k1,k2,dtype", RESUME_CASES)
-def test_a_resumed_run_equals_the_uninterrupted_run(tmp_path, cell, k1, k2, dtype, where):
+@pytest.mark.parametrize("cell,k1,k2,dtype,dropout", RESUME_CASES)
+def test_a_resumed_run_equals_the_uninterrupted_run(tmp_path, cell, k1, k2, dtype, dropout, where):
     corpus = write_corpus(tmp_path)
     steps = 25  # more than two epochs
-    config = TrainConfig(corpus=corpus, cell=cell, k1=k1, k2=k2, dtype=dtype, steps=steps, **TINY)
+    config = TrainConfig(corpus=corpus, cell=cell, k1=k1, k2=k2, dtype=dtype, dropout=dropout, steps=steps, **TINY)
     straight = Trainer.start(config, str(tmp_path / "straight"))
     per_epoch = len(windows(straight.data.train.shape[0] - 1, k1, k2))  # updates in one pass over the streams
     assert 2 * per_epoch < steps
     finish(straight)
 
     stop = per_epoch + 3 if where == "mid-epoch" else per_epoch
-    first = Trainer.start(TrainConfig(corpus=corpus, cell=cell, k1=k1, k2=k2, dtype=dtype, steps=stop, **TINY),
-                          str(tmp_path / "resumed"))
+    first = Trainer.start(dataclasses.replace(config, steps=stop), str(tmp_path / "resumed"))
     finish(first)
     saved = checkpoint(first.run_dir)
     assert saved["step"] == stop and saved["epoch"] == 1 and (saved["window"] == 3) == (where == "mid-epoch")
@@ -101,6 +101,17 @@ def test_a_resumed_run_equals_the_uninterrupted_run(tmp_path, cell, k1, k2, dtyp
 
     assert_same_tree(checkpoint(straight.run_dir), checkpoint(resumed.run_dir))
     assert computed_metrics(resumed.run_dir) == computed_metrics(straight.run_dir)
+
+
+def test_dropout_changes_training_and_a_seed_repeats_it(tmp_path):
+    corpus = write_corpus(tmp_path)
+    runs = {}
+    for name, dropout in (("plain", 0.0), ("dropout", 0.4), ("again", 0.4)):
+        trainer = Trainer.start(TrainConfig(corpus=corpus, k1=4, dropout=dropout, steps=6, **TINY), str(tmp_path / name))
+        finish(trainer)
+        runs[name] = checkpoint(trainer.run_dir)["params"]
+    assert not np.array_equal(runs["plain"]["rnn.weight_hh_l0"], runs["dropout"]["rnn.weight_hh_l0"])
+    assert_same_tree(runs["dropout"], runs["again"])
 
 
 @pytest.mark.parametrize("k1,k2", [(4, None), (3, 5)])

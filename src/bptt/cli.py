@@ -167,6 +167,7 @@ def _add_train(subparsers):
     p.add_argument("--layers", dest="num_layers", type=int, help=f"default {defaults.num_layers}")
     p.add_argument("--embedding", dest="embedding_size", type=int,
                    help=f"embedding size (default {defaults.embedding_size})")
+    p.add_argument("--dropout", type=float, help="dropout between stacked layers (default 0)")
     p.add_argument("--k1", type=int, help=f"steps between updates (default {defaults.k1})")
     p.add_argument("--k2", type=int, help="steps each update backpropagates through (default k1)")
     p.add_argument("--batch", dest="batch_size", type=int, help=f"parallel streams (default {defaults.batch_size})")
@@ -190,7 +191,7 @@ def _add_train(subparsers):
     p.add_argument("--no-progress", action="store_true", help="print lines instead of a progress bar")
 
 
-TRAIN_SETTINGS = ("corpus", "cell", "hidden_size", "num_layers", "embedding_size", "k1", "k2", "batch_size",
+TRAIN_SETTINGS = ("corpus", "cell", "hidden_size", "num_layers", "embedding_size", "dropout", "k1", "k2", "batch_size",
                   "optimizer", "lr", "weight_decay", "schedule", "warmup_steps", "clip", "dtype", "seed",
                   "valid_fraction", "steps", "minutes", "log_every", "eval_every", "sample_every", "checkpoint_every")
 
@@ -355,12 +356,75 @@ def _run_sample(args):
     return 0
 
 
+# bench
+
+
+def _add_bench(subparsers):
+    p = subparsers.add_parser(
+        "bench",
+        help="time bptt beside PyTorch: forward, forward+backward, memory, sampling",
+        description="Times bptt and (with --vs torch, when installed) torch in the same process, "
+        "interleaved run by run after warm-up, with both thread counts fixed, and prints medians, the "
+        "ratio bptt/torch, GFLOP/s and the fraction of this machine's GEMM peak. A run taken while "
+        "other processes used the CPU is taken again.",
+    )
+    p.add_argument("--vs", choices=["torch", "none"], default="torch", help="compare with (default torch)")
+    p.add_argument("--threads", type=int, default=2, help="threads for both libraries (default 2)")
+    p.add_argument("--repeat", type=int, default=7, help="timed runs per library and case (default 7)")
+    p.add_argument("--cases", help="comma-separated case names or patterns, e.g. 'lstm-*,gru-f32-train' "
+                   "(default: all; --list shows them)")
+    p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--pause", type=float, default=0.25,
+                   help="seconds to sleep before each run, so the other library's threads go idle (default 0.25)")
+    p.add_argument("--quiet", type=float, default=0.1,
+                   help="retake a run during which other processes used more than this share of a core "
+                   "(default 0.1)")
+    p.add_argument("--no-memory", action="store_true", help="skip cache sizes and peak memory")
+    p.add_argument("--no-sampling", action="store_true", help="skip sampling throughput")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _run_bench(args):
+    import json
+
+    from . import bench
+
+    if args.list:
+        for case in bench.default_cases():
+            target = "" if case.target is None else f"  target <= {case.target:.1f}"
+            print(f"{case.name:<22} {case.mode:<9} T={case.T} B={case.B} I={case.I} H={case.H}{target}")
+        return 0
+    if args.threads < 1 or args.repeat < 1 or args.pause < 0:
+        raise UserError(f"expected --threads >= 1, --repeat >= 1, --pause >= 0 but got "
+                        f"{args.threads}, {args.repeat}, {args.pause}")
+    patterns = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else None
+    try:
+        cases = bench.select_cases(patterns)
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    vs_torch = args.vs == "torch"
+    if vs_torch and not bench.torch_importable():
+        print("bptt bench: torch is not installed; timing bptt alone", file=sys.stderr)
+    # rows as they finish go to stderr; stdout gets the final report alone
+    print(bench.table_header(vs_torch and bench.torch_importable()), file=sys.stderr)
+    progress = lambda row: print(bench.format_row(row), file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        report = bench.run(cases, threads=args.threads, repeat=args.repeat, pause=args.pause,
+                           vs_torch=vs_torch, memory=not args.no_memory, sample=not args.no_sampling,
+                           quiet=args.quiet, progress=progress)
+    except ImportError as error:
+        raise UserError(f"{error} (pip install threadpoolctl, or bptt[bench])") from error
+    print(json.dumps(report, indent=1) if args.json else bench.format_report(report))
+    return 0
+
+
 VERBS = {
     "gradcheck": (_add_gradcheck, _run_gradcheck),
     "diagnose": (_add_diagnose, _run_diagnose),
     "flow": (_add_flow, _run_flow),
     "train": (_add_train, _run_train),
     "sample": (_add_sample, _run_sample),
+    "bench": (_add_bench, _run_bench),
 }
 
 

@@ -58,6 +58,7 @@ class TrainConfig:
     hidden_size: int = 256
     num_layers: int = 2
     embedding_size: int = 64
+    dropout: float = 0.0  # between stacked layers, on every layer's output but the last
     k1: int = 64
     k2: int | None = None
     batch_size: int = 32
@@ -93,6 +94,8 @@ class TrainConfig:
                 problems.append(f"{name} {value!r} (expected a positive integer)")
         if self.k2 is not None and (not isinstance(self.k2, int) or self.k2 < self.k1):
             problems.append(f"k2 {self.k2!r} (expected an integer >= k1 = {self.k1})")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            problems.append(f"dropout {self.dropout!r} (expected a probability in [0, 1))")
         if self.dtype not in ("float32", "float64"):
             problems.append(f"dtype {self.dtype!r} (expected float32 or float64)")
         if not self.lr > 0:
@@ -133,12 +136,13 @@ class RunState(NamedTuple):
     epoch: int  # passes over the training streams begun
     window: int  # the next window of this epoch
     carry: tuple  # the state entering that window's first step: (L, B, H) arrays
+    dropout_rng: dict  # the bit generator state that draws the next dropout masks
 
 
 def build_network(config, vocab_size):
     """The character language model of ``config``: embedding, recurrent stack, linear head."""
     dtype = np.dtype(config.dtype)
-    rnn_options = dict(dtype=dtype, seed=config.seed)
+    rnn_options = dict(dropout=config.dropout, dtype=dtype, seed=config.seed)
     if config.cell == "lstm":
         rnn = LSTM(config.embedding_size, config.hidden_size, config.num_layers, **rnn_options)
     elif config.cell == "gru":
@@ -223,7 +227,8 @@ class Trainer:
                                 f"{run_dir} or choose another folder")
         data = load_data(config)
         network = build_network(config, data.vocab.size)
-        state = RunState(network.params, _optimizer(config).init_state(network.params), 0, 0, 0, None)
+        dropout_rng = np.random.default_rng([config.seed, 1]).bit_generator.state  # apart from the init's
+        state = RunState(network.params, _optimizer(config).init_state(network.params), 0, 0, 0, None, dropout_rng)
         try:
             os.makedirs(run_dir, exist_ok=True)
             with open(os.path.join(run_dir, "config.json"), "w") as handle:
@@ -283,6 +288,7 @@ class Trainer:
             "epoch": state.epoch,
             "window": state.window,
             "carry": None if state.carry is None else list(state.carry),
+            "dropout_rng": state.dropout_rng,
         })
         return self.checkpoint_path
 
@@ -305,11 +311,11 @@ class Trainer:
         prime = default_prime(self.data.vocab) if prime is None else prime
         return "".join(sample_chars(self.network, self.data.vocab, prime, length, temperature=temperature, rng=rng))
 
-    def _epoch_updates(self, state):
+    def _epoch_updates(self, state, dropout_rng):
         streams = self.data.train
         carry = None if state.carry is None else self.network.public_state(state.carry)
         return tbptt(self.network, streams[:-1], streams[1:], self.config.k1, self.config.k2,
-                     state=carry, start_window=state.window)
+                     state=carry, start_window=state.window, dropout_rng=dropout_rng)
 
     def run(self):
         """Train until ``steps`` or ``minutes`` is reached, yielding :class:`Event` records.
@@ -321,7 +327,10 @@ class Trainer:
         began = time.perf_counter()
         windows_per_epoch = _windows_per_epoch(self.data.train.shape, config)
         chars_per_update = config.k1 * config.batch_size
-        updates = self._epoch_updates(self.state)
+        # the one generator of this invocation's dropout masks, started where the run left off
+        dropout_rng = np.random.default_rng()
+        dropout_rng.bit_generator.state = self.state.dropout_rng
+        updates = self._epoch_updates(self.state, dropout_rng)
         training_seconds = 0.0  # time spent in updates since the last report, evaluation left out
         while True:
             state = self.state
@@ -349,15 +358,16 @@ class Trainer:
                 raise self._diverged(f"the update made the parameters non-finite (loss {update.loss}, gradient "
                                      f"norm {norm})", state.step + 1)
             window = state.window + 1
+            rng_state = dropout_rng.bit_generator.state
             if window == windows_per_epoch:
-                next_state = RunState(params, optimizer_state, state.step + 1, state.epoch + 1, 0, None)
+                next_state = RunState(params, optimizer_state, state.step + 1, state.epoch + 1, 0, None, rng_state)
             else:
                 next_state = RunState(params, optimizer_state, state.step + 1, state.epoch, window,
-                                      _as_tuple(update.next_state))
+                                      _as_tuple(update.next_state), rng_state)
             self.network.params = params
             self.state = next_state
             if window == windows_per_epoch:
-                updates = self._epoch_updates(next_state)
+                updates = self._epoch_updates(next_state, dropout_rng)
             training_seconds += time.perf_counter() - update_began
             step = next_state.step
             if step % config.log_every == 0:
@@ -433,7 +443,9 @@ def _saved_state(saved, network, optimizer, train_shape, config):
     carry = saved["carry"]
     if carry is not None:
         carry = network.check_state(network.public_state(tuple(carry)), train_shape[1], "carried state")
-    return RunState(network.params, saved["optimizer"], step, epoch, window, carry)
+    rng_state = saved["dropout_rng"]
+    np.random.default_rng().bit_generator.state = rng_state  # raises on a malformed state
+    return RunState(network.params, saved["optimizer"], step, epoch, window, carry, rng_state)
 
 
 def _as_tuple(state):
