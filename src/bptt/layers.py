@@ -66,7 +66,7 @@ def dropout_masks(rng, p, shape, num_layers, dtype):
     return [(rng.random(shape) >= p).astype(dtype) * scale for _ in range(num_layers - 1)]
 
 
-def stack_forward(cell, params, x, state0, lengths, num_layers, num_directions, masks=None):
+def stack_forward(cell, params, x, state0, lengths, num_layers, num_directions, masks=None, keep_cache=True):
     """Run a stack of layers, each with one or two directions.
 
     Parameters
@@ -78,12 +78,13 @@ def stack_forward(cell, params, x, state0, lengths, num_layers, num_directions, 
     lengths : (B,) ints in [1, T], or None
     masks : None, or L-1 dropout masks (T, B, D*H) (:func:`dropout_masks`): layer l's output
         is multiplied by ``masks[l]`` before it enters layer l+1
+    keep_cache : False for inference: nothing is kept for backward and the cache is None
 
     Returns
     -------
     y : (T, B, D*H)
     state_n : tuple of (L*D, B, H)
-    cache : StackCache
+    cache : StackCache, or None without ``keep_cache``
     """
     T = x.shape[0]
     mask = None if lengths is None else recurrence.length_mask(lengths, T)
@@ -96,7 +97,7 @@ def stack_forward(cell, params, x, state0, lengths, num_layers, num_directions, 
             k = layer * num_directions + direction
             seq = layer_input if direction == 0 else recurrence.reverse_time(layer_input, lengths)
             y, state, cache = recurrence.forward(
-                cell, layer_weights(params, layer, direction), seq, tuple(s[k] for s in state0), mask
+                cell, layer_weights(params, layer, direction), seq, tuple(s[k] for s in state0), mask, keep_cache
             )
             outputs.append(y if direction == 0 else recurrence.reverse_time(y, lengths))
             layer_caches.append(cache)
@@ -107,7 +108,7 @@ def stack_forward(cell, params, x, state0, lengths, num_layers, num_directions, 
         if masks is not None and layer < num_layers - 1:
             layer_input = layer_input * masks[layer]  # T,B,D*H  dropout between layers
     state_n = tuple(np.stack(f) for f in finals)
-    return layer_input, state_n, StackCache(caches, lengths, masks)
+    return layer_input, state_n, StackCache(caches, lengths, masks) if keep_cache else None
 
 
 def stack_backward(dy, dstate_n, cache, cut=None):
@@ -322,7 +323,7 @@ class _Recurrent:
 
     # passes
 
-    def forward(self, x, h0=None, lengths=None, *, dropout_rng=None):
+    def forward(self, x, h0=None, lengths=None, *, dropout_rng=None, keep_cache=True):
         """Run the network over a batch of sequences.
 
         Parameters
@@ -332,12 +333,14 @@ class _Recurrent:
         lengths : B ints in [1, T] for a right-padded batch, or None
         dropout_rng : np.random.Generator to draw dropout masks from (training), or None for
             no dropout (evaluation); used only when the model has ``dropout > 0``
+        keep_cache : False for inference and sampling: nothing is kept for backward (less
+            memory, a little faster) and the returned cache is None
 
         Returns
         -------
         y : (T, B, D*H), or (B, T, D*H) with ``batch_first``; zero past each sequence's end
         h_n : (L*D, B, H), for LSTM a tuple ``(h_n, c_n)``; each sequence's state at its last step
-        cache : ForwardCache, for :meth:`backward`
+        cache : ForwardCache, for :meth:`backward`; None without ``keep_cache``
         """
         x = self._check_x(x)
         if self.batch_first:
@@ -356,10 +359,12 @@ class _Recurrent:
             masks = dropout_masks(dropout_rng, self.dropout, shape, self.num_layers, self.dtype)
         y, state_n, cache = stack_forward(
             self.cell, self.params, np.array(x, order="C"), state0, lengths,
-            self.num_layers, self.num_directions, masks,
+            self.num_layers, self.num_directions, masks, keep_cache,
         )
         if self.batch_first:
             y = y.transpose(1, 0, 2)
+        if not keep_cache:
+            return y, self._public_state(state_n), None
         return y, self._public_state(state_n), ForwardCache(cache, x.shape, self.batch_first)
 
     def backward(self, cache, dy, dh_n=None, *, depth=None, cut=None):

@@ -2,7 +2,8 @@
 
 Legend: T time steps, B batch, I input features, H hidden units, K gates per cell.
 
-Forward: the input projection of all T steps is one GEMM; each step adds one recurrent GEMM
+Forward: the input projection of all T steps is one GEMM (per few thousand steps and sequences
+on long inputs); each step adds one recurrent GEMM
 and calls the cell's elementwise ``step``. Backward walks time in reverse: at every step the
 gradient arriving from the future (``dstate``) is added to the gradient from the output at
 that step, the cell's ``step_back`` turns it into gradients of the pre-activations, and one
@@ -13,11 +14,28 @@ the stacked steps: ``dW_hh = Σ_t dpre_h_tᵀ h_{t-1}`` is the "sum over time" t
 A right-padded batch is run with a boolean ``mask`` (T, B, 1): where it is False the state is
 carried through unchanged, the output is zero, and neither gets any gradient, which is the
 semantics of PyTorch's packed sequences.
+
+Layout, for speed (docs/performance.md has the measurements). Inside a pass the per-step
+matrices are feature-major, (F, B): the recurrent product is ``pre_hᵀ = W_hh h_{t-1}ᵀ``, a
+(K*H, B) matrix. It is the same product as ``h_{t-1} W_hhᵀ``, but OpenBLAS runs this
+orientation much faster in float32 at small B (177 against 108 GFLOP/s at B=32, H=256 on 2
+threads). What a sum over time reads later is stored as (F, T, B): one step is a strided
+(F, B) slice, which BLAS takes as it is, and all steps together are the (F, T*B) matrix of a
+single GEMM. What only the cell reads is stored as (T, F, B), contiguous per step. The cells
+get (B, F) views of these buffers (transposes, not copies) and write into them with ``out=``,
+so a pass allocates its buffers once, before its loop.
+
+Biases: the blocks of ``b_hh`` that a cell sees only through ``pre_x + pre_h``
+(``cell.SUMMED_GATES``) are added once, in the input projection; the rest (GRU's ``b_hn``) per
+step. The stored inputs of the steps, ``[h_{t-1}; 1]``, carry a row of ones, so the GEMM that
+gives ``dW_hh`` gives ``db_hh`` as its last column.
 """
 
 from typing import NamedTuple
 
 import numpy as np
+
+from .pool import POOL
 
 
 class Weights(NamedTuple):
@@ -35,8 +53,8 @@ class Cache(NamedTuple):
     cell: object
     weights: Weights
     x: np.ndarray  # T,B,I
-    h_prev: np.ndarray  # T,B,H  the state h_{t-1} entering each step
-    steps: list  # T cell caches
+    h_prev: np.ndarray  # H+1,T,B  [h_{t-1}; 1], the state entering each step and a row of ones
+    steps: list  # T cell caches, views of buffers that hold all steps
     mask: np.ndarray | None  # T,B,1
 
 
@@ -60,7 +78,12 @@ def reverse_time(a, lengths=None):
     return a[index, np.arange(B)[None, :]]
 
 
-def forward(cell, weights, x, state0, mask=None):
+# columns (steps times batch) of one input-projection GEMM: large enough to run near the GEMM
+# peak, small enough that a long sequence does not hold K*H numbers per step and sequence
+PROJECTION_COLUMNS = 4096
+
+
+def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     """Run ``cell`` over a sequence.
 
     Parameters
@@ -70,32 +93,69 @@ def forward(cell, weights, x, state0, mask=None):
     x : (T, B, I)
     state0 : tuple of (B, H) arrays, one per ``cell.STATE_NAMES``
     mask : (T, B, 1) bool or None
+    keep_cache : False for inference: nothing is kept for backward, the cell's buffers are
+        reused from step to step, and the returned cache is None
 
     Returns
     -------
     y : (T, B, H), the hidden state at every step, zero past each sequence's end
     state : tuple of (B, H), the state after each sequence's last step
-    cache : Cache
+    cache : Cache, or None without ``keep_cache``
     """
     T, B, I = x.shape
-    H = weights.w_hh.shape[1]
-    pre_x = (x.reshape(T * B, I) @ weights.w_ih.T + weights.b_ih).reshape(T, B, -1)  # T,B,KH
-    y = np.empty((T, B, H), dtype=x.dtype)
-    h_prev = np.empty((T, B, H), dtype=x.dtype)
+    KH, H = weights.w_hh.shape
+    summed = cell.SUMMED_GATES * H
+    # pre_x = W_ih x_t + b_ih (+ the summed blocks of b_hh), computed for a chunk of steps
+    # at a time: one GEMM for short sequences, bounded memory for long ones
+    bias = weights.b_ih.copy()[:, None]  # KH,1
+    bias[:summed] += weights.b_hh[:summed, None]
+    chunk = max(1, PROJECTION_COLUMNS // B)
+    b_hh_rest = weights.b_hh[summed:, None]  # KH-summed,1
+    # slot t holds [h_{t-1}; 1]; step t writes h_t into slot t+1
+    h_hist = POOL.empty((H + 1, T + 1, B), x.dtype)  # H+1,T+1,B
+    h_hist[H] = 1.0
+    h_steps = h_hist[:H].transpose(1, 2, 0)  # T+1,B,H views
+    h_steps[0] = state0[0]
+    # the other states (LSTM's c) by step; without a cache two slots taken in turn
+    slots = T + 1 if keep_cache else 2
+    other_steps = [POOL.empty((slots, H, B), x.dtype).transpose(0, 2, 1) for _ in state0[1:]]  # slots,B,H
+    for history, s in zip(other_steps, state0[1:]):
+        history[0] = s
+    cache_steps = [
+        POOL.empty((T if keep_cache else 1, width * H, B), x.dtype).transpose(0, 2, 1)  # T,B,width*H
+        for width in cell.CACHE_WIDTHS
+    ]
+    pre_h = POOL.empty((KH, B), x.dtype)  # KH,B
+    if mask is not None:
+        past_end = ~mask  # T,B,1
     steps = []
-    state = state0
     for t in range(T):
-        h_prev[t] = state[0]
-        pre_h = state[0] @ weights.w_hh.T + weights.b_hh  # B,KH
-        new_state, step_cache = cell.step(pre_x[t], pre_h, state)
+        if t % chunk == 0:
+            x_chunk = x[t:t + chunk]  # chunk,B,I
+            pre_x = np.matmul(weights.w_ih, x_chunk.reshape(-1, I).T,
+                              out=POOL.empty((KH, x_chunk.shape[0] * B), x.dtype))  # KH,chunk*B
+            pre_x += bias
+            pre_x_steps = pre_x.reshape(KH, -1, B).transpose(1, 2, 0)  # chunk,B,KH views
+        np.matmul(weights.w_hh, h_hist[:H, t], out=pre_h)  # KH,B  W_hh h_{t-1}
+        if summed < KH:
+            pre_h[summed:] += b_hh_rest
+        prev = (h_steps[t],) + tuple(history[t % slots] for history in other_steps)
+        new = (h_steps[t + 1],) + tuple(history[(t + 1) % slots] for history in other_steps)
+        kept = tuple(buffer[t if keep_cache else 0] for buffer in cache_steps)
+        _, step_cache = cell.step(pre_x_steps[t % chunk], pre_h.T, prev, out=(new, kept))
         if mask is not None:
-            new_state = tuple(np.where(mask[t], new, old) for new, old in zip(new_state, state))
-            y[t] = np.where(mask[t], new_state[0], 0.0)
-        else:
-            y[t] = new_state[0]
-        steps.append(step_cache)
-        state = new_state
-    return y, state, Cache(cell, weights, x, h_prev, steps, mask)
+            for new_part, prev_part in zip(new, prev):
+                np.copyto(new_part, prev_part, where=past_end[t])
+        if keep_cache:
+            steps.append(step_cache)
+    y = POOL.empty((T, B, H), x.dtype)
+    np.copyto(y, h_steps[1:])
+    if mask is not None:
+        y *= mask
+    state = (h_steps[T].copy(),) + tuple(history[T % slots].copy() for history in other_steps)
+    if not keep_cache:
+        return y, state, None
+    return y, state, Cache(cell, weights, x, h_hist[:, :T], steps, mask)
 
 
 PATHS = ("hidden", "cell")
@@ -106,7 +166,7 @@ def slice_cache(cache, start, stop):
     ``start`` with the state that entered that step held constant."""
     mask = None if cache.mask is None else cache.mask[start:stop]
     return cache._replace(
-        x=cache.x[start:stop], h_prev=cache.h_prev[start:stop], steps=cache.steps[start:stop], mask=mask
+        x=cache.x[start:stop], h_prev=cache.h_prev[:, start:stop], steps=cache.steps[start:stop], mask=mask
     )
 
 
@@ -131,40 +191,64 @@ def backward(dy, dstate, cache, cut=None):
     """
     cell, weights, x, h_prev, steps, mask = cache
     T, B, I = x.shape
-    H = h_prev.shape[-1]
-    KH = weights.w_hh.shape[0]
-    dstate = tuple(np.zeros((B, H), x.dtype) if d is None else d for d in dstate)
-    dpre_x = np.empty((T, B, KH), dtype=x.dtype)
-    dpre_h = np.empty((T, B, KH), dtype=x.dtype)
+    KH, H = weights.w_hh.shape
+    shared = cell.SUMMED_GATES == cell.NUM_GATES  # dpre_x is dpre_h
+    # the gradient reaching each part of the state from the future, feature-major, updated in place
+    carried = [np.zeros((H, B), x.dtype) if d is None else d.T.copy() for d in dstate]  # H,B each
+    dh_prev = np.empty((H, B), x.dtype)  # H,B
+    dy_steps = POOL.empty((T, H, B), x.dtype)
+    np.copyto(dy_steps, dy.transpose(0, 2, 1))
+    dpre_x = POOL.empty((KH, T, B), x.dtype)  # KH,T,B
+    dpre_h = dpre_x if shared else POOL.empty((KH, T, B), x.dtype)
+    dpre_x_steps = dpre_x.transpose(1, 2, 0)  # T,B,KH views
+    dpre_h_steps = dpre_h.transpose(1, 2, 0)
+    work = POOL.empty((KH, B), x.dtype).T  # B,KH scratch of the cell
+    if mask is not None:
+        within = mask.transpose(0, 2, 1).astype(x.dtype)  # T,1,B
+        past_end = 1.0 - within
+        kept = [np.empty((H, B), x.dtype) for _ in carried]
     for t in reversed(range(T)):
-        if mask is None:
-            # h_t feeds the output at t and step t+1: the two gradients add
-            through = (dstate[0] + dy[t],) + dstate[1:]
-        else:
+        if mask is not None:
             # y_t = mask * h_t; past a sequence's end the state passed through unchanged
-            through = (np.where(mask[t], dstate[0] + dy[t], 0.0),) + tuple(
-                np.where(mask[t], d, 0.0) for d in dstate[1:]
-            )
-            kept = tuple(np.where(mask[t], 0.0, d) for d in dstate)
-        dpre_x[t], dpre_h[t], direct = cell.step_back(through, steps[t])
-        # pre_h = h_{t-1} W_hhᵀ + b_hh, plus the paths to the previous state that skip W_hh
+            for k, d in zip(kept, carried):
+                np.multiply(d, past_end[t], out=k)
+        # h_t feeds the output at t and step t+1: the two gradients add
+        carried[0] += dy_steps[t]
+        if mask is not None:
+            for d in carried:
+                d *= within[t]
+        through = tuple(d.T for d in carried)
+        _, _, direct = cell.step_back(through, steps[t], out=(dpre_x_steps[t], dpre_h_steps[t], work))
+        # pre_h = W_hh h_{t-1} + b_hh, plus the paths to the previous state that skip W_hh
+        if cut == "hidden":
+            dh_prev.fill(0.0)
+        else:
+            np.matmul(weights.w_hh.T, dpre_h[:, t], out=dh_prev)  # H,B
         if cut == "cell":
             direct = (None,) * len(direct)
-        dh_prev = np.zeros((B, H), x.dtype) if cut == "hidden" else dpre_h[t] @ weights.w_hh  # B,H
         if direct[0] is not None:
-            dh_prev += direct[0]
-        dstate = (dh_prev,) + tuple(
-            np.zeros((B, H), x.dtype) if d is None else d for d in direct[1:]
-        )
+            dh_prev += direct[0].T
+        carried[0], dh_prev = dh_prev, carried[0]
+        for d, passed, direct_part in zip(carried[1:], through[1:], direct[1:]):
+            if direct_part is None:
+                d.fill(0.0)
+            elif direct_part is not passed:
+                np.copyto(d, direct_part.T)
         if mask is not None:
-            dstate = tuple(d + k for d, k in zip(dstate, kept))
-    dpre_x_2d = dpre_x.reshape(T * B, KH)
-    dpre_h_2d = dpre_h.reshape(T * B, KH)
+            for d, k in zip(carried, kept):
+                d += k
+    dpre_x_2d = dpre_x.reshape(KH, T * B)
+    dpre_h_2d = dpre_h.reshape(KH, T * B)
+    # Σ_t dpre_h_t [h_{t-1}; 1]ᵀ = [dW_hh | db_hh], one GEMM over all steps
+    dw_hh_1 = np.matmul(dpre_h_2d, h_prev.reshape(H + 1, T * B).T, out=POOL.empty((KH, H + 1), x.dtype))
+    dw_hh = POOL.empty((KH, H), x.dtype)
+    np.copyto(dw_hh, dw_hh_1[:, :H])
+    db_hh = dw_hh_1[:, H].copy()
     grads = Weights(
-        w_ih=dpre_x_2d.T @ x.reshape(T * B, I),  # KH,I   Σ_t dpre_x_tᵀ x_t
-        w_hh=dpre_h_2d.T @ h_prev.reshape(T * B, H),  # KH,H   Σ_t dpre_h_tᵀ h_{t-1}
-        b_ih=dpre_x_2d.sum(axis=0),
-        b_hh=dpre_h_2d.sum(axis=0),
+        w_ih=np.matmul(dpre_x_2d, x.reshape(T * B, I), out=POOL.empty((KH, I), x.dtype)),  # Σ_t dpre_x_t x_tᵀ
+        w_hh=dw_hh,
+        b_ih=db_hh.copy() if shared else dpre_x_2d.sum(axis=1),
+        b_hh=db_hh,
     )
-    dx = (dpre_x_2d @ weights.w_ih).reshape(T, B, I)
-    return grads, dx, dstate
+    dx = np.matmul(dpre_x_2d.T, weights.w_ih, out=POOL.empty((T * B, I), x.dtype)).reshape(T, B, I)
+    return grads, dx, tuple(np.ascontiguousarray(d.T) for d in carried)

@@ -16,17 +16,35 @@ import numpy as np
 
 NUM_GATES = 1
 STATE_NAMES = ("h",)
+SUMMED_GATES = 1  # pre_x and pre_h enter only as their sum
+CACHE_WIDTHS = ()  # backward needs h_t only, which the engine keeps as the state
 
 
-def step(pre_x, pre_h, state):
-    """One step. ``pre_x``, ``pre_h``: (B, H). ``state``: ``(h_prev,)``. Returns ``((h,), h)``."""
-    h = np.tanh(pre_x + pre_h)  # B,H
+def step(pre_x, pre_h, state, out=None):
+    """One step. ``pre_x``, ``pre_h``: (B, H). ``state``: ``(h_prev,)``.
+
+    ``out``: None to allocate, or ``((h,), ())`` to write h (B, H) into; ``pre_h`` is then
+    overwritten. Returns ``((h,), h)``.
+    """
+    if out is None:
+        h = np.tanh(pre_x + pre_h)  # B,H
+    else:
+        ((h,), ()) = out
+        np.tanh(np.add(pre_x, pre_h, out=pre_h), out=h)
     return (h,), h
 
 
-def step_back(dstate, cache):
-    """Backward of :func:`step`. ``dstate``: ``(dh,)`` with dh (B, H); ``cache``: h (B, H)."""
+def step_back(dstate, cache, out=None):
+    """Backward of :func:`step`. ``dstate``: ``(dh,)`` with dh (B, H); ``cache``: h (B, H).
+
+    ``out``: None to allocate, or ``(dpre, dpre_h, work)`` (``dpre`` is written; it is
+    ``dpre_h`` too). Returns ``(dpre, dpre, (None,))``.
+    """
     h = cache
     (dh,) = dstate
-    dpre = dh * (1.0 - h * h)  # B,H  h = tanh(pre)
+    dpre = np.empty_like(h) if out is None else out[0]  # B,H
+    # h = tanh(pre): dpre = dh * (1 - h²)
+    np.multiply(h, h, out=dpre)
+    np.subtract(1.0, dpre, out=dpre)
+    dpre *= dh
     return dpre, dpre, (None,)

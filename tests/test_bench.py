@@ -1,0 +1,88 @@
+"""The benchmark harness runs and reports what it promises. Nothing here times anything or
+asserts a speed: the cases are tiny and run twice."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from bptt import bench, cli
+
+pytest.importorskip("threadpoolctl")
+
+TINY = [
+    bench.Case("lstm-tiny-train", "lstm", "f32", "train", T=3, B=2, I=4, H=5, target=1.0),
+    bench.Case("gru-tiny-forward", "gru", "f64", "forward", T=3, B=2, I=4, H=5),
+    bench.Case("rnn-tiny-inference", "rnn", "f32", "inference", T=3, B=2, I=4, H=5),
+]
+
+
+def run_tiny(vs_torch):
+    return bench.run(TINY, threads=1, repeat=2, pause=0.0, vs_torch=vs_torch, memory=False,
+                     sample=False, quiet=float("inf"))
+
+
+def test_report_structure_without_torch():
+    report = run_tiny(vs_torch=False)
+    assert not report["vs_torch"]
+    assert set(report["gemm_peak_gflops"]) == {"f32", "f64"}
+    assert [row["name"] for row in report["cases"]] == [case.name for case in TINY]
+    for row in report["cases"]:
+        assert row["bptt_ms"] > 0 and len(row["bptt_runs_ms"]) == 2
+        assert row["bptt_gflops"] > 0 and row["bptt_peak_fraction"] > 0
+        assert "torch_ms" not in row and "ratio" not in row
+    for key in ("cpu", "numpy", "blas"):
+        assert key in report["machine"]
+    text = bench.format_report(report)
+    assert "lstm-tiny-train" in text and "GEMM peak" in text
+
+
+def test_report_structure_beside_torch():
+    pytest.importorskip("torch")
+    report = run_tiny(vs_torch=True)
+    assert report["vs_torch"]
+    for row in report["cases"]:
+        assert row["torch_ms"] > 0 and len(row["torch_runs_ms"]) == 2
+        assert row["ratio"] > 0 and row["ratio_of_medians"] > 0
+    assert isinstance(report["cases"][0]["target_met"], bool)
+    assert "ratio" in bench.format_report(report)
+
+
+def test_flops_count_the_matrix_products():
+    case = bench.Case("c", "lstm", "f32", "forward", T=2, B=3, I=4, H=5)
+    assert case.flops() == 2 * 2 * 3 * 4 * 5 * (4 + 5)
+    assert dataclasses.replace(case, mode="train").flops() == 3 * case.flops()
+
+
+def test_memory_and_sampling_sections_run_small():
+    cache = bench.cache_per_step("lstm", T=4, B=2, I=3, H=5)
+    # the gates (4H), tanh(c), c, h and the copy of x, per step and sequence
+    assert cache["bytes_per_step"] >= (4 + 1 + 1 + 1) * 2 * 5 * 4
+    peak = bench.peak_memory(T=20, B=2, I=3, H=5)
+    assert 0 < peak["inference_bytes"] < peak["forward_bytes"] <= peak["train_bytes"]
+    sample = bench.sampling(chars=5, hidden=8, layers_=2, vocab=6, repeat=1, pause=0.0, torch_available=False)
+    assert sample["bptt_chars_per_s"] > 0
+
+
+def test_cases_are_selected_by_pattern():
+    names = [c.name for c in bench.select_cases(["lstm-f32-*"])]
+    assert "lstm-f32-train" in names and all(n.startswith("lstm-f32-") for n in names)
+    with pytest.raises(ValueError, match="no case matches"):
+        bench.select_cases(["transformer-*"])
+    assert all(c.target is not None for c in bench.default_cases() if c.name in bench.TARGETS)
+
+
+def test_cli_json_parses(capsys):
+    status = cli.main(["bench", "--cases", "lstm-f32-train-b1", "--repeat", "1", "--vs", "none",
+                       "--threads", "1", "--pause", "0", "--quiet", "inf", "--no-memory",
+                       "--no-sampling", "--json"])
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["name"] for row in report["cases"]] == ["lstm-f32-train-b1"]
+    assert np.isfinite(report["cases"][0]["bptt_ms"])
+
+
+def test_cli_rejects_unknown_cases(capsys):
+    assert cli.main(["bench", "--cases", "nope", "--vs", "none"]) == 2
+    assert "no case matches" in capsys.readouterr().err
