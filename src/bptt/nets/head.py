@@ -30,7 +30,8 @@ def head_forward(params, y):
     cache : HeadCache
     """
     weight, bias = params["weight"], params["bias"]
-    out = y @ weight.T + bias  # ...,V
+    # one GEMM over all leading positions (a stacked matmul would run one per step)
+    out = (y.reshape(-1, y.shape[-1]) @ weight.T + bias).reshape(y.shape[:-1] + (weight.shape[0],))  # ...,V
     return out, HeadCache(y, weight)
 
 
@@ -55,5 +56,5 @@ def head_backward(dout, cache):
         "weight": dout_2d.T @ y.reshape(-1, DH),  # V,D*H   Σ_n dout_nᵀ y_n
         "bias": dout_2d.sum(axis=0),  # V
     }
-    dy = dout @ weight  # ...,D*H
+    dy = (dout_2d @ weight).reshape(y.shape)  # ...,D*H
     return grads, dy
