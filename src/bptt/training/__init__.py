@@ -1,5 +1,6 @@
 """Training: optimizers, clipping and schedules (``optim``), text corpora and the parallel
-streams of truncated BPTT (``data``), long-range memory tasks (``tasks``)."""
+streams of truncated BPTT (``data``), long-range memory tasks (``tasks``) and their training
+(``task_runner``), checkpoints, the character-LM trainer and sampling."""
 
 from .data import (
     DEFAULT_CORPUS_BYTES,
@@ -15,6 +16,7 @@ from .data import (
     window_at,
     window_count,
 )
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .optim import (
     OPTIMIZERS,
     SCHEDULES,
@@ -30,6 +32,8 @@ from .optim import (
     make_optimizer,
     make_schedule,
 )
+from .sampling import next_char_distribution, sample_chars
+from .task_runner import TaskError, TaskResult, run_task, train_task
 from .tasks import (
     ADDING_BASELINE_MSE,
     ORDER_BASELINE_ACCURACY,
@@ -41,9 +45,22 @@ from .tasks import (
     copy_task,
     temporal_order,
 )
+from .trainer import TrainConfig, Trainer, TrainingError
 
 __all__ = [
     "ADDING_BASELINE_MSE",
+    "CheckpointError",
+    "TaskError",
+    "TaskResult",
+    "TrainConfig",
+    "Trainer",
+    "TrainingError",
+    "load_checkpoint",
+    "next_char_distribution",
+    "run_task",
+    "sample_chars",
+    "save_checkpoint",
+    "train_task",
     "DEFAULT_CORPUS_BYTES",
     "OPTIMIZERS",
     "ORDER_BASELINE_ACCURACY",
