@@ -59,7 +59,7 @@ def test_memory_and_sampling_sections_run_small():
     cache = bench.cache_per_step("lstm", T=4, B=2, I=3, H=5)
     # the gates (4H), tanh(c), c, h and the copy of x, per step and sequence
     assert cache["bytes_per_step"] >= (4 + 1 + 1 + 1) * 2 * 5 * 4
-    peak = bench.peak_memory(T=20, B=2, I=3, H=5)
+    peak = bench.peak_memory(T=200, B=8, I=16, H=64)
     assert 0 < peak["inference_bytes"] < peak["forward_bytes"] <= peak["train_bytes"]
     sample = bench.sampling(chars=5, hidden=8, layers_=2, vocab=6, repeat=1, pause=0.0, torch_available=False)
     assert sample["bptt_chars_per_s"] > 0

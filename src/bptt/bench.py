@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .pool import POOL
+
 
 CELL_CLASSES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 NUM_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -298,6 +300,7 @@ def peak_memory(T=2000, B=32, I=128, H=256, cell="lstm", dtype="f32"):
     model, x, dy = _bptt_model(case)
 
     def peak(run):
+        POOL.clear()  # a pooled buffer would be reused, not allocated, and tracemalloc miss it
         tracemalloc.start()
         try:
             run()

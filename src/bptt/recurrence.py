@@ -126,6 +126,16 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
         for width in cell.CACHE_WIDTHS
     ]
     pre_h = POOL.empty((KH, B), x.dtype)  # KH,B
+    # every view a step reads or writes, made once before the loop: at B=1 a step is ~15 calls
+    # of a microsecond, and building these per step cost a third of that again
+    h_inputs = list(h_hist[:H].transpose(1, 0, 2))  # T+1 views (H, B), the GEMM's operand
+    state_views = [list(h_steps)] + [list(history) for history in other_steps]
+    states = [tuple(views[t % len(views)] for views in state_views) for t in range(T + 1)]
+    if keep_cache:
+        kept = [tuple(buffer[t] for buffer in cache_steps) for t in range(T)]
+    else:
+        kept = [tuple(buffer[0] for buffer in cache_steps)] * T
+    pre_h_view = pre_h.T  # B,KH
     if mask is not None:
         past_end = ~mask  # T,B,1
     steps = []
@@ -135,16 +145,13 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
             pre_x = np.matmul(weights.w_ih, x_chunk.reshape(-1, I).T,
                               out=POOL.empty((KH, x_chunk.shape[0] * B), x.dtype))  # KH,chunk*B
             pre_x += bias
-            pre_x_steps = pre_x.reshape(KH, -1, B).transpose(1, 2, 0)  # chunk,B,KH views
-        np.matmul(weights.w_hh, h_hist[:H, t], out=pre_h)  # KH,B  W_hh h_{t-1}
+            pre_x_steps = list(pre_x.reshape(KH, -1, B).transpose(1, 2, 0))  # chunk views (B, KH)
+        np.matmul(weights.w_hh, h_inputs[t], out=pre_h)  # KH,B  W_hh h_{t-1}
         if summed < KH:
             pre_h[summed:] += b_hh_rest
-        prev = (h_steps[t],) + tuple(history[t % slots] for history in other_steps)
-        new = (h_steps[t + 1],) + tuple(history[(t + 1) % slots] for history in other_steps)
-        kept = tuple(buffer[t if keep_cache else 0] for buffer in cache_steps)
-        _, step_cache = cell.step(pre_x_steps[t % chunk], pre_h.T, prev, out=(new, kept))
+        _, step_cache = cell.step(pre_x_steps[t % chunk], pre_h_view, states[t], out=(states[t + 1], kept[t]))
         if mask is not None:
-            for new_part, prev_part in zip(new, prev):
+            for new_part, prev_part in zip(states[t + 1], states[t]):
                 np.copyto(new_part, prev_part, where=past_end[t])
         if keep_cache:
             steps.append(step_cache)
@@ -193,47 +200,61 @@ def backward(dy, dstate, cache, cut=None):
     T, B, I = x.shape
     KH, H = weights.w_hh.shape
     shared = cell.SUMMED_GATES == cell.NUM_GATES  # dpre_x is dpre_h
-    # the gradient reaching each part of the state from the future, feature-major, updated in place
+    # the gradient reaching each part of the state from the future, feature-major, updated in
+    # place; h's part alternates between two buffers, the one the step reads and the one the
+    # GEMM writes for the step before
     carried = [np.zeros((H, B), x.dtype) if d is None else d.T.copy() for d in dstate]  # H,B each
-    dh_prev = np.empty((H, B), x.dtype)  # H,B
+    dh_buffers = (carried[0], np.empty((H, B), x.dtype))
+    throughs = [tuple(d.T for d in [dh] + carried[1:]) for dh in dh_buffers]  # (B, H) views
     dy_steps = POOL.empty((T, H, B), x.dtype)
     np.copyto(dy_steps, dy.transpose(0, 2, 1))
     dpre_x = POOL.empty((KH, T, B), x.dtype)  # KH,T,B
     dpre_h = dpre_x if shared else POOL.empty((KH, T, B), x.dtype)
-    dpre_x_steps = dpre_x.transpose(1, 2, 0)  # T,B,KH views
-    dpre_h_steps = dpre_h.transpose(1, 2, 0)
-    work = POOL.empty((KH, B), x.dtype).T  # B,KH scratch of the cell
+    dpre_x_slots = list(dpre_x.transpose(1, 0, 2))  # T views (KH, B)
+    dpre_h_slots = list(dpre_h.transpose(1, 0, 2))
+    # the cell writes one step's dpre into contiguous scratch, copied into dpre_x[:, t] after:
+    # elementwise ops on a strided (KH, B) slice cost NumPy a loop per row, 2-3x the arithmetic
+    dpre_x_step = POOL.empty((KH, B), x.dtype)  # KH,B
+    dpre_h_step = dpre_x_step if shared else POOL.empty((KH, B), x.dtype)
+    out = (dpre_x_step.T, dpre_h_step.T, POOL.empty((KH, B), x.dtype).T)  # and B,KH scratch
+    w_hh_t = weights.w_hh.T  # H,KH
     if mask is not None:
         within = mask.transpose(0, 2, 1).astype(x.dtype)  # T,1,B
         past_end = 1.0 - within
         kept = [np.empty((H, B), x.dtype) for _ in carried]
     for t in reversed(range(T)):
+        parity = (T - 1 - t) % 2
+        dh, dh_prev = dh_buffers[parity], dh_buffers[1 - parity]
+        through = throughs[parity]
+        carried[0] = dh
         if mask is not None:
             # y_t = mask * h_t; past a sequence's end the state passed through unchanged
             for k, d in zip(kept, carried):
                 np.multiply(d, past_end[t], out=k)
         # h_t feeds the output at t and step t+1: the two gradients add
-        carried[0] += dy_steps[t]
+        dh += dy_steps[t]
         if mask is not None:
             for d in carried:
                 d *= within[t]
-        through = tuple(d.T for d in carried)
-        _, _, direct = cell.step_back(through, steps[t], out=(dpre_x_steps[t], dpre_h_steps[t], work))
+        _, _, direct = cell.step_back(through, steps[t], out=out)
+        np.copyto(dpre_x_slots[t], dpre_x_step)
+        if not shared:
+            np.copyto(dpre_h_slots[t], dpre_h_step)
         # pre_h = W_hh h_{t-1} + b_hh, plus the paths to the previous state that skip W_hh
         if cut == "hidden":
             dh_prev.fill(0.0)
         else:
-            np.matmul(weights.w_hh.T, dpre_h[:, t], out=dh_prev)  # H,B
+            np.matmul(w_hh_t, dpre_h_step, out=dh_prev)  # H,B
         if cut == "cell":
             direct = (None,) * len(direct)
         if direct[0] is not None:
             dh_prev += direct[0].T
-        carried[0], dh_prev = dh_prev, carried[0]
         for d, passed, direct_part in zip(carried[1:], through[1:], direct[1:]):
             if direct_part is None:
                 d.fill(0.0)
             elif direct_part is not passed:
                 np.copyto(d, direct_part.T)
+        carried[0] = dh_prev
         if mask is not None:
             for d, k in zip(carried, kept):
                 d += k
