@@ -50,6 +50,21 @@ def require(arrays, name, ndim, what):
     return array
 
 
+def bias_grads_to_torch(torch_grads):
+    """For a layout with one bias vector per layer, whose gradient ``params_to_torch`` has put
+    in ``bias_ih_l0``: torch's ``bias_hh_l0`` gets the same gradient, since ``b_ih + b_hh``
+    enters where the single bias did. Returns ``torch_grads``, completed."""
+    torch_grads["bias_hh_l0"] = torch_grads["bias_ih_l0"].copy()
+    return torch_grads
+
+
+def bias_grads_for_single_bias(grads):
+    """torch gradients prepared for ``params_from_torch`` of a one-bias layout, which sums the two
+    biases: the single bias's gradient is ``dbias_ih`` alone (``dbias_hh`` equals it, and adding
+    it would count it twice)."""
+    return {**grads, "bias_hh_l0": np.zeros_like(grads["bias_hh_l0"])}
+
+
 def reorder_gates(array, order):
     """The K gate blocks of ``array`` (K*H, ...) put in ``order``: block j of the result is
     block ``order[j]`` of ``array``."""

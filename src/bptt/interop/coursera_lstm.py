@@ -26,7 +26,7 @@ The course's gates are the library's: ``Γf = f``, ``Γu = i``, ``c̃ = g``, ``�
 
 import numpy as np
 
-from .arrays import LayoutError, check_arrays, require
+from .arrays import LayoutError, bias_grads_for_single_bias, bias_grads_to_torch, check_arrays, require
 from .coursera import (  # the course's data layout, part of this layout's interface
     sequence_from_torch, sequence_shape, sequence_to_torch, state_from_torch, state_shape, state_to_torch,
 )
@@ -87,14 +87,12 @@ def params_from_torch(state_dict, cell):
 
 def grads_to_torch(grads):
     """The library's gradients from the course's: both torch bias gradients are the course's."""
-    torch_grads = params_to_torch(grads)
-    torch_grads["bias_hh_l0"] = torch_grads["bias_ih_l0"].copy()
-    return torch_grads
+    return bias_grads_to_torch(params_to_torch(grads))
 
 
 def grads_from_torch(grads, cell):
     """The course's gradients from the library's: a bias gradient is ``dbias_ih``'s block."""
-    return params_from_torch({**grads, "bias_hh_l0": np.zeros_like(grads["bias_hh_l0"])}, cell)
+    return params_from_torch(bias_grads_for_single_bias(grads), cell)
 
 
 def _check_cell(cell):

@@ -21,7 +21,9 @@ Legend: T time steps, B batch, I input features, H hidden units, K gates per cel
 
 import numpy as np
 
-from .arrays import LayoutError, cell_of_gates, check_arrays, reorder_gates, require
+from .arrays import (
+    LayoutError, bias_grads_for_single_bias, bias_grads_to_torch, cell_of_gates, check_arrays, reorder_gates, require,
+)
 
 NAME = "keras"
 DATA_NAMES = {"x": "x", "h0": "h0", "c0": "c0", "dy": "dy"}  # library name -> this layout's
@@ -87,14 +89,14 @@ def grads_to_torch(grads):
     cell, _, _ = describe(grads)
     torch_grads = params_to_torch(grads)
     if cell != "gru":
-        torch_grads["bias_hh_l0"] = torch_grads["bias_ih_l0"].copy()
+        bias_grads_to_torch(torch_grads)
     return torch_grads
 
 
 def grads_from_torch(grads, cell):
     """Keras's gradients from the library's: a single ``dbias`` is ``dbias_ih``."""
     if cell != "gru":
-        grads = {**grads, "bias_hh_l0": np.zeros_like(grads["bias_hh_l0"])}
+        grads = bias_grads_for_single_bias(grads)
     return params_from_torch(grads, cell)
 
 
