@@ -99,7 +99,7 @@ def test_a_bad_corpus_is_named(tmp_path, capsys, content, words):
 
 def test_a_missing_corpus_is_named(tmp_path, capsys):
     refused(capsys, tmp_path, ["train", "--corpus", "nowhere.txt", *TINY, "--run-dir", "run"],
-            "corpus not found: nowhere.txt does not exist")
+            "corpus not found: ", f"{tmp_path / 'nowhere.txt'} does not exist")
 
 
 def test_a_corpus_too_short_for_validation_is_named(tmp_path, capsys):

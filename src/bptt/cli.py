@@ -206,6 +206,8 @@ def _run_train(args):
     given = {name: getattr(args, name) for name in TRAIN_SETTINGS if getattr(args, name) is not None}
     if given.get("clip") == 0:
         given["clip"] = None
+    if "corpus" in given:  # a run resumes from any folder
+        given["corpus"] = os.path.abspath(given["corpus"])
     try:
         if args.resume:
             if args.run_dir:

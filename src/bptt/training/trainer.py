@@ -133,7 +133,7 @@ class RunState(NamedTuple):
     params: dict  # name -> array
     optimizer: dict  # the optimizer's state
     step: int  # updates done
-    epoch: int  # passes over the training streams begun
+    epoch: int  # passes over the training streams finished
     window: int  # the next window of this epoch
     carry: tuple  # the state entering that window's first step: (L, B, H) arrays
     dropout_rng: dict  # the bit generator state that draws the next dropout masks
