@@ -96,8 +96,11 @@ def sampling(report):
             f"linear head, softmax sampling), one character per call at B=1, {s['chars']} characters: "
             f"bptt **{s['bptt_chars_per_s']:.0f} chars/s**")
     if "torch_chars_per_s" in s:
-        line += (f", torch (nn.LSTM + nn.Linear, inference_mode, multinomial) "
-                 f"**{s['torch_chars_per_s']:.0f} chars/s**; time ratio bptt/torch {s['ratio']:.2f}")
+        line += (f"; torch (nn.LSTM + nn.Linear, inference_mode, multinomial) "
+                 f"**{s['torch_chars_per_s']:.0f} chars/s** by default (time ratio bptt/torch "
+                 f"{s['ratio_torch']:.2f}) and **{s['torch_no_onednn_chars_per_s']:.0f} chars/s** with oneDNN "
+                 f"off (ratio {s['ratio_torch_no_onednn']:.2f}): oneDNN's LSTM reorders its weights on "
+                 f"every call, which dominates one step at a time")
     return "## Sampling\n\n" + line + ".\n"
 
 

@@ -21,6 +21,7 @@ import os
 import platform
 import time
 import tracemalloc
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -364,7 +365,15 @@ def sampling(chars=300, hidden=512, layers_=2, vocab=65, repeat=3, pause=0.25, t
                     p = torch.softmax(head(y[0, 0]), dim=-1)
                     char = int(torch.multinomial(p, 1, generator=generator))
 
+        def sample_torch_no_onednn():
+            # oneDNN's LSTM reorders the weights on every call, which dominates at T=1
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a note about TF32 on Intel GPUs
+                with torch.backends.mkldnn.flags(enabled=False):
+                    sample_torch()
+
         runners["torch"] = sample_torch
+        runners["torch_no_onednn"] = sample_torch_no_onednn
     for run in runners.values():
         run()
     seconds = {name: [] for name in runners}
@@ -376,8 +385,9 @@ def sampling(chars=300, hidden=512, layers_=2, vocab=65, repeat=3, pause=0.25, t
     out = {"chars": chars, "hidden": hidden, "layers": layers_, "vocab": vocab}
     for name, s in seconds.items():
         out[f"{name}_chars_per_s"] = chars / float(np.median(s))
-    if "torch" in seconds:
-        out["ratio"] = float(np.median(np.array(seconds["bptt"]) / np.array(seconds["torch"])))
+    for name in ("torch", "torch_no_onednn"):
+        if name in seconds:
+            out[f"ratio_{name}"] = float(np.median(np.array(seconds["bptt"]) / np.array(seconds[name])))
     return out
 
 
@@ -530,6 +540,8 @@ def format_report(report):
         line = (f"sampling, {s['layers']}-layer {s['hidden']}-unit LSTM, V={s['vocab']}, B=1: "
                 f"bptt {s['bptt_chars_per_s']:.0f} chars/s")
         if "torch_chars_per_s" in s:
-            line += f", torch {s['torch_chars_per_s']:.0f} chars/s (time ratio {s['ratio']:.2f})"
+            line += (f", torch {s['torch_chars_per_s']:.0f} chars/s (time ratio {s['ratio_torch']:.2f}), "
+                     f"torch without oneDNN {s['torch_no_onednn_chars_per_s']:.0f} chars/s "
+                     f"(time ratio {s['ratio_torch_no_onednn']:.2f})")
         lines.append(line)
     return "\n".join(lines)

@@ -78,9 +78,10 @@ def reverse_time(a, lengths=None):
     return a[index, np.arange(B)[None, :]]
 
 
-# columns (steps times batch) of one input-projection GEMM: large enough to run near the GEMM
-# peak, small enough that a long sequence does not hold K*H numbers per step and sequence
-PROJECTION_COLUMNS = 4096
+# columns (steps times batch) of one GEMM over time (the input projection, the parameter
+# gradients): large enough to run near the GEMM peak, small enough that a long sequence does not
+# hold K*H numbers per step and sequence
+GEMM_COLUMNS = 4096
 
 
 def forward(cell, weights, x, state0, mask=None, keep_cache=True):
@@ -109,15 +110,15 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     # at a time: one GEMM for short sequences, bounded memory for long ones
     bias = weights.b_ih.copy()[:, None]  # KH,1
     bias[:summed] += weights.b_hh[:summed, None]
-    chunk = max(1, PROJECTION_COLUMNS // B)
+    chunk = max(1, GEMM_COLUMNS // B)
     b_hh_rest = weights.b_hh[summed:, None]  # KH-summed,1
-    # slot t holds [h_{t-1}; 1]; step t writes h_t into slot t+1
-    h_hist = POOL.empty((H + 1, T + 1, B), x.dtype)  # H+1,T+1,B
-    h_hist[H] = 1.0
-    h_steps = h_hist[:H].transpose(1, 2, 0)  # T+1,B,H views
-    h_steps[0] = state0[0]
-    # the other states (LSTM's c) by step; without a cache two slots taken in turn
+    # the states by step: slot t holds the state entering step t (for h with a row of ones
+    # below, [h_{t-1}; 1]), step t writes slot t+1; without a cache two slots taken in turn
     slots = T + 1 if keep_cache else 2
+    h_hist = POOL.empty((H + 1, slots, B), x.dtype)  # H+1,slots,B
+    h_hist[H] = 1.0
+    h_steps = h_hist[:H].transpose(1, 2, 0)  # slots,B,H views
+    h_steps[0] = state0[0]
     other_steps = [POOL.empty((slots, H, B), x.dtype).transpose(0, 2, 1) for _ in state0[1:]]  # slots,B,H
     for history, s in zip(other_steps, state0[1:]):
         history[0] = s
@@ -128,9 +129,10 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     pre_h = POOL.empty((KH, B), x.dtype)  # KH,B
     # every view a step reads or writes, made once before the loop: at B=1 a step is ~15 calls
     # of a microsecond, and building these per step cost a third of that again
-    h_inputs = list(h_hist[:H].transpose(1, 0, 2))  # T+1 views (H, B), the GEMM's operand
+    h_inputs = list(h_hist[:H].transpose(1, 0, 2))  # slots views (H, B), the GEMM's operand
     state_views = [list(h_steps)] + [list(history) for history in other_steps]
-    states = [tuple(views[t % len(views)] for views in state_views) for t in range(T + 1)]
+    states = [tuple(views[t % slots] for views in state_views) for t in range(T + 1)]
+    y = POOL.empty((T, B, H), x.dtype)
     if keep_cache:
         kept = [tuple(buffer[t] for buffer in cache_steps) for t in range(T)]
     else:
@@ -146,7 +148,7 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
                               out=POOL.empty((KH, x_chunk.shape[0] * B), x.dtype))  # KH,chunk*B
             pre_x += bias
             pre_x_steps = list(pre_x.reshape(KH, -1, B).transpose(1, 2, 0))  # chunk views (B, KH)
-        np.matmul(weights.w_hh, h_inputs[t], out=pre_h)  # KH,B  W_hh h_{t-1}
+        np.matmul(weights.w_hh, h_inputs[t % slots], out=pre_h)  # KH,B  W_hh h_{t-1}
         if summed < KH:
             pre_h[summed:] += b_hh_rest
         _, step_cache = cell.step(pre_x_steps[t % chunk], pre_h_view, states[t], out=(states[t + 1], kept[t]))
@@ -155,11 +157,13 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
                 np.copyto(new_part, prev_part, where=past_end[t])
         if keep_cache:
             steps.append(step_cache)
-    y = POOL.empty((T, B, H), x.dtype)
-    np.copyto(y, h_steps[1:])
+        else:
+            np.copyto(y[t], states[t + 1][0])  # the history keeps two steps only
+    if keep_cache:
+        np.copyto(y, h_steps[1:])
     if mask is not None:
         y *= mask
-    state = (h_steps[T].copy(),) + tuple(history[T % slots].copy() for history in other_steps)
+    state = tuple(part.copy() for part in states[T])
     if not keep_cache:
         return y, state, None
     return y, state, Cache(cell, weights, x, h_hist[:, :T], steps, mask)
@@ -206,11 +210,14 @@ def backward(dy, dstate, cache, cut=None):
     carried = [np.zeros((H, B), x.dtype) if d is None else d.T.copy() for d in dstate]  # H,B each
     dh_buffers = (carried[0], np.empty((H, B), x.dtype))
     throughs = [tuple(d.T for d in [dh] + carried[1:]) for dh in dh_buffers]  # (B, H) views
-    dy_steps = POOL.empty((T, H, B), x.dtype)
-    np.copyto(dy_steps, dy.transpose(0, 2, 1))
-    dpre_x = POOL.empty((KH, T, B), x.dtype)  # KH,T,B
-    dpre_h = dpre_x if shared else POOL.empty((KH, T, B), x.dtype)
-    dpre_x_slots = list(dpre_x.transpose(1, 0, 2))  # T views (KH, B)
+    # the steps are taken in chunks of GEMM_COLUMNS // B, last chunk first; after each chunk its
+    # sums over time are added to the gradients, one GEMM each: one chunk for short sequences,
+    # and a long one does not hold K*H numbers per step and sequence
+    chunk = min(T, max(1, GEMM_COLUMNS // B))
+    dy_steps = POOL.empty((chunk, H, B), x.dtype)  # chunk,H,B
+    dpre_x = POOL.empty((KH, chunk, B), x.dtype)  # KH,chunk,B
+    dpre_h = dpre_x if shared else POOL.empty((KH, chunk, B), x.dtype)
+    dpre_x_slots = list(dpre_x.transpose(1, 0, 2))  # chunk views (KH, B)
     dpre_h_slots = list(dpre_h.transpose(1, 0, 2))
     # the cell writes one step's dpre into contiguous scratch, copied into dpre_x[:, t] after:
     # elementwise ops on a strided (KH, B) slice cost NumPy a loop per row, 2-3x the arithmetic
@@ -218,58 +225,74 @@ def backward(dy, dstate, cache, cut=None):
     dpre_h_step = dpre_x_step if shared else POOL.empty((KH, B), x.dtype)
     out = (dpre_x_step.T, dpre_h_step.T, POOL.empty((KH, B), x.dtype).T)  # and B,KH scratch
     w_hh_t = weights.w_hh.T  # H,KH
+    dw_hh_1 = POOL.empty((KH, H + 1), x.dtype)  # [dW_hh | db_hh]
+    dw_ih = POOL.empty((KH, I), x.dtype)
+    db_ih = None if shared else np.zeros(KH, x.dtype)
+    dx = POOL.empty((T, B, I), x.dtype)
     if mask is not None:
         within = mask.transpose(0, 2, 1).astype(x.dtype)  # T,1,B
         past_end = 1.0 - within
         kept = [np.empty((H, B), x.dtype) for _ in carried]
-    for t in reversed(range(T)):
-        parity = (T - 1 - t) % 2
-        dh, dh_prev = dh_buffers[parity], dh_buffers[1 - parity]
-        through = throughs[parity]
-        carried[0] = dh
-        if mask is not None:
-            # y_t = mask * h_t; past a sequence's end the state passed through unchanged
-            for k, d in zip(kept, carried):
-                np.multiply(d, past_end[t], out=k)
-        # h_t feeds the output at t and step t+1: the two gradients add
-        dh += dy_steps[t]
-        if mask is not None:
-            for d in carried:
-                d *= within[t]
-        _, _, direct = cell.step_back(through, steps[t], out=out)
-        np.copyto(dpre_x_slots[t], dpre_x_step)
+    for stop in range(T, 0, -chunk):
+        start = max(0, stop - chunk)
+        np.copyto(dy_steps[:stop - start], dy[start:stop].transpose(0, 2, 1))
+        for t in reversed(range(start, stop)):
+            parity = (T - 1 - t) % 2
+            dh, dh_prev = dh_buffers[parity], dh_buffers[1 - parity]
+            through = throughs[parity]
+            carried[0] = dh
+            if mask is not None:
+                # y_t = mask * h_t; past a sequence's end the state passed through unchanged
+                for k, d in zip(kept, carried):
+                    np.multiply(d, past_end[t], out=k)
+            # h_t feeds the output at t and step t+1: the two gradients add
+            dh += dy_steps[t - start]
+            if mask is not None:
+                for d in carried:
+                    d *= within[t]
+            _, _, direct = cell.step_back(through, steps[t], out=out)
+            np.copyto(dpre_x_slots[t - start], dpre_x_step)
+            if not shared:
+                np.copyto(dpre_h_slots[t - start], dpre_h_step)
+            # pre_h = W_hh h_{t-1} + b_hh, plus the paths to the previous state that skip W_hh
+            if cut == "hidden":
+                dh_prev.fill(0.0)
+            else:
+                np.matmul(w_hh_t, dpre_h_step, out=dh_prev)  # H,B
+            if cut == "cell":
+                direct = (None,) * len(direct)
+            if direct[0] is not None:
+                dh_prev += direct[0].T
+            for d, passed, direct_part in zip(carried[1:], through[1:], direct[1:]):
+                if direct_part is None:
+                    d.fill(0.0)
+                elif direct_part is not passed:
+                    np.copyto(d, direct_part.T)
+            carried[0] = dh_prev
+            if mask is not None:
+                for d, k in zip(carried, kept):
+                    d += k
+        # this chunk's share of the sums over time
+        n = stop - start
+        dpre_x_2d = dpre_x[:, :n].reshape(KH, n * B)
+        dpre_h_2d = dpre_h[:, :n].reshape(KH, n * B)
+        first = stop == T
+        # Σ_t dpre_h_t [h_{t-1}; 1]ᵀ = [dW_hh | db_hh]
+        _add_product(dw_hh_1, dpre_h_2d, h_prev[:, start:stop].reshape(H + 1, n * B).T, first)
+        _add_product(dw_ih, dpre_x_2d, x[start:stop].reshape(n * B, I), first)  # Σ_t dpre_x_t x_tᵀ
         if not shared:
-            np.copyto(dpre_h_slots[t], dpre_h_step)
-        # pre_h = W_hh h_{t-1} + b_hh, plus the paths to the previous state that skip W_hh
-        if cut == "hidden":
-            dh_prev.fill(0.0)
-        else:
-            np.matmul(w_hh_t, dpre_h_step, out=dh_prev)  # H,B
-        if cut == "cell":
-            direct = (None,) * len(direct)
-        if direct[0] is not None:
-            dh_prev += direct[0].T
-        for d, passed, direct_part in zip(carried[1:], through[1:], direct[1:]):
-            if direct_part is None:
-                d.fill(0.0)
-            elif direct_part is not passed:
-                np.copyto(d, direct_part.T)
-        carried[0] = dh_prev
-        if mask is not None:
-            for d, k in zip(carried, kept):
-                d += k
-    dpre_x_2d = dpre_x.reshape(KH, T * B)
-    dpre_h_2d = dpre_h.reshape(KH, T * B)
-    # Σ_t dpre_h_t [h_{t-1}; 1]ᵀ = [dW_hh | db_hh], one GEMM over all steps
-    dw_hh_1 = np.matmul(dpre_h_2d, h_prev.reshape(H + 1, T * B).T, out=POOL.empty((KH, H + 1), x.dtype))
+            db_ih += dpre_x_2d.sum(axis=1)
+        np.matmul(dpre_x_2d.T, weights.w_ih, out=dx[start:stop].reshape(n * B, I))  # dx_t = dpre_x_t W_ih
     dw_hh = POOL.empty((KH, H), x.dtype)
     np.copyto(dw_hh, dw_hh_1[:, :H])
     db_hh = dw_hh_1[:, H].copy()
-    grads = Weights(
-        w_ih=np.matmul(dpre_x_2d, x.reshape(T * B, I), out=POOL.empty((KH, I), x.dtype)),  # Σ_t dpre_x_t x_tᵀ
-        w_hh=dw_hh,
-        b_ih=db_hh.copy() if shared else dpre_x_2d.sum(axis=1),
-        b_hh=db_hh,
-    )
-    dx = np.matmul(dpre_x_2d.T, weights.w_ih, out=POOL.empty((T * B, I), x.dtype)).reshape(T, B, I)
+    grads = Weights(w_ih=dw_ih, w_hh=dw_hh, b_ih=db_hh.copy() if shared else db_ih, b_hh=db_hh)
     return grads, dx, tuple(np.ascontiguousarray(d.T) for d in carried)
+
+
+def _add_product(total, a, b, first):
+    """``total = a @ b`` on the first call, ``total += a @ b`` after."""
+    if first:
+        np.matmul(a, b, out=total)
+    else:
+        total += np.matmul(a, b, out=POOL.empty(total.shape, total.dtype))
