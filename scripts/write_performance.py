@@ -3,6 +3,7 @@
     python scripts/write_performance.py                     # every case, 9 repetitions
     python scripts/write_performance.py --repeat 15 --json docs/performance.json
     python scripts/write_performance.py --cases 'lstm-*'    # a part, for a quick look
+    python scripts/write_performance.py --from-json docs/performance.json   # no new run
 
 The table is whatever this machine measured in this run; the section on levers is history,
 kept here in LEVERS so that a rerun does not lose it.
@@ -150,12 +151,16 @@ def main(argv=None):
     parser.add_argument("--cases", help="comma-separated names or patterns (default: all)")
     parser.add_argument("--json", metavar="PATH", help="also write the raw report here")
     parser.add_argument("--note", default="", help="a paragraph to put under the title (e.g. the load)")
+    parser.add_argument("--from-json", metavar="PATH", help="write the doc from a saved report instead of running")
     parser.add_argument("-o", "--output", default=str(DOC))
     args = parser.parse_args(argv)
-    patterns = args.cases.split(",") if args.cases else None
-    print(bench.table_header(True), file=sys.stderr)
-    report = bench.run(bench.select_cases(patterns), threads=args.threads, repeat=args.repeat,
-                       progress=lambda row: print(bench.format_row(row), file=sys.stderr, flush=True))
+    if args.from_json:
+        report = json.loads(pathlib.Path(args.from_json).read_text())
+    else:
+        patterns = args.cases.split(",") if args.cases else None
+        print(bench.table_header(True), file=sys.stderr)
+        report = bench.run(bench.select_cases(patterns), threads=args.threads, repeat=args.repeat,
+                           progress=lambda row: print(bench.format_row(row), file=sys.stderr, flush=True))
     pathlib.Path(args.output).write_text(document(report, args.note))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(report, indent=1))

@@ -113,12 +113,14 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     chunk = max(1, GEMM_COLUMNS // B)
     b_hh_rest = weights.b_hh[summed:, None]  # KH-summed,1
     # the states by step: slot t holds the state entering step t (for h with a row of ones
-    # below, [h_{t-1}; 1]), step t writes slot t+1; without a cache two slots taken in turn
-    slots = T + 1 if keep_cache else 2
-    h_hist = POOL.empty((H + 1, slots, B), x.dtype)  # H+1,slots,B
+    # below, [h_{t-1}; 1]), step t writes slot t+1. h keeps every step even without a cache: it
+    # becomes y with one copy at the end (a transposing copy per step cost more than the pass's
+    # cell arithmetic); the other states (LSTM's c) then keep two slots, taken in turn
+    h_hist = POOL.empty((H + 1, T + 1, B), x.dtype)  # H+1,T+1,B
     h_hist[H] = 1.0
-    h_steps = h_hist[:H].transpose(1, 2, 0)  # slots,B,H views
+    h_steps = h_hist[:H].transpose(1, 2, 0)  # T+1,B,H views
     h_steps[0] = state0[0]
+    slots = T + 1 if keep_cache else 2
     other_steps = [POOL.empty((slots, H, B), x.dtype).transpose(0, 2, 1) for _ in state0[1:]]  # slots,B,H
     for history, s in zip(other_steps, state0[1:]):
         history[0] = s
@@ -129,10 +131,8 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     pre_h = POOL.empty((KH, B), x.dtype)  # KH,B
     # every view a step reads or writes, made once before the loop: at B=1 a step is ~15 calls
     # of a microsecond, and building these per step cost a third of that again
-    h_inputs = list(h_hist[:H].transpose(1, 0, 2))  # slots views (H, B), the GEMM's operand
-    state_views = [list(h_steps)] + [list(history) for history in other_steps]
-    states = [tuple(views[t % slots] for views in state_views) for t in range(T + 1)]
-    y = POOL.empty((T, B, H), x.dtype)
+    h_inputs = list(h_hist[:H].transpose(1, 0, 2))  # T+1 views (H, B), the GEMM's operand
+    states = [(h_steps[t],) + tuple(history[t % slots] for history in other_steps) for t in range(T + 1)]
     if keep_cache:
         kept = [tuple(buffer[t] for buffer in cache_steps) for t in range(T)]
     else:
@@ -148,7 +148,7 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
                               out=POOL.empty((KH, x_chunk.shape[0] * B), x.dtype))  # KH,chunk*B
             pre_x += bias
             pre_x_steps = list(pre_x.reshape(KH, -1, B).transpose(1, 2, 0))  # chunk views (B, KH)
-        np.matmul(weights.w_hh, h_inputs[t % slots], out=pre_h)  # KH,B  W_hh h_{t-1}
+        np.matmul(weights.w_hh, h_inputs[t], out=pre_h)  # KH,B  W_hh h_{t-1}
         if summed < KH:
             pre_h[summed:] += b_hh_rest
         _, step_cache = cell.step(pre_x_steps[t % chunk], pre_h_view, states[t], out=(states[t + 1], kept[t]))
@@ -157,10 +157,8 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
                 np.copyto(new_part, prev_part, where=past_end[t])
         if keep_cache:
             steps.append(step_cache)
-        else:
-            np.copyto(y[t], states[t + 1][0])  # the history keeps two steps only
-    if keep_cache:
-        np.copyto(y, h_steps[1:])
+    y = POOL.empty((T, B, H), x.dtype)
+    np.copyto(y, h_steps[1:])
     if mask is not None:
         y *= mask
     state = tuple(part.copy() for part in states[T])
