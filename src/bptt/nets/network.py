@@ -285,8 +285,9 @@ class Network:
         loss, loss_cache = loss_forward(out, targets, mask if self.mode == "many_to_many" else None)
         return loss, states, cache._replace(loss=loss_cache)
 
-    def _outputs(self, params, x, state0, lengths, boundaries, dropout_rng=None):
-        """Forward up to the head's output; the cache has no loss yet."""
+    def _outputs(self, params, x, state0, lengths, boundaries, dropout_rng=None, keep_cache=True):
+        """Forward up to the head's output; the cache has no loss yet (and is of no use for
+        backward without ``keep_cache``, which saves the stack's caches)."""
         T, B = x.shape[:2]
         input_cache = None
         if self.input == "embedding":
@@ -305,7 +306,7 @@ class Network:
                 shape = (stop - start, B, self.num_directions * self.hidden_size)
                 masks = dropout_masks(dropout_rng, self.dropout, shape, self.num_layers, self.dtype)
             y, state, stack = stack_forward(self.cell, rnn_params, x[start:stop], state, lengths,
-                                            self.num_layers, self.num_directions, masks)
+                                            self.num_layers, self.num_directions, masks, keep_cache)
             ys.append(y)
             states.append(state)
             stacks.append(stack)
@@ -341,7 +342,7 @@ class Network:
         T, B = x.shape[:2]
         state0 = self.check_state(state, B)
         lengths = None if lengths is None else check_lengths(lengths, B, T)
-        out, states, _ = self._outputs(params, x, state0, lengths, ())
+        out, states, _ = self._outputs(params, x, state0, lengths, (), keep_cache=False)
         if self.batch_first and self.mode == "many_to_many":
             out = out.swapaxes(0, 1)
         return out, self.public_state(states[-1])
