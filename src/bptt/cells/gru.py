@@ -23,18 +23,12 @@ engine can run a whole sequence without allocating; see ``cells/__init__.py``.
 
 import numpy as np
 
+from .activations import sigmoid
+
 NUM_GATES = 3
 STATE_NAMES = ("h",)
 SUMMED_GATES = 2  # r and z see pre_x + pre_h only as a sum; n does not
 CACHE_WIDTHS = (3, 1)  # step keeps the gates r, z, n and pre_h_n
-
-
-def _sigmoid(a, out):
-    """σ(a) = 1 / (1 + exp(-a)) into ``out``, in place where ``out`` is ``a``."""
-    np.negative(a, out=out)
-    np.exp(out, out=out)
-    out += 1.0
-    return np.divide(1.0, out, out=out)
 
 
 def _blocks(a, H):
@@ -56,7 +50,7 @@ def step(pre_x, pre_h, state, out=None):
     (h,), (gates, pre_h_n) = out
     r, z, n = _blocks(gates, H)
     rz = np.add(pre_x[:, :2 * H], pre_h[:, :2 * H], out=gates[:, :2 * H])  # B,2H
-    _sigmoid(rz, out=rz)
+    sigmoid(rz, out=rz)
     np.copyto(pre_h_n, pre_h[:, 2 * H:])  # backward needs it: dr = dpre_n * pre_h_n
     # n = tanh(pre_x_n + r * pre_h_n)
     np.multiply(r, pre_h_n, out=n)

@@ -23,18 +23,12 @@ engine can run a whole sequence without allocating; see ``cells/__init__.py``.
 
 import numpy as np
 
+from .activations import sigmoid
+
 NUM_GATES = 4
 STATE_NAMES = ("h", "c")
 SUMMED_GATES = 4  # all four gates see pre_x + pre_h only as a sum
 CACHE_WIDTHS = (4, 1)  # step keeps the gates i, f, g, o and tanh(c_t)
-
-
-def _sigmoid(a, out):
-    """σ(a) = 1 / (1 + exp(-a)) into ``out``, in place where ``out`` is ``a``."""
-    np.negative(a, out=out)
-    np.exp(out, out=out)
-    out += 1.0
-    return np.divide(1.0, out, out=out)
 
 
 def _blocks(a, H):
@@ -58,7 +52,7 @@ def step(pre_x, pre_h, state, out=None):
     (h, c), (gates, tanh_c) = out
     pre = np.add(pre_x, pre_h, out=pre_h)  # B,4H
     i, f, g, o = _blocks(gates, H)
-    _sigmoid(pre, out=gates)  # i, f, o; the g block is overwritten on the next line
+    sigmoid(pre, out=gates)  # i, f, o; the g block is overwritten on the next line
     np.tanh(pre[:, 2 * H:3 * H], out=g)
     # c = f * c_prev + i * g
     np.multiply(f, c_prev, out=c)
