@@ -18,9 +18,10 @@ import bptt
 torch = pytest.importorskip("torch")
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
+from assertions import RTOL, as_tuple, assert_close, max_rel_err  # noqa: E402
+
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 CONFIG_SEEDS = range(32)
-RTOL = 1e-10
 
 # Seeds whose configurations are forced to the edge cases instead of left to the draw.
 EDGE_CASES = {
@@ -72,26 +73,6 @@ def config_from_seed(seed):
         lengths = tuple(int(v) for v in values)
     return Config(T, B, draw["input_size"], draw["hidden_size"], draw["num_layers"],
                   draw["bidirectional"], draw["batch_first"], lengths)
-
-
-def max_rel_err(actual, expected):
-    """max|actual - expected| relative to the scale of ``expected``: max(max|expected|, tiny)."""
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    scale = max(np.max(np.abs(expected), initial=0.0), np.finfo(np.float64).tiny)
-    return float(np.max(np.abs(actual - expected), initial=0.0) / scale)
-
-
-def assert_matches(name, actual, expected, rtol=RTOL):
-    """Same shape, same dtype, and a relative error of at most ``rtol``."""
-    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != torch's {expected.shape}"
-    assert actual.dtype == expected.dtype, f"{name}: dtype {actual.dtype} != torch's {expected.dtype}"
-    err = max_rel_err(actual, expected)
-    assert err <= rtol, f"{name}: relative error {err:.3e} > {rtol:.0e}"
-
-
-def as_tuple(state):
-    """A state as a tuple of arrays: ``(h,)`` or LSTM's ``(h, c)``."""
-    return tuple(state) if isinstance(state, (tuple, list)) else (state,)
 
 
 def bptt_model(cell, config, dtype=np.float64):
@@ -251,9 +232,9 @@ def test_state_dicts_move_both_ways_between_bptt_and_torch(cell):
         y, h_n, _ = model.forward(x)
         with torch.no_grad():
             torch_y, torch_h_n = module(torch.from_numpy(x))
-        assert_matches("y", y, torch_y.numpy())
+        assert_close("y", y, torch_y.numpy())
         for name, a, e in zip(("h_n", "c_n"), as_tuple(h_n), as_tuple(torch_h_n)):
-            assert_matches(name, a, e.numpy())
+            assert_close(name, a, e.numpy())
 
     # bptt -> torch: numpy arrays through torch.from_numpy
     model, module = bptt_model(cell, config), torch_module(cell, config)
