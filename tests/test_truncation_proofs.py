@@ -1,7 +1,6 @@
 """A gradient check of truncated BPTT passes against the objective it differentiates, and
 fails against the full loss by the truncation bias."""
 
-import numpy as np
 import pytest
 
 from bptt import cli
