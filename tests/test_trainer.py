@@ -115,7 +115,7 @@ def test_dropout_changes_training_and_a_seed_repeats_it(tmp_path):
 
 
 @pytest.mark.parametrize("k1,k2", [(4, None), (3, 5)])
-def test_resume_after_a_crash_drops_the_metrics_past_the_checkpoint(tmp_path, k1, k2):
+def test_resume_after_a_crash_drops_the_metrics_and_samples_past_the_checkpoint(tmp_path, k1, k2):
     corpus = write_corpus(tmp_path)
     config = TrainConfig(corpus=corpus, k1=k1, k2=k2, dtype="float64", steps=16, **TINY)
     straight = Trainer.start(config, str(tmp_path / "straight"))
@@ -128,6 +128,8 @@ def test_resume_after_a_crash_drops_the_metrics_past_the_checkpoint(tmp_path, k1
     metrics = os.path.join(crashed.run_dir, "metrics.jsonl")
     with open(metrics, "a", encoding="utf-8") as handle:
         handle.write('{"kind": "step", "st')  # and it died while writing a line
+    with open(os.path.join(crashed.run_dir, "samples.txt"), "a", encoding="utf-8") as handle:
+        handle.write("--- step 10 ---\nhalf a sam")  # after a sample past the checkpoint
     with open(metrics, encoding="utf-8") as handle:
         assert max(json.loads(line)["step"] for line in handle.readlines()[:-1]) == 10
     assert checkpoint(crashed.run_dir)["step"] == 9
@@ -138,6 +140,8 @@ def test_resume_after_a_crash_drops_the_metrics_past_the_checkpoint(tmp_path, k1
     finish(resumed)
     assert_same_tree(checkpoint(straight.run_dir), checkpoint(resumed.run_dir))
     assert computed_metrics(resumed.run_dir) == computed_metrics(straight.run_dir)
+    samples = [open(os.path.join(run.run_dir, "samples.txt"), encoding="utf-8").read() for run in (straight, resumed)]
+    assert samples[0] == samples[1] and "--- step 15 ---" in samples[0]
 
 
 def test_a_corpus_without_newlines_samples_from_its_first_character(tmp_path):

@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 from typing import NamedTuple
 
@@ -273,6 +274,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CheckpointError(f"{path} does not fit its configuration: {error}") from error
         _keep_metrics_until(os.path.join(run_dir, "metrics.jsonl"), state.step)
+        _keep_samples_until(os.path.join(run_dir, "samples.txt"), state.step)
         return cls(config, run_dir, data, state)
 
     def save(self):
@@ -462,9 +464,27 @@ def _keep_metrics_until(path, step):
         return
     with open(path, encoding="utf-8") as handle:
         kept = [line for line in handle if _logged_step(line) <= step]
+    _replace_text(path, "".join(kept))
+
+
+SAMPLE_HEADER = re.compile(r"^--- step (\d+) ---$", re.M)
+
+
+def _keep_samples_until(path, step):
+    """Drop the samples a crashed run wrote after its last checkpoint, atomically: the file is
+    a sequence of ``--- step N ---`` headers, each followed by its sample."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    cut = next((m.start() for m in SAMPLE_HEADER.finditer(text) if int(m.group(1)) > step), len(text))
+    _replace_text(path, text[:cut])
+
+
+def _replace_text(path, text):
     temporary = path + ".partial"
     with open(temporary, "w", encoding="utf-8") as handle:
-        handle.writelines(kept)
+        handle.write(text)
     os.replace(temporary, path)
 
 
