@@ -160,11 +160,15 @@ def stack_backward_truncated(dy, dstate_n, cache, depth, cut=None):
     layer. ``depth=1`` is no gradient through time; ``depth >= T`` is exact BPTT. The gradient
     of the final state counts as a term at step T-1. Unidirectional, unpadded stacks only.
 
-    Shapes as :func:`stack_backward`. Costs T windows of at most ``depth`` steps.
+    Shapes as :func:`stack_backward`. Costs a window of at most ``depth`` steps for every step
+    that carries a loss term (a step whose ``dy`` is zero contributes nothing and is skipped;
+    the last step always runs, for the final state's term).
     """
     T = dy.shape[0]
     total_grads, dx, dstate0 = None, None, None
     for t in range(T):
+        if t < T - 1 and not dy[t].any():
+            continue
         start = max(0, t - depth + 1)
         window = cache._replace(
             caches=[[recurrence.slice_cache(c, start, t + 1) for c in layer] for layer in cache.caches],
