@@ -33,3 +33,31 @@ def test_cli_truncate(capsys):
     assert "every tensor passes" in out
     assert cli.main(["gradcheck", "--truncate", "0"]) == 2
     assert "K >= 1 but got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cell_name", ["rnn_tanh", "lstm", "gru"])
+def test_every_depth_at_once_equals_each_depth_alone(cell_name):
+    import numpy as np
+
+    from bptt.cells import CELLS
+    from bptt.layers import param_shapes, stack_backward_by_depth, stack_backward_truncated, stack_forward
+
+    cell, rng = CELLS[cell_name], np.random.default_rng(3)
+    T, B, I, H = 7, 3, 4, 5
+    params = {name: rng.normal(0, 0.5, size=shape) for name, shape in param_shapes(cell, I, H, 1, 1).items()}
+    x = rng.normal(size=(T, B, I))
+    state0 = tuple(rng.normal(size=(1, B, H)) for _ in cell.STATE_NAMES)
+    dy = rng.normal(size=(T, B, H))
+    dy[2] = 0.0  # a step without a loss term
+    dstate_n = tuple(rng.normal(size=(1, B, H)) for _ in cell.STATE_NAMES)
+    _, _, cache = stack_forward(cell, params, x, state0, None, 1, 1)
+    every = stack_backward_by_depth(dy, dstate_n, cache)
+    assert len(every) == T
+    for depth, (grads, dx, dstate0) in enumerate(every, start=1):
+        expected_grads, expected_dx, expected_dstate0 = stack_backward_truncated(dy, dstate_n, cache, depth)
+        assert list(grads) == list(expected_grads)
+        for name in grads:
+            np.testing.assert_allclose(grads[name], expected_grads[name], rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(dx, expected_dx, rtol=1e-12, atol=1e-13)
+        for a, b in zip(dstate0, expected_dstate0):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)

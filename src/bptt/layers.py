@@ -45,6 +45,13 @@ def layer_weights(params, layer, direction):
     )
 
 
+def named_grads(weight_grads, layer, direction):
+    """A :class:`recurrence.Weights` of gradients under torch's parameter names."""
+    s = layer_suffix(layer, direction)
+    return {f"weight_ih_{s}": weight_grads.w_ih, f"weight_hh_{s}": weight_grads.w_hh,
+            f"bias_ih_{s}": weight_grads.b_ih, f"bias_hh_{s}": weight_grads.b_hh}
+
+
 class StackCache(NamedTuple):
     """What :func:`stack_forward` keeps: one engine cache per layer and direction."""
 
@@ -144,9 +151,7 @@ def stack_backward(dy, dstate_n, cache, cut=None):
             if direction == 1:
                 dseq = recurrence.reverse_time(dseq, lengths)
             dlayer_input = dseq if dlayer_input is None else dlayer_input + dseq
-            s = layer_suffix(layer, direction)
-            grads[f"weight_ih_{s}"], grads[f"weight_hh_{s}"] = weight_grads.w_ih, weight_grads.w_hh
-            grads[f"bias_ih_{s}"], grads[f"bias_hh_{s}"] = weight_grads.b_ih, weight_grads.b_hh
+            grads.update(named_grads(weight_grads, layer, direction))
         # the layer below fed this one y_below * mask: its gradient is dx * mask
         dy = dlayer_input if masks is None or layer == 0 else dlayer_input * masks[layer - 1]
     order = sorted(dstate0)
@@ -189,6 +194,22 @@ def stack_backward_truncated(dy, dstate_n, cache, depth, cut=None):
         if start == 0:  # only windows that reach the first step reach the initial state
             dstate0 = tuple(a + b for a, b in zip(dstate0, dstate_window))
     return total_grads, dx, dstate0
+
+
+def stack_backward_by_depth(dy, dstate_n, cache):
+    """:func:`stack_backward_truncated` at every depth k = 1 .. T at once, in O(T²) one-step
+    backwards instead of O(T³) (``recurrence.backward_by_depth``); one layer, one direction.
+
+    Shapes as :func:`stack_backward`. Returns T tuples ``(grads, dx, dstate0)``, for k = 1 .. T.
+    """
+    if len(cache.caches) != 1 or len(cache.caches[0]) != 1:
+        raise ValueError(f"expected a stack of one layer and one direction but got {len(cache.caches)} layers "
+                         f"and {len(cache.caches[0])} directions")
+    dstate = tuple(None if d is None else d[0] for d in dstate_n)
+    return [
+        (named_grads(weight_grads, 0, 0), dx, tuple(d[None] for d in dstate0))  # 1,B,H each
+        for weight_grads, dx, dstate0 in recurrence.backward_by_depth(dy, dstate, cache.caches[0][0])
+    ]
 
 
 class ForwardCache(NamedTuple):

@@ -294,3 +294,50 @@ def _add_product(total, a, b, first):
         np.matmul(a, b, out=total)
     else:
         total += np.matmul(a, b, out=POOL.empty(total.shape, total.dtype))
+
+
+def backward_by_depth(dy, dstate, cache):
+    """Per-loss truncated BPTT at every depth k = 1 .. T at once.
+
+    Loss term t (``dy[t]``, and at t = T-1 the final state's gradient) is walked back one step
+    at a time from step t to step 0; what it adds to the gradients at step s lies t - s steps
+    back and counts for every depth k > t - s, and what it hands the initial state counts for
+    every k > t. Summing by distance costs T(T+1)/2 one-step backwards for all depths together,
+    where T separate truncated backwards cost O(T³). Memory: O(T² B I) for the input gradients.
+
+    Parameters
+    ----------
+    dy : (T, B, H)
+    dstate : tuple of (B, H) arrays or None entries, gradient of the final state
+    cache : Cache
+
+    Returns
+    -------
+    list of T tuples ``(grads, dx, dstate0)`` for k = 1 .. T, each as :func:`backward` returns
+    them; the last (k = T) is full BPTT.
+    """
+    x = cache.x
+    T, B, _ = x.shape
+    H = cache.weights.w_hh.shape[1]
+    grads_at = {name: np.zeros((T,) + getattr(cache.weights, name).shape, x.dtype) for name in Weights._fields}
+    dx_at = np.zeros((T,) + x.shape, x.dtype)  # distance, T,B,I
+    dstate0_at = [np.zeros((T + 1, B, H), x.dtype) for _ in dstate]  # distance, B,H
+    no_output = np.zeros((1, B, H), x.dtype)
+    for t in range(T):
+        if t < T - 1 and not dy[t].any():
+            continue  # no loss term at step t
+        carried = dstate if t == T - 1 else (None,) * len(dstate)
+        for s in range(t, -1, -1):
+            grads_s, dx_s, carried = backward(dy[t:t + 1] if s == t else no_output, carried, slice_cache(cache, s, s + 1))
+            for name in Weights._fields:
+                grads_at[name][t - s] += getattr(grads_s, name)
+            dx_at[t - s, s] += dx_s[0]
+        for at, part in zip(dstate0_at, carried):
+            at[t + 1] += part
+    grads_k = {name: np.cumsum(at, axis=0) for name, at in grads_at.items()}
+    dx_k = np.cumsum(dx_at, axis=0)
+    dstate0_k = [np.cumsum(at, axis=0) for at in dstate0_at]
+    return [
+        (Weights(*(grads_k[name][k - 1] for name in Weights._fields)), dx_k[k - 1], tuple(at[k] for at in dstate0_k))
+        for k in range(1, T + 1)
+    ]

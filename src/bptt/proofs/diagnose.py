@@ -49,6 +49,7 @@ import numpy as np
 
 from ..interop import LayoutError, get_layout, to_model
 from ..interop.arrays import check_arrays, require
+from ..layers import stack_backward_by_depth
 from ..recurrence import PATHS
 
 TOLERANCE = 1e-5
@@ -231,7 +232,7 @@ def _read_grads(grads, shapes):
 
 def _gradients(model, cache, dy, **variant):
     """The library's gradients, keyed by what they are the gradient of: parameter names, ``x``,
-    ``h0`` and, for LSTM, ``c0``. ``variant``: the ``depth`` and ``cut`` of ``model.backward``."""
+    ``h0`` and, for LSTM, ``c0``. ``variant``: the ``cut`` of ``model.backward``, if any."""
     grads, dx, dstate0 = model.backward(cache, dy, **variant)
     return {**grads, "x": dx, **_state_grads(dstate0)}
 
@@ -259,9 +260,12 @@ def _variants(layout, cell, model, cache, x, state0, dy):
     """Every variant but full BPTT, in the order that breaks ties: depths 1 .. T-1, then each
     cut with the initial state as the library cuts it and as a learner's step 0 computes it."""
     steps = x.shape[0]
+    # every depth at once (full BPTT, the last, is already the reference "correct")
+    by_depth = stack_backward_by_depth(dy, (None,) * len(model.cell.STATE_NAMES), cache.stack)[:-1]
     variants = [
-        Reference("truncated", depth, None, _in_layout(layout, cell, _gradients(model, cache, dy, depth=depth)))
-        for depth in range(1, steps)
+        Reference("truncated", depth, None, _in_layout(layout, cell, {
+            **grads, "x": dx, **_state_grads(dstate0 if len(dstate0) > 1 else dstate0[0])}))
+        for depth, (grads, dx, dstate0) in enumerate(by_depth, start=1)
     ]
     for path in PATHS:
         cut = _gradients(model, cache, dy, cut=path)
