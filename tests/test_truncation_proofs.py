@@ -1,9 +1,12 @@
 """A gradient check of truncated BPTT passes against the objective it differentiates, and
 fails against the full loss by the truncation bias."""
 
+import numpy as np
 import pytest
 
 from bptt import cli
+from bptt.cells import CELLS
+from bptt.layers import param_shapes, stack_backward_by_depth, stack_backward_truncated, stack_forward
 from bptt.proofs.truncation import truncation_report
 
 
@@ -37,11 +40,6 @@ def test_cli_truncate(capsys):
 
 @pytest.mark.parametrize("cell_name", ["rnn_tanh", "lstm", "gru"])
 def test_every_depth_at_once_equals_each_depth_alone(cell_name):
-    import numpy as np
-
-    from bptt.cells import CELLS
-    from bptt.layers import param_shapes, stack_backward_by_depth, stack_backward_truncated, stack_forward
-
     cell, rng = CELLS[cell_name], np.random.default_rng(3)
     T, B, I, H = 7, 3, 4, 5
     params = {name: rng.normal(0, 0.5, size=shape) for name, shape in param_shapes(cell, I, H, 1, 1).items()}
