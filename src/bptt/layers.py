@@ -52,6 +52,23 @@ def named_grads(weight_grads, layer, direction):
             f"bias_ih_{s}": weight_grads.b_ih, f"bias_hh_{s}": weight_grads.b_hh}
 
 
+def remember_bias(params, cell, hidden_size, amount, prefix=""):
+    """``params`` with ``amount`` added to ``bias_ih`` of the gate that keeps the state
+    (``cell.REMEMBER_GATE``: LSTM's forget gate, GRU's update gate) in every layer and
+    direction, a common initialisation (Gers et al. 2000, Jozefowicz et al. 2015); a vanilla
+    RNN has no such gate and is returned as it is. ``prefix``: of the names, e.g. ``"rnn."``.
+    Returns a new dict; the arrays not changed are shared."""
+    if cell.REMEMBER_GATE is None or not amount:
+        return dict(params)
+    block = slice(cell.REMEMBER_GATE * hidden_size, (cell.REMEMBER_GATE + 1) * hidden_size)
+    biased = dict(params)
+    for name, value in params.items():
+        if name.startswith(prefix + "bias_ih_"):
+            biased[name] = value.copy()
+            biased[name][block] += amount
+    return biased
+
+
 class StackCache(NamedTuple):
     """What :func:`stack_forward` keeps: one engine cache per layer and direction."""
 

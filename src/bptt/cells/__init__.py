@@ -10,6 +10,8 @@ Each cell module exposes
 - ``CACHE_WIDTHS``: the widths, in units of H, of the arrays ``step`` writes for backward
   (LSTM ``(4, 1)``: the gates and tanh(c)), so that the engine can preallocate them for all
   steps at once;
+- ``REMEMBER_GATE``: the block of the gate that, near 1, keeps the state from step to step
+  (LSTM's f, GRU's z), or None (vanilla RNN);
 - ``step(pre_x, pre_h, state, out=None) -> (state, cache)``;
 - ``step_back(dstate, cache, out=None) -> (dpre_x, dpre_h, dstate_direct)``.
 

@@ -29,6 +29,7 @@ NUM_GATES = 3
 STATE_NAMES = ("h",)
 SUMMED_GATES = 2  # r and z see pre_x + pre_h only as a sum; n does not
 CACHE_WIDTHS = (3, 1)  # step keeps the gates r, z, n and pre_h_n
+REMEMBER_GATE = 1  # z: where it is near 1, h_t keeps h_{t-1}
 
 
 def _blocks(a, H):

@@ -29,6 +29,7 @@ NUM_GATES = 4
 STATE_NAMES = ("h", "c")
 SUMMED_GATES = 4  # all four gates see pre_x + pre_h only as a sum
 CACHE_WIDTHS = (4, 1)  # step keeps the gates i, f, g, o and tanh(c_t)
+REMEMBER_GATE = 1  # f: where it is near 1, c_t keeps c_{t-1}
 
 
 def _blocks(a, H):

@@ -18,6 +18,7 @@ NUM_GATES = 1
 STATE_NAMES = ("h",)
 SUMMED_GATES = 1  # pre_x and pre_h enter only as their sum
 CACHE_WIDTHS = ()  # backward needs h_t only, which the engine keeps as the state
+REMEMBER_GATE = None  # no gate keeps the state
 
 
 def step(pre_x, pre_h, state, out=None):

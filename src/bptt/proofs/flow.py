@@ -74,8 +74,6 @@ def gradient_reach(cell, weights, x, state0, direction):
 
 
 CELL_NAMES = {"rnn": "rnn_tanh", "rnn_relu": "rnn_relu", "lstm": "lstm", "gru": "gru"}
-# the gate block whose bias makes a cell keep its state: LSTM's f (i, f, g, o), GRU's z (r, z, n)
-REMEMBER_GATE = {"lstm": 1, "gru": 1}
 
 
 def reach_by_cell(cells=("rnn", "lstm", "gru"), length=100, hidden_size=64, input_size=8, batch=16,
@@ -89,7 +87,7 @@ def reach_by_cell(cells=("rnn", "lstm", "gru"), length=100, hidden_size=64, inpu
     Returns dict cell name -> (length,) array, entry k the mean ``||dL/dh_{T-1-k}||``.
     """
     from ..cells import CELLS
-    from ..layers import layer_suffix, layer_weights, param_shapes
+    from ..layers import layer_weights, param_shapes, remember_bias
 
     unknown = [c for c in cells if c not in CELL_NAMES]
     if unknown:
@@ -101,9 +99,7 @@ def reach_by_cell(cells=("rnn", "lstm", "gru"), length=100, hidden_size=64, inpu
         bound = 1.0 / np.sqrt(hidden_size)
         params = {k: rng.uniform(-bound, bound, size=shape)
                   for k, shape in param_shapes(cell, input_size, hidden_size, 1, 1).items()}
-        if name in REMEMBER_GATE:
-            block = REMEMBER_GATE[name]
-            params[f"bias_ih_{layer_suffix(0, 0)}"][block * hidden_size:(block + 1) * hidden_size] += gate_bias
+        params = remember_bias(params, cell, hidden_size, gate_bias)
         x = rng.normal(size=(length, batch, input_size))
         direction = rng.normal(size=(batch, hidden_size))
         direction /= np.linalg.norm(direction, axis=-1, keepdims=True)

@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..layers import GRU, LSTM, RNN
+from ..layers import GRU, LSTM, RNN, remember_bias
 from ..nets import Network
 from .optim import Adam, WarmupCosine, clip_by_global_norm
 from .tasks import (ADDING_BASELINE_MSE, ORDER_BASELINE_ACCURACY, ORDER_BASELINE_CROSS_ENTROPY, adding_problem,
@@ -40,8 +40,6 @@ from .tasks import (ADDING_BASELINE_MSE, ORDER_BASELINE_ACCURACY, ORDER_BASELINE
 TASKS = ("adding", "copy", "order")
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 COPY_SYMBOLS, COPY_ALPHABET = 10, 8  # S symbols to copy, from an alphabet of A
-# the gate block whose bias keeps the state: LSTM's f (gates i, f, g, o), GRU's z (r, z, n)
-REMEMBER_GATE = {"lstm": 1, "gru": 1}
 EVAL_BATCH = 250  # test sequences per forward pass, to bound the memory of a pass
 
 
@@ -118,9 +116,7 @@ def build_network(task, cell, hidden_size, *, gate_bias=3.0, seed=0, dtype=np.fl
     rnn = CELLS[cell](input_size, hidden_size, dtype=dtype, seed=seed)
     mode = "many_to_one" if probe.mode == "last" else "many_to_many"
     network = Network(rnn, outputs, input="features", loss=probe.loss, mode=mode, seed=seed)
-    if cell in REMEMBER_GATE and gate_bias:
-        block = REMEMBER_GATE[cell]
-        network.params["rnn.bias_ih_l0"][block * hidden_size:(block + 1) * hidden_size] += gate_bias
+    network.params = remember_bias(network.params, network.cell, hidden_size, gate_bias, prefix="rnn.")
     return network
 
 
