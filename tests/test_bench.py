@@ -20,7 +20,7 @@ TINY = [
 
 def run_tiny(vs_torch):
     return bench.run(TINY, threads=1, repeat=2, pause=0.0, vs_torch=vs_torch, memory=False,
-                     sample=False, quiet=float("inf"))
+                     sample=False, quiet=float("inf"), peak_size=256)
 
 
 def test_report_structure_without_torch():
@@ -76,7 +76,7 @@ def test_cases_are_selected_by_pattern():
 def test_cli_json_parses(capsys):
     status = cli.main(["bench", "--cases", "lstm-f32-train-b1", "--repeat", "1", "--vs", "none",
                        "--threads", "1", "--pause", "0", "--quiet", "inf", "--no-memory",
-                       "--no-sampling", "--json"])
+                       "--no-sampling", "--peak-size", "256", "--json"])
     assert status == 0
     report = json.loads(capsys.readouterr().out)
     assert [row["name"] for row in report["cases"]] == ["lstm-f32-train-b1"]

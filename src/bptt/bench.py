@@ -436,11 +436,12 @@ def torch_importable():
 
 
 def run(cases=None, threads=2, repeat=7, pause=0.25, vs_torch=True, memory=True, sample=True,
-        quiet=0.1, retries=8, progress=None):
+        quiet=0.1, retries=8, progress=None, peak_size=2048):
     """Time ``cases`` (default: all of :func:`default_cases`) and return the report as a dict.
 
     ``quiet`` and ``retries``: see :func:`time_case`. ``progress``, when given, is called with
-    each finished row (the CLI prints them).
+    each finished row (the CLI prints them). ``peak_size``: the side of the square GEMM whose
+    rate is the peak (smaller only to check the harness quickly).
     """
     from threadpoolctl import threadpool_limits
 
@@ -453,7 +454,7 @@ def run(cases=None, threads=2, repeat=7, pause=0.25, vs_torch=True, memory=True,
 
         torch.set_num_threads(threads)
     with threadpool_limits(limits=threads):
-        report["gemm_peak_gflops"] = {"f32": gemm_peak(np.float32), "f64": gemm_peak(np.float64)}
+        report["gemm_peak_gflops"] = {"f32": gemm_peak(np.float32, peak_size), "f64": gemm_peak(np.float64, peak_size)}
         rows = []
         for case in cases:
             row = asdict(case)
@@ -473,7 +474,7 @@ def run(cases=None, threads=2, repeat=7, pause=0.25, vs_torch=True, memory=True,
         report["cases"] = rows
         # the peak again at the end; the better of the two, since a neighbour only slows it
         for dtype, name in ((np.float32, "f32"), (np.float64, "f64")):
-            report["gemm_peak_gflops"][name] = max(report["gemm_peak_gflops"][name], gemm_peak(dtype))
+            report["gemm_peak_gflops"][name] = max(report["gemm_peak_gflops"][name], gemm_peak(dtype, peak_size))
         for row in rows:
             for name in ("bptt", "torch"):
                 if f"{name}_gflops" in row:

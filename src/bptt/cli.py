@@ -466,6 +466,8 @@ def _add_bench(subparsers):
                    "(default 0.1)")
     p.add_argument("--no-memory", action="store_true", help="skip cache sizes and peak memory")
     p.add_argument("--no-sampling", action="store_true", help="skip sampling throughput")
+    p.add_argument("--peak-size", type=int, default=2048,
+                   help="side of the square GEMM whose rate is this machine's peak (default 2048)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -496,7 +498,7 @@ def _run_bench(args):
     try:
         report = bench.run(cases, threads=args.threads, repeat=args.repeat, pause=args.pause,
                            vs_torch=vs_torch, memory=not args.no_memory, sample=not args.no_sampling,
-                           quiet=args.quiet, progress=progress)
+                           quiet=args.quiet, progress=progress, peak_size=args.peak_size)
     except ImportError as error:
         raise UserError(f"{error} (pip install threadpoolctl, or bptt[bench])") from error
     print(json.dumps(report, indent=1) if args.json else bench.format_report(report))
