@@ -86,3 +86,10 @@ def test_cli_json_parses(capsys):
 def test_cli_rejects_unknown_cases(capsys):
     assert cli.main(["bench", "--cases", "nope", "--vs", "none"]) == 2
     assert "no case matches" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["--threads", "0"], ["--repeat", "0"], ["--pause", "-1"], ["--peak-size", "0"]])
+def test_cli_bad_settings_are_one_line(capsys, option):
+    assert cli.main(["bench", *option]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bptt bench: expected --threads >= 1")

@@ -481,9 +481,9 @@ def _run_bench(args):
             target = "" if case.target is None else f"  target <= {case.target:.1f}"
             print(f"{case.name:<22} {case.mode:<9} T={case.T} B={case.B} I={case.I} H={case.H}{target}")
         return 0
-    if args.threads < 1 or args.repeat < 1 or args.pause < 0:
-        raise UserError(f"expected --threads >= 1, --repeat >= 1, --pause >= 0 but got "
-                        f"{args.threads}, {args.repeat}, {args.pause}")
+    if args.threads < 1 or args.repeat < 1 or args.pause < 0 or args.peak_size < 1:
+        raise UserError(f"expected --threads >= 1, --repeat >= 1, --pause >= 0, --peak-size >= 1 but got "
+                        f"{args.threads}, {args.repeat}, {args.pause}, {args.peak_size}")
     patterns = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else None
     try:
         cases = bench.select_cases(patterns)
