@@ -1,7 +1,8 @@
 """A float64 torch mirror of ``bptt.nets.Network`` for the parity tests of the Networks wing:
 a module with submodules ``embedding``, ``rnn`` and ``head``, loaded from the network's own
 parameter dict (strict, so the names are proven to be torch's), and the losses written the
-way a torch user writes them. Not a test file; imported by test_nets.py and test_tbptt.py."""
+way a torch user writes them. Not a test file; imported by the tests of networks, TBPTT and
+training."""
 
 import numpy as np
 import torch
@@ -53,6 +54,18 @@ class Mirror(torch.nn.Module):
         out, state_n = self.rnn(packed, state)
         return pad_packed_sequence(out, total_length=T)[0], state_n
 
+    def window(self, inp, entering, split):
+        """The stack over one TBPTT window (T, B, I) from the state ``entering``, run in two
+        pieces cut at step ``split`` when 0 < split < T, so that the state where the next window
+        starts comes out too. Returns (out, the state after ``split`` steps, the final state)."""
+        T = inp.shape[0]
+        if 0 < split < T:
+            out_a, middle = self.rnn(inp[:split], entering)
+            out_b, last = self.rnn(inp[split:], middle)
+            return torch.cat([out_a, out_b]), middle, last
+        out, last = self.rnn(inp, entering)
+        return out, (last if split == T else entering), last
+
     def loss(self, head_out, targets, mask=None):
         """The loss the way a torch user writes it: the mean over the selected positions."""
         targets = torch.as_tensor(targets)
@@ -74,6 +87,11 @@ class Mirror(torch.nn.Module):
             within = np.arange(T)[:, None] < np.asarray(lengths)[None, :]
             mask = within if mask is None else (np.asarray(mask) & within)
         return self.loss(self.head(out), targets, mask), state_n
+
+
+def detach(state):
+    """A torch state, (L, B, H) or LSTM's pair, cut from the graph."""
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 
 def to_torch_state(state):

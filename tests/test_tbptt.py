@@ -6,16 +6,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from nets_mirror import Mirror, assert_same, assert_same_grads, make_network, to_numpy_state  # noqa: E402
+from nets_mirror import Mirror, assert_same, assert_same_grads, detach, make_network, to_numpy_state  # noqa: E402
 
 import bptt  # noqa: E402
 from bptt.nets import Network, Window, tbptt, windows  # noqa: E402
 
 CELLS = ["rnn", "lstm", "gru"]
-
-
-def detach(state):
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 
 def torch_tbptt(mirror, x, targets, k1, k2, state=None, mask=None, lr=None):
@@ -38,13 +34,7 @@ def torch_tbptt(mirror, x, targets, k1, k2, state=None, mask=None, lr=None):
         start = max(0, stop - k2)
         next_start = max(0, min(stop + k1, N) - k2) if stop < N else stop
         inp = mirror.inputs(x[start:stop])
-        if start < next_start < stop:  # two pieces, to keep the state where the next window starts
-            out_a, middle = mirror.rnn(inp[:next_start - start], entering)
-            out_b, last = mirror.rnn(inp[next_start - start:], middle)
-            out = torch.cat([out_a, out_b])
-        else:
-            out, last = mirror.rnn(inp, entering)
-            middle = last if next_start == stop else entering
+        out, middle, last = mirror.window(inp, entering, next_start - start)
         loss = mirror.loss(mirror.head(out[loss_start - start:]), targets[loss_start:stop], mask[loss_start:stop])
         grads = torch.autograd.grad(loss, tensors)
         results.append((loss.item(), {n: g.numpy() for n, g in zip(names, grads)}, to_numpy_state(last)))

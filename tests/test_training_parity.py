@@ -18,7 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import torch.nn.functional as F  # noqa: E402
-from nets_mirror import Mirror, assert_same  # noqa: E402
+from nets_mirror import Mirror, assert_same, detach  # noqa: E402
 
 from bptt.nets import windows  # noqa: E402
 from bptt.training.checkpoint import load_checkpoint  # noqa: E402
@@ -31,10 +31,6 @@ CORPORA = {
     "few KB": TEXT,  # 3.8 KB: streams much longer than 6 windows
     "epoch wraps": TEXT[:40],  # 30 training characters: 2 streams of 14 steps, an epoch of 5 updates
 }
-
-
-def detach(state):
-    return tuple(s.detach() for s in state)
 
 
 def torch_training(mirror, streams, k1, k2, lr, clip, updates):
@@ -53,13 +49,7 @@ def torch_training(mirror, streams, k1, k2, lr, clip, updates):
         start, loss_start, stop = plan[j]
         next_start = plan[j + 1].start if j + 1 < len(plan) else stop
         embedded = mirror.embedding(inputs[start:stop])  # T,B,E
-        if start < next_start < stop:  # in two pieces, to keep the state where the next window starts
-            out_a, middle = mirror.rnn(embedded[:next_start - start], entering)
-            out_b, _ = mirror.rnn(embedded[next_start - start:], middle)
-            out = torch.cat([out_a, out_b])
-        else:
-            out, last = mirror.rnn(embedded, entering)
-            middle = last if next_start == stop else entering
+        out, middle, _ = mirror.window(embedded, entering, next_start - start)
         logits = mirror.head(out[loss_start - start:])  # T_loss,B,V
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[loss_start:stop].reshape(-1))
         optimizer.zero_grad()
