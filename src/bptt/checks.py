@@ -52,3 +52,38 @@ def check_lengths(lengths, batch, steps):
         shown = ", ".join(f"lengths[{i}]={array[i]}" for i in bad[:5])
         raise ValueError(f"expected every length in [1, {steps}] (T={steps}) but got {shown}")
     return array.astype(np.int64)
+
+
+def check_state(state, name, part_names, shape, dtype, listed=None, allow_none=False):
+    """A recurrent state a user gave, as a tuple of checked arrays, one per part.
+
+    Parameters
+    ----------
+    state : one array, or for a cell whose state has several parts (LSTM) a tuple or list of them
+    name : how messages name the whole, e.g. ``"h0"``
+    part_names : how messages name each part, e.g. ``("h0", "c0")``
+    shape : (L*D, B, H), the shape of every part
+    dtype : the model's dtype
+    listed : the parts as a message lists them in the tuple expected (default ``part_names``)
+    allow_none : a part may be None (a zero gradient); it stays None
+    """
+    shown = f"({', '.join(str(size) for size in shape)})"
+    if len(part_names) > 1:
+        if not isinstance(state, (tuple, list)) or len(state) != len(part_names):
+            got = type(state).__name__ + (f" of {len(state)}" if isinstance(state, (tuple, list)) else "")
+            raise ValueError(f"expected {name} as a tuple ({', '.join(listed or part_names)}) of arrays "
+                             f"of shape {shown} but got {got}")
+        parts = tuple(state)
+    else:
+        parts = (state,)
+    checked = []
+    for part, part_name in zip(parts, part_names):
+        if part is None and allow_none:
+            checked.append(None)
+            continue
+        if part is None:
+            raise ValueError(f"expected {part_name} of shape {shown} but got None")
+        array = as_float_array(part, part_name, dtype)
+        check_shape(array, part_name, shape, ("L*D", "B", "H"))
+        checked.append(array)
+    return tuple(checked)

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import recurrence
 from .cells import CELLS
-from .checks import FLOAT_DTYPES, as_float_array, check_lengths, check_shape
+from .checks import FLOAT_DTYPES, as_float_array, check_lengths, check_shape, check_state
 
 
 def layer_suffix(layer, direction):
@@ -329,36 +329,14 @@ class _Recurrent:
         return x
 
     def _check_state(self, state, name, T_B):
-        """``state`` (a user's h0 or dh_n) as a tuple with one (L*D, B, H) array or None per state."""
-        names = self.cell.STATE_NAMES
+        """``state`` (a user's h0 or dh_n) as a tuple with one (L*D, B, H) array per state part;
+        None for all zeros. Parts of dh_n may be None, parts of h0 may not."""
         # the name of each part: h0 -> (h0, c0), dh_n -> (dh_n, dc_n)
-        part_names = [name.replace("h", state_name, 1) for state_name in names]
-        LD, B = self.num_layers * self.num_directions, T_B[1]
+        part_names = [name.replace("h", state_name, 1) for state_name in self.cell.STATE_NAMES]
         if state is None:
-            return (None,) * len(names)
-        if len(names) > 1:
-            if not isinstance(state, (tuple, list)) or len(state) != len(names):
-                got = type(state).__name__
-                if isinstance(state, (tuple, list)):
-                    got += f" of {len(state)}"
-                raise ValueError(
-                    f"expected {name} as a tuple ({', '.join(part_names)}) of arrays "
-                    f"of shape ({LD}, {B}, {self.hidden_size}) but got {got}"
-                )
-            parts = tuple(state)
-        else:
-            parts = (state,)
-        checked = []
-        for part, part_name in zip(parts, part_names):
-            if part is None:
-                if name == "h0":
-                    raise ValueError(f"expected {part_name} of shape ({LD}, {B}, {self.hidden_size}) but got None")
-                checked.append(None)
-                continue
-            array = as_float_array(part, part_name, self.dtype)
-            check_shape(array, part_name, (LD, B, self.hidden_size), ("L*D", "B", "H"))
-            checked.append(array)
-        return tuple(checked)
+            return (None,) * len(part_names)
+        shape = (self.num_layers * self.num_directions, T_B[1], self.hidden_size)
+        return check_state(state, name, part_names, shape, self.dtype, allow_none=name != "h0")
 
     def _public_state(self, state):
         return state if len(state) > 1 else state[0]

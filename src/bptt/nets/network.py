@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import recurrence
-from ..checks import as_float_array, check_lengths, check_shape
+from ..checks import as_float_array, check_lengths, check_shape, check_state
 from ..layers import GRU, LSTM, RNN, dropout_masks, stack_backward, stack_backward_truncated, stack_forward
 from .embedding import check_ids, embedding_backward, embedding_forward, one_hot
 from .head import head_backward, head_forward
@@ -209,19 +209,7 @@ class Network:
         shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
         if state is None:
             return tuple(np.zeros(shape, self.dtype) for _ in names)
-        if len(names) > 1:
-            if not isinstance(state, (tuple, list)) or len(state) != len(names):
-                raise ValueError(f"expected {name} as a tuple ({', '.join(names)}) of arrays of shape {shape} "
-                                 f"but got {type(state).__name__}")
-            parts = tuple(state)
-        else:
-            parts = (state,)
-        checked = []
-        for part, state_name in zip(parts, names):
-            array = as_float_array(part, f"{name} {state_name}", self.dtype)
-            check_shape(array, f"{name} {state_name}", shape, ("L*D", "B", "H"))
-            checked.append(array)
-        return tuple(checked)
+        return check_state(state, name, [f"{name} {part}" for part in names], shape, self.dtype, listed=names)
 
     def check_targets(self, targets, T, B, mask):
         """``targets`` time-major, checked against the mode and the loss."""
