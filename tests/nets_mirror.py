@@ -9,19 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-import bptt
+from bptt.layers import make_rnn
 from bptt.nets import Network
 
-RNNS = {"rnn": bptt.RNN, "rnn_relu": bptt.RNN, "lstm": bptt.LSTM, "gru": bptt.GRU}
 TORCH_RNNS = {"rnn": torch.nn.RNN, "rnn_relu": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 
 
 def make_network(kind, input_size, hidden_size, output_size, num_layers=1, *, bidirectional=False,
                  dtype=np.float64, seed=0, **options):
     """A Network over a fresh bptt RNN of ``kind``; every bias non-zero and different."""
-    extra = {"nonlinearity": "relu"} if kind == "rnn_relu" else {}
-    rnn = RNNS[kind](input_size, hidden_size, num_layers, bidirectional=bidirectional, dtype=dtype,
-                     seed=seed, **extra)
+    rnn = make_rnn(kind, input_size, hidden_size, num_layers, bidirectional=bidirectional, dtype=dtype, seed=seed)
     return Network(rnn, output_size, seed=seed + 1, **options)
 
 

@@ -462,3 +462,18 @@ class GRU(_Recurrent):
 
     def __init__(self, input_size, hidden_size, num_layers=1, **options):
         super().__init__("gru", input_size, hidden_size, num_layers, **options)
+
+
+KINDS = ("lstm", "gru", "rnn", "rnn_relu")
+
+
+def make_rnn(kind, input_size, hidden_size, num_layers=1, **options):
+    """The recurrent stack named ``kind``: ``"lstm"``, ``"gru"``, ``"rnn"`` (tanh) or
+    ``"rnn_relu"``; ``options`` as the classes take them."""
+    if kind not in KINDS:
+        raise ValueError(f"expected a cell among {', '.join(KINDS)} but got {kind!r}")
+    if kind in ("rnn", "rnn_relu"):
+        return RNN(input_size, hidden_size, num_layers, nonlinearity="relu" if kind == "rnn_relu" else "tanh",
+                   **options)
+    return {"lstm": LSTM, "gru": GRU}[kind](input_size, hidden_size, num_layers, **options)
+

@@ -31,14 +31,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..layers import GRU, LSTM, RNN, remember_bias
+from ..layers import make_rnn, remember_bias
 from ..nets import Network
 from .optim import Adam, WarmupCosine, clip_by_global_norm
 from .tasks import (ADDING_BASELINE_MSE, ORDER_BASELINE_ACCURACY, ORDER_BASELINE_CROSS_ENTROPY, adding_problem,
                     copy_baseline, copy_task, temporal_order)
 
 TASKS = ("adding", "copy", "order")
-CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+CELLS = ("lstm", "gru", "rnn")  # the cells the tasks are run with
 COPY_SYMBOLS, COPY_ALPHABET = 10, 8  # S symbols to copy, from an alphabet of A
 EVAL_BATCH = 250  # test sequences per forward pass, to bound the memory of a pass
 
@@ -113,7 +113,7 @@ def build_network(task, cell, hidden_size, *, gate_bias=3.0, seed=0, dtype=np.fl
     probe = task_batch(task, 0, 1, 10 if task != "copy" else 1, dtype)  # the input size, loss and mode
     input_size = probe.inputs.shape[2]
     outputs = {"adding": 1, "copy": COPY_ALPHABET + 1, "order": 4}[task]
-    rnn = CELLS[cell](input_size, hidden_size, dtype=dtype, seed=seed)
+    rnn = make_rnn(cell, input_size, hidden_size, dtype=dtype, seed=seed)
     mode = "many_to_one" if probe.mode == "last" else "many_to_many"
     network = Network(rnn, outputs, input="features", loss=probe.loss, mode=mode, seed=seed)
     network.params = remember_bias(network.params, network.cell, hidden_size, gate_bias, prefix="rnn.")

@@ -28,14 +28,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..layers import GRU, LSTM, RNN
+from ..layers import KINDS, make_rnn
 from ..nets import Network, tbptt, windows
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import Vocabulary, load_corpus, make_streams, split_train_valid, window_count
 from .optim import clip_by_global_norm, make_optimizer, make_schedule
 from .sampling import default_prime, sample_chars
 
-CELLS = ("lstm", "gru", "rnn", "rnn_relu")
+CELLS = KINDS
 CHECKPOINT = "checkpoint.npz"
 # the files of a run folder: a folder holding any of them holds a run that a new one must not overwrite
 RUN_FILES = ("config.json", CHECKPOINT, "metrics.jsonl", "samples.txt", "loss.png")
@@ -142,15 +142,8 @@ class RunState(NamedTuple):
 
 def build_network(config, vocab_size):
     """The character language model of ``config``: embedding, recurrent stack, linear head."""
-    dtype = np.dtype(config.dtype)
-    rnn_options = dict(dropout=config.dropout, dtype=dtype, seed=config.seed)
-    if config.cell == "lstm":
-        rnn = LSTM(config.embedding_size, config.hidden_size, config.num_layers, **rnn_options)
-    elif config.cell == "gru":
-        rnn = GRU(config.embedding_size, config.hidden_size, config.num_layers, **rnn_options)
-    else:
-        rnn = RNN(config.embedding_size, config.hidden_size, config.num_layers,
-                  nonlinearity="relu" if config.cell == "rnn_relu" else "tanh", **rnn_options)
+    rnn = make_rnn(config.cell, config.embedding_size, config.hidden_size, config.num_layers,
+                   dropout=config.dropout, dtype=np.dtype(config.dtype), seed=config.seed)
     return Network(rnn, vocab_size, input="embedding", vocab_size=vocab_size, seed=config.seed)
 
 
