@@ -29,9 +29,9 @@ from typing import NamedTuple
 import numpy as np
 
 from ..layers import KINDS, make_rnn
-from ..nets import Network, tbptt, windows
+from ..nets import Network, cross_entropy_forward, tbptt, windows
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import Vocabulary, load_corpus, make_streams, split_train_valid, window_count
+from .data import Vocabulary, load_corpus, make_streams, split_train_valid, window_at, window_count
 from .optim import clip_by_global_norm, make_optimizer, make_schedule
 from .sampling import default_prime, sample_chars
 
@@ -294,10 +294,9 @@ class Trainer:
         count = min(self.config.valid_windows, window_count(self.data.valid, k1))
         state, total = None, 0.0
         for index in range(count):
-            inputs = self.data.valid[index * k1:(index + 1) * k1]
-            targets = self.data.valid[index * k1 + 1:(index + 1) * k1 + 1]
-            loss, state, _ = self.network.forward(inputs, targets, state)
-            total += loss
+            inputs, targets = window_at(self.data.valid, k1, index)  # T,B each
+            logits, state = self.network.predict(inputs, state)  # no cache: nothing to differentiate
+            total += cross_entropy_forward(logits, targets)[0]
         return total / count / math.log(2)
 
     def sample(self, length, prime=None, temperature=0.8, seed=0):
