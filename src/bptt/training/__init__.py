@@ -29,6 +29,7 @@ from .optim import (
     StepDecay,
     WarmupCosine,
     clip_by_global_norm,
+    global_norm,
     make_optimizer,
     make_schedule,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "WarmupCosine",
     "adding_problem",
     "clip_by_global_norm",
+    "global_norm",
     "copy_baseline",
     "copy_task",
     "iter_windows",

@@ -325,6 +325,15 @@ def make_optimizer(name, **hyperparameters):
     return OPTIMIZERS[name](**hyperparameters)
 
 
+def global_norm(grads):
+    """The joint 2-norm of all gradients, accumulated in float64: the figure to log and to
+    check for finiteness (``clip_by_global_norm`` computes torch's, in the gradients' dtype).
+
+    ``grads``: dict name -> float ndarray. Returns a float.
+    """
+    return math.sqrt(sum(float(np.sum(np.square(grad, dtype=np.float64))) for grad in grads.values()))
+
+
 def clip_by_global_norm(grads, max_norm):
     """Scale all gradients together so that their joint 2-norm is at most ``max_norm``,
     as ``torch.nn.utils.clip_grad_norm_``.

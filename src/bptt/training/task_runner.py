@@ -33,7 +33,7 @@ import numpy as np
 
 from ..layers import make_rnn, remember_bias
 from ..nets import Network
-from .optim import Adam, WarmupCosine, clip_by_global_norm
+from .optim import Adam, WarmupCosine, clip_by_global_norm, global_norm
 from .tasks import (ADDING_BASELINE_MSE, ORDER_BASELINE_ACCURACY, ORDER_BASELINE_CROSS_ENTROPY, adding_problem,
                     copy_baseline, copy_task, temporal_order)
 
@@ -217,7 +217,7 @@ def _train(network, schedule, clip, rng, test, eval_every, record):
         if clip is not None:
             grads, norm = clip_by_global_norm(grads, clip)
         else:
-            norm = float(np.sqrt(sum(np.sum(g * g) for g in grads.values())))
+            norm = global_norm(grads)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             raise TaskError(f"the training loss became {loss} (gradient norm {norm}) at step {step + 1}; "
                             "try a smaller learning rate or clipping")

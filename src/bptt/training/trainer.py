@@ -32,7 +32,7 @@ from ..layers import KINDS, make_rnn
 from ..nets import Network, cross_entropy_forward, tbptt, windows
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import Vocabulary, load_corpus, make_streams, split_train_valid, window_at, window_count
-from .optim import clip_by_global_norm, make_optimizer, make_schedule
+from .optim import clip_by_global_norm, global_norm, make_optimizer, make_schedule
 from .sampling import default_prime, sample_chars
 
 CELLS = KINDS
@@ -338,7 +338,7 @@ class Trainer:
             # overflow is checked for below and reported as one line, not as NumPy's warnings
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 update = next(updates)
-            grads, norm = update.grads, _global_norm(update.grads)
+            grads, norm = update.grads, global_norm(update.grads)
             if not (math.isfinite(update.loss) and math.isfinite(norm)):
                 raise self._diverged(f"the loss became {update.loss} (gradient norm {norm})", state.step + 1)
             if config.clip is not None:
@@ -444,10 +444,6 @@ def _saved_state(saved, network, optimizer, train_shape, config):
 
 def _as_tuple(state):
     return state if isinstance(state, tuple) else (state,)
-
-
-def _global_norm(grads):
-    return math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
 
 
 def _keep_metrics_until(path, step):
