@@ -238,7 +238,8 @@ def _watch_training(trainer, progress):
           + (f"; resuming at step {state.step}" if state.step else ""))
     if trainer.data.skipped:
         print(f"skipped {len(trainer.data.skipped)} file(s) that are empty or not UTF-8 text")
-    bar = _progress_bar(config, state.step) if progress else None
+    description = "training" if config.steps else f"training for {config.minutes:g} min"
+    bar = _progress_bar(config.steps, description, state.step) if progress else None
     say = bar.write if bar is not None else print
     valid_bpc = None
     try:
@@ -283,13 +284,13 @@ def _watch_training(trainer, progress):
     return 0
 
 
-def _progress_bar(config, initial):
+def _progress_bar(total, description, initial=0):
+    """A tqdm bar counting steps, or None where tqdm (an optional extra) is not installed."""
     try:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=config.steps, initial=initial, unit="step", dynamic_ncols=True,
-                desc="training" if config.steps else f"training for {config.minutes:g} min")
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, desc=description)
 
 
 def _plot_run(run_dir):
@@ -405,7 +406,7 @@ def _run_task(args):
                             gate_bias=args.gate_bias, seed=args.seed, eval_every=args.eval_every or None)
     except TaskError as error:
         raise UserError(str(error)) from error
-    bar = None if args.no_progress else _task_bar(args)
+    bar = None if args.no_progress else _progress_bar(args.steps, f"{args.task} {args.cell}")
     say = bar.write if bar is not None else print
     try:
         for event in events:
@@ -431,14 +432,6 @@ def _run_task(args):
           f"{result.wall_seconds:.0f} s: test {metric} {result.value:.4g} (baseline {result.baseline:.4g}, a tenth "
           f"{result.baseline / 10:.4g}){accuracy}: " + ("solved" if result.solved else "not solved"))
     return 0
-
-
-def _task_bar(args):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=args.steps, unit="step", dynamic_ncols=True, desc=f"{args.task} {args.cell}")
 
 
 # bench
