@@ -332,20 +332,14 @@ def _add_sample(subparsers):
 def _run_sample(args):
     import numpy as np
 
-    from .training.checkpoint import CheckpointError, load_checkpoint
-    from .training.data import Vocabulary
+    from .training.checkpoint import CheckpointError
     from .training.sampling import default_prime, sample_chars
-    from .training.trainer import CHECKPOINT, TrainConfig, build_network
+    from .training.trainer import load_model
 
-    path = os.path.join(args.source, CHECKPOINT) if os.path.isdir(args.source) else args.source
     try:
-        saved = load_checkpoint(path)
-        config = TrainConfig(**saved["config"])
-        vocab = Vocabulary(saved["vocab"])
-        network = build_network(config, vocab.size)
-        network.load_state_dict(saved["params"])
-    except (CheckpointError, KeyError, TypeError, ValueError, AttributeError) as error:
-        raise UserError(f"cannot sample from {path}: {error}") from error
+        network, vocab = load_model(args.source)
+    except (CheckpointError, ValueError) as error:
+        raise UserError(f"cannot sample from {args.source}: {error}") from error
     prime = default_prime(vocab) if args.prime is None else args.prime
     try:
         # every argument is checked here, before anything is written

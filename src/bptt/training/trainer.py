@@ -140,6 +140,30 @@ class RunState(NamedTuple):
     dropout_rng: dict  # the bit generator state that draws the next dropout masks
 
 
+def read_run(path):
+    """A run's checkpoint file as ``(saved tree, TrainConfig, Vocabulary)``; CheckpointError
+    where the file cannot be read or does not hold a training run."""
+    saved = load_checkpoint(path)
+    try:
+        config, vocab = TrainConfig(**saved["config"]), Vocabulary(saved["vocab"])
+        saved["corpus_sha256"]  # noqa: B018  every run's checkpoint holds it
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{path} does not hold a training run ({type(error).__name__}: {error})") from error
+    return saved, config, vocab
+
+
+def load_model(path):
+    """The trained network and its vocabulary, from a run folder or its checkpoint file.
+
+    Raises CheckpointError (unreadable, not a run) or ValueError (parameters that do not fit
+    the run's configuration)."""
+    path = os.path.join(path, CHECKPOINT) if os.path.isdir(path) else path
+    saved, config, vocab = read_run(path)
+    network = build_network(config, vocab.size)
+    network.load_state_dict(saved["params"])
+    return network, vocab
+
+
 def build_network(config, vocab_size):
     """The character language model of ``config``: embedding, recurrent stack, linear head."""
     rnn = make_rnn(config.cell, config.embedding_size, config.hidden_size, config.num_layers,
@@ -236,13 +260,8 @@ class Trainer:
         """Go on with the run saved in ``run_dir``; ``changes`` may only touch ``WATCHING``
         settings (how long, how often to log), any other difference is an error."""
         path = os.path.join(run_dir, CHECKPOINT)
-        saved = load_checkpoint(path)
-        try:
-            config = TrainConfig(**saved["config"])
-            vocab = Vocabulary(saved["vocab"])
-            digest = saved["corpus_sha256"]
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise CheckpointError(f"{path} does not hold a training run ({type(error).__name__}: {error})") from error
+        saved, config, vocab = read_run(path)
+        digest = saved["corpus_sha256"]
         _check_run_config(run_dir, config)
         changes = dict(changes or {})
         # the cosine schedule ends at ``steps``: there, steps changes what is computed
