@@ -6,6 +6,13 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def is_integer(value, minimum=None):
+    """Whether ``value`` is a Python or NumPy integer (a bool is not) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        return False
+    return minimum is None or value >= minimum
+
+
 def as_float_array(value, name, dtype):
     """``value`` as an ndarray of exactly ``dtype`` (float32 or float64), never cast silently.
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import recurrence
 from .cells import CELLS
-from .checks import FLOAT_DTYPES, as_float_array, check_lengths, check_shape, check_state
+from .checks import FLOAT_DTYPES, as_float_array, check_lengths, check_shape, check_state, is_integer
 
 
 def layer_suffix(layer, direction):
@@ -243,7 +243,7 @@ class _Recurrent:
     def __init__(self, cell_name, input_size, hidden_size, num_layers=1, *, bidirectional=False,
                  batch_first=False, dropout=0.0, dtype=np.float32, seed=None):
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            if not is_integer(value, 1):
                 raise ValueError(f"expected {name} to be a positive integer but got {value!r}")
         if isinstance(dropout, bool) or not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
             raise ValueError(f"expected dropout, a probability in [0, 1), but got {dropout!r}")
@@ -423,7 +423,7 @@ class _Recurrent:
         if depth is None:
             grads, dx, dstate0 = stack_backward(dy, dstate_n, cache.stack, cut)
         else:
-            if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+            if not is_integer(depth, 1):
                 raise ValueError(f"expected depth to be a positive integer but got {depth!r}")
             lengths = cache.stack.lengths
             if self.bidirectional or lengths is not None:

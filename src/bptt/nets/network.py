@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import recurrence
-from ..checks import as_float_array, check_lengths, check_shape, check_state
+from ..checks import as_float_array, check_lengths, check_shape, check_state, is_integer
 from ..layers import GRU, LSTM, RNN, dropout_masks, stack_backward, stack_backward_truncated, stack_forward
 from .embedding import check_ids, embedding_backward, embedding_forward, one_hot
 from .head import head_backward, head_forward
@@ -90,7 +90,7 @@ class Network:
                  mode="many_to_many", seed=None):
         if not isinstance(rnn, (RNN, LSTM, GRU)):
             raise TypeError(f"expected rnn to be a bptt.RNN, bptt.LSTM or bptt.GRU but got {type(rnn).__name__}")
-        if isinstance(output_size, bool) or not isinstance(output_size, (int, np.integer)) or output_size < 1:
+        if not is_integer(output_size, 1):
             raise ValueError(f"expected output_size to be a positive integer but got {output_size!r}")
         if input not in INPUTS:
             raise ValueError(f"expected input one of {', '.join(INPUTS)} but got {input!r}")
@@ -99,7 +99,7 @@ class Network:
         if mode not in MODES:
             raise ValueError(f"expected mode one of {', '.join(MODES)} but got {mode!r}")
         if input == "embedding":
-            if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)) or vocab_size < 1:
+            if not is_integer(vocab_size, 1):
                 raise ValueError(f'expected vocab_size, a positive integer, with input="embedding" but got {vocab_size!r}')
         elif input == "one_hot":
             if vocab_size is not None and vocab_size != rnn.input_size:
@@ -392,7 +392,7 @@ class Network:
         if not isinstance(cache, NetworkCache):
             raise TypeError(f"expected the cache returned by forward but got {type(cache).__name__}")
         if depth is not None:
-            if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+            if not is_integer(depth, 1):
                 raise ValueError(f"expected depth to be a positive integer but got {depth!r}")
             if self.bidirectional or cache.stacks[0].lengths is not None or len(cache.stacks) > 1:
                 raise ValueError("truncation by depth needs a unidirectional network, no lengths and one segment")

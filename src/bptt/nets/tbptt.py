@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..checks import is_integer
+
 
 class Window(NamedTuple):
     """One update of TBPTT(k1, k2), in steps of the stream."""
@@ -43,7 +45,7 @@ class Update(NamedTuple):
 
 
 def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_integer(value, 1):
         raise ValueError(f"expected {name} to be a positive integer but got {value!r}")
     return int(value)
 
@@ -118,8 +120,7 @@ def tbptt(network, x, targets, k1, k2=None, state=None, mask=None, *, params=Non
     mask = network.check_loss_mask(mask, None, N, B)
     targets = network.check_targets(targets, N, B, mask)
     state = network.check_state(state, B)
-    if isinstance(start_window, bool) or not isinstance(start_window, (int, np.integer)) \
-            or not 0 <= start_window < len(plan):
+    if not is_integer(start_window, 0) or start_window >= len(plan):
         raise ValueError(f"expected start_window in [0, {len(plan)}) (the stream has {len(plan)} windows) "
                          f"but got {start_window!r}")
     return _updates(network, params, x, targets, mask, state, plan, int(start_window), dropout_rng)

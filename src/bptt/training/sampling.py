@@ -5,6 +5,8 @@ Legend: V vocabulary size, L layers, H hidden units.
 
 import numpy as np
 
+from ..checks import is_integer
+
 
 def next_char_distribution(logits, temperature=1.0, top_k=None):
     """Probabilities of the next character from the head's logits.
@@ -23,7 +25,7 @@ def next_char_distribution(logits, temperature=1.0, top_k=None):
         raise ValueError(f"expected a temperature > 0 but got {temperature!r}")
     scaled = np.asarray(logits, dtype=np.float64) / temperature  # V
     if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        if not is_integer(top_k, 1):
             raise ValueError(f"expected top_k to be a positive integer but got {top_k!r}")
         if top_k < scaled.size:
             threshold = np.partition(scaled, -top_k)[-top_k]
@@ -60,7 +62,7 @@ def sample_chars(network, vocab, prime, length, *, temperature=1.0, top_k=None, 
     """
     if not isinstance(prime, str) or not prime:
         raise ValueError(f"expected a non-empty prime text to start sampling from but got {prime!r}")
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+    if not is_integer(length, 0):
         raise ValueError(f"expected length to be a non-negative integer but got {length!r}")
     next_char_distribution(np.zeros(vocab.size), temperature, top_k)  # checks temperature and top_k
     unknown = sorted(set(prime) - set(vocab.chars))

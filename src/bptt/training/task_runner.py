@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..checks import is_integer
 from ..layers import make_rnn, remember_bias
 from ..nets import Network
 from .optim import Adam, WarmupCosine, clip_by_global_norm, global_norm
@@ -159,7 +160,7 @@ def _check_settings(task, cell, length, steps, hidden_size, batch_size, lr, clip
                                  ("hidden_size", hidden_size, 1), ("batch_size", batch_size, 1),
                                  ("eval_every", 1 if eval_every is None else eval_every, 1),
                                  ("test_size", test_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        if not is_integer(value, minimum):
             problems.append(f"{name} {value!r} (expected an integer >= {minimum})")
     if not lr > 0:
         problems.append(f"lr {lr!r} (expected > 0)")
