@@ -14,3 +14,18 @@ else:
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261124)
+
+
+@pytest.fixture(params=["numpy", "c"])
+def each_kernels(request):
+    """Runs a test once with the NumPy cells and once with the compiled ones (bptt.kernels)."""
+    from bptt import kernels
+    from bptt.kernels.build import find_compiler
+
+    if request.param == "c" and find_compiler() is None:
+        pytest.skip("no C compiler here for the compiled kernels")
+    kernels.use(request.param)
+    try:
+        yield request.param
+    finally:
+        kernels.use("numpy")

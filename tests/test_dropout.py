@@ -7,6 +7,9 @@ import pytest
 import bptt
 from bptt.layers import dropout_masks
 
+# every test here runs with the NumPy cells and with the compiled ones
+pytestmark = pytest.mark.usefixtures("each_kernels")
+
 torch = pytest.importorskip("torch")
 
 CLASSES = {"rnn": (bptt.RNN, torch.nn.RNN), "lstm": (bptt.LSTM, torch.nn.LSTM), "gru": (bptt.GRU, torch.nn.GRU)}

@@ -7,6 +7,9 @@ import pytest
 import bptt
 from bptt import recurrence
 
+# every test here runs with the NumPy cells and with the compiled ones
+pytestmark = pytest.mark.usefixtures("each_kernels")
+
 
 @pytest.mark.parametrize("lengths", [None, [9, 4, 1]], ids=["full", "padded"])
 @pytest.mark.parametrize("cls", [bptt.RNN, bptt.LSTM, bptt.GRU], ids=["rnn", "lstm", "gru"])

@@ -10,6 +10,9 @@ from bptt.proofs import gradcheck, numerical_derivatives
 from bptt.proofs.objectives import stack_objective
 from bptt.proofs.report import cell_report, random_problem
 
+# every test here runs with the NumPy cells and with the compiled ones
+pytestmark = pytest.mark.usefixtures("each_kernels")
+
 
 def test_numerical_derivatives_of_a_known_function():
     rng = np.random.default_rng(0)

@@ -8,6 +8,9 @@ import bptt
 from bptt import recurrence
 from bptt.cells import CELLS
 
+# every test here runs with the NumPy cells and with the compiled ones
+pytestmark = pytest.mark.usefixtures("each_kernels")
+
 
 def as_tuple(state):
     return tuple(state) if isinstance(state, (tuple, list)) else (state,)

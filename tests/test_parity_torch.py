@@ -20,6 +20,9 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa
 
 from assertions import RTOL, as_tuple, assert_close, max_rel_err  # noqa: E402
 
+# every test here runs with the NumPy cells and with the compiled ones
+pytestmark = pytest.mark.usefixtures("each_kernels")
+
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 CONFIG_SEEDS = range(32)
 

@@ -11,6 +11,9 @@ from nets_mirror import Mirror, assert_same, assert_same_grads, detach, make_net
 import bptt  # noqa: E402
 from bptt.nets import Network, Window, tbptt, windows  # noqa: E402
 
+# every test here runs with the NumPy cells and with the compiled ones
+pytestmark = pytest.mark.usefixtures("each_kernels")
+
 CELLS = ["rnn", "lstm", "gru"]
 
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import kernels
 from .pool import POOL
 
 
@@ -447,8 +448,8 @@ def run(cases=None, threads=2, repeat=7, pause=0.25, vs_torch=True, memory=True,
 
     torch_available = vs_torch and torch_importable()
     cases = default_cases() if cases is None else cases
-    report = {"machine": machine(), "threads": threads, "repeat": repeat, "pause_s": pause,
-              "quiet": quiet, "vs_torch": torch_available}
+    report = {"machine": machine(), "kernels": kernels.selected(), "threads": threads, "repeat": repeat,
+              "pause_s": pause, "quiet": quiet, "vs_torch": torch_available}
     if torch_available:
         import torch
 
@@ -517,7 +518,8 @@ def format_report(report):
     lines = [
         f"machine: {m.get('cpu')} ({m.get('cores')} cores, {m.get('simd', '')}); numpy {m['numpy']}, "
         f"BLAS {m.get('blas')}; torch {m.get('torch')}",
-        f"threads: {report['threads']}, repetitions: {report['repeat']}, pause: {report['pause_s']} s; "
+        f"bptt kernels: {report['kernels']}; threads: {report['threads']}, repetitions: {report['repeat']}, "
+        f"pause: {report['pause_s']} s; "
         f"GEMM peak 2048²: {report['gemm_peak_gflops']['f32']:.0f} GFLOP/s float32, "
         f"{report['gemm_peak_gflops']['f64']:.0f} float64",
         "",

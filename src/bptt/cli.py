@@ -9,6 +9,8 @@ import argparse
 import os
 import sys
 
+from . import kernels
+
 
 class UserError(Exception):
     """A problem with what the user asked for, reported as one line and exit status 2."""
@@ -510,11 +512,20 @@ def build_parser():
     subparsers = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for add, _ in VERBS.values():
         add(subparsers)
+    for verb in subparsers.choices.values():
+        verb.add_argument("--kernels", choices=kernels.NAMES,
+                          help="the cells' elementwise step in NumPy or in C compiled on first use with this "
+                          "machine's compiler (default: $BPTT_KERNELS, else numpy)")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:
+        kernels.use(args.kernels) if args.kernels else kernels.selected()
+    except (kernels.KernelsUnavailable, ValueError) as error:
+        print(f"bptt {args.verb}: {error}", file=sys.stderr)
+        return 2
     try:
         return VERBS[args.verb][1](args)
     except UserError as error:

@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import kernels
 from .pool import POOL
 
 
@@ -56,6 +57,8 @@ class Cache(NamedTuple):
     h_prev: np.ndarray  # H+1,T,B  [h_{t-1}; 1], the state entering each step and a row of ones
     steps: list  # T cell caches, views of buffers that hold all steps
     mask: np.ndarray | None  # T,B,1
+    states: tuple  # per part of the state, (T+1, B, H): slot t enters step t
+    buffers: tuple  # per CACHE_WIDTHS array of the cell, (T, B, width*H)
 
 
 def length_mask(lengths, steps, dtype=bool):
@@ -106,6 +109,7 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     T, B, I = x.shape
     KH, H = weights.w_hh.shape
     summed = cell.SUMMED_GATES * H
+    compiled = kernels.compiled(cell, x.dtype)  # None: the NumPy cell
     # pre_x = W_ih x_t + b_ih (+ the summed blocks of b_hh), computed for a chunk of steps
     # at a time: one GEMM for short sequences, bounded memory for long ones
     bias = weights.b_ih.copy()[:, None]  # KH,1
@@ -138,6 +142,7 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     else:
         kept = [tuple(buffer[0] for buffer in cache_steps)] * T
     pre_h_view = pre_h.T  # B,KH
+    product = _vector_product(compiled, weights.w_hh, (h_hist[:H, :, 0].T, np.arange(T)), (pre_h[:, 0][None], 0), B, T)
     if mask is not None:
         past_end = ~mask  # T,B,1
     steps = []
@@ -147,11 +152,22 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
             pre_x = np.matmul(weights.w_ih, x_chunk.reshape(-1, I).T,
                               out=POOL.empty((KH, x_chunk.shape[0] * B), x.dtype))  # KH,chunk*B
             pre_x += bias
-            pre_x_steps = list(pre_x.reshape(KH, -1, B).transpose(1, 2, 0))  # chunk views (B, KH)
-        np.matmul(weights.w_hh, h_inputs[t], out=pre_h)  # KH,B  W_hh h_{t-1}
+            pre_x_stack = pre_x.reshape(KH, -1, B).transpose(1, 2, 0)  # chunk,B,KH
+            pre_x_steps = list(pre_x_stack)  # chunk views (B, KH)
+            if compiled is not None:
+                run = _compiled_forward(compiled, pre_x_stack, pre_h_view, h_steps, other_steps, cache_steps, t)
+        if product is None:
+            np.matmul(weights.w_hh, h_inputs[t], out=pre_h)  # KH,B  W_hh h_{t-1}
+        else:
+            product(t)
         if summed < KH:
             pre_h[summed:] += b_hh_rest
-        _, step_cache = cell.step(pre_x_steps[t % chunk], pre_h_view, states[t], out=(states[t + 1], kept[t]))
+        if compiled is None:
+            _, step_cache = cell.step(pre_x_steps[t % chunk], pre_h_view, states[t], out=(states[t + 1], kept[t]))
+        else:
+            run(t % chunk)
+            part, offset = compiled.cache_state
+            step_cache = kept[t] + (states[t + offset][part],)
         if mask is not None:
             for new_part, prev_part in zip(states[t + 1], states[t]):
                 np.copyto(new_part, prev_part, where=past_end[t])
@@ -164,7 +180,24 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     state = tuple(part.copy() for part in states[T])
     if not keep_cache:
         return y, state, None
-    return y, state, Cache(cell, weights, x, h_hist[:, :T], steps, mask)
+    return y, state, Cache(cell, weights, x, h_hist[:, :T], steps, mask, (h_steps, *other_steps), tuple(cache_steps))
+
+
+def _compiled_forward(compiled, pre_x, pre_h, h_steps, other_steps, cache_steps, start):
+    """The planned steps ``start`` to ``start + len(pre_x) - 1`` of :func:`forward`'s loop,
+    with its buffers: ``pre_x`` (n, B, KH) for those steps, ``pre_h`` (B, KH), the state
+    histories (slots, B, H) and the cache buffers (T or 1, B, width*H)."""
+    n, B, _ = pre_x.shape
+    H = h_steps.shape[2]
+    t = np.arange(start, start + n)
+    histories = [(h_steps, t + 1, t)] + [(history, (t + 1) % len(history), t % len(history)) for history in other_steps]
+    return compiled.forward_steps(
+        B, H, (pre_x, t - start), (pre_h[None], 0),
+        [(history, entering) for history, _, entering in histories],
+        [(history, leaving) for history, leaving, _ in histories],
+        [(buffer, t if len(buffer) > 1 else 0) for buffer in cache_steps],
+        n,
+    )
 
 
 PATHS = ("hidden", "cell")
@@ -175,7 +208,9 @@ def slice_cache(cache, start, stop):
     ``start`` with the state that entered that step held constant."""
     mask = None if cache.mask is None else cache.mask[start:stop]
     return cache._replace(
-        x=cache.x[start:stop], h_prev=cache.h_prev[:, start:stop], steps=cache.steps[start:stop], mask=mask
+        x=cache.x[start:stop], h_prev=cache.h_prev[:, start:stop], steps=cache.steps[start:stop], mask=mask,
+        states=tuple(history[start:stop + 1] for history in cache.states),
+        buffers=tuple(buffer[start:stop] for buffer in cache.buffers),
     )
 
 
@@ -198,15 +233,19 @@ def backward(dy, dstate, cache, cut=None):
     dx : (T, B, I)
     dstate0 : tuple of (B, H), gradient of the initial state
     """
-    cell, weights, x, h_prev, steps, mask = cache
+    cell, weights, x, h_prev, steps, mask, _, _ = cache
     T, B, I = x.shape
     KH, H = weights.w_hh.shape
     shared = cell.SUMMED_GATES == cell.NUM_GATES  # dpre_x is dpre_h
+    compiled = kernels.compiled(cell, x.dtype)  # None: the NumPy cell
     # the gradient reaching each part of the state from the future, feature-major, updated in
     # place; h's part alternates between two buffers, the one the step reads and the one the
     # GEMM writes for the step before
     carried = [np.zeros((H, B), x.dtype) if d is None else d.T.copy() for d in dstate]  # H,B each
-    dh_buffers = (carried[0], np.empty((H, B), x.dtype))
+    dh_pair = np.empty((2, H, B), x.dtype)
+    dh_pair[0] = carried[0]
+    dh_buffers = (dh_pair[0], dh_pair[1])
+    carried[0] = dh_buffers[0]
     throughs = [tuple(d.T for d in [dh] + carried[1:]) for dh in dh_buffers]  # (B, H) views
     # the steps are taken in chunks of GEMM_COLUMNS // B, last chunk first; after each chunk its
     # sums over time are added to the gradients, one GEMM each: one chunk for short sequences,
@@ -234,6 +273,11 @@ def backward(dy, dstate, cache, cut=None):
     for stop in range(T, 0, -chunk):
         start = max(0, stop - chunk)
         np.copyto(dy_steps[:stop - start], dy[start:stop].transpose(0, 2, 1))
+        if compiled is not None:
+            run = _compiled_backward(compiled, cache, dh_pair, carried[1:], dpre_x, None if shared else dpre_h, start, stop)
+            t_here = np.arange(start, stop)
+            product = _vector_product(compiled, weights.w_hh, (dpre_h[:, :, 0].T, t_here - start),
+                                      (dh_pair[:, :, 0], 1 - (T - 1 - t_here) % 2), B, stop - start, transpose=True)
         for t in reversed(range(start, stop)):
             parity = (T - 1 - t) % 2
             dh, dh_prev = dh_buffers[parity], dh_buffers[1 - parity]
@@ -248,15 +292,23 @@ def backward(dy, dstate, cache, cut=None):
             if mask is not None:
                 for d in carried:
                     d *= within[t]
-            _, _, direct = cell.step_back(through, steps[t], out=out)
-            np.copyto(dpre_x_slots[t - start], dpre_x_step)
-            if not shared:
-                np.copyto(dpre_h_slots[t - start], dpre_h_step)
+            if compiled is None:
+                _, _, direct = cell.step_back(through, steps[t], out=out)
+                np.copyto(dpre_x_slots[t - start], dpre_x_step)
+                if not shared:
+                    np.copyto(dpre_h_slots[t - start], dpre_h_step)
+                dpre_h_t = dpre_h_step
+            else:  # writes dpre straight into the store, where BLAS reads it as it is
+                run(t - start)
+                direct = compiled.direct(through)
+                dpre_h_t = dpre_h_slots[t - start]
             # pre_h = W_hh h_{t-1} + b_hh, plus the paths to the previous state that skip W_hh
             if cut == "hidden":
                 dh_prev.fill(0.0)
+            elif compiled is None or product is None:
+                np.matmul(w_hh_t, dpre_h_t, out=dh_prev)  # H,B
             else:
-                np.matmul(w_hh_t, dpre_h_step, out=dh_prev)  # H,B
+                product(t - start)
             if cut == "cell":
                 direct = (None,) * len(direct)
             if direct[0] is not None:
@@ -286,6 +338,33 @@ def backward(dy, dstate, cache, cut=None):
     db_hh = dw_hh_1[:, H].copy()
     grads = Weights(w_ih=dw_ih, w_hh=dw_hh, b_ih=db_hh.copy() if shared else db_ih, b_hh=db_hh)
     return grads, dx, tuple(np.ascontiguousarray(d.T) for d in carried)
+
+
+def _compiled_backward(compiled, cache, dh_pair, carried, dpre_x, dpre_h, start, stop):
+    """The planned steps ``stop - 1`` down to ``start`` of :func:`backward`'s loop, indexed
+    from ``start``: ``dh_pair`` (2, H, B), h's gradient buffers taken in turn, the other parts'
+    (H, B), and the stores ``dpre_x``, ``dpre_h`` (KH, chunk, B) (None where it is dpre_x)."""
+    T = len(cache.x)
+    _, H, B = dh_pair.shape
+    t = np.arange(start, stop)
+    part, offset = compiled.cache_state
+    stores = [store for store in (dpre_x, dpre_h) if store is not None]
+    return compiled.backward_steps(
+        B, H,
+        [(dh_pair.transpose(0, 2, 1), (T - 1 - t) % 2)] + [(d.T[None], 0) for d in carried],
+        [(buffer, t) for buffer in cache.buffers] + [(cache.states[part], t + offset)],
+        [(store.transpose(1, 2, 0), t - start) for store in stores],
+        stop - start,
+    )
+
+
+def _vector_product(compiled, w, v, out, B, count, transpose=False):
+    """The compiled recurrent products of ``count`` steps at B = 1 (``out = w v``, or ``wᵀ v``),
+    or None to call BLAS: it costs more to call for a matrix-vector product than the product
+    itself. ``v``, ``out``: ``(stack, index)`` of (n, length) vectors."""
+    if compiled is None or B != 1 or w.strides[1] != w.itemsize:
+        return None
+    return compiled.product_steps(w, v, out, count, transpose)
 
 
 def _add_product(total, a, b, first):

@@ -25,23 +25,23 @@ def step(pre_x, pre_h, state, out=None):
     """One step. ``pre_x``, ``pre_h``: (B, H). ``state``: ``(h_prev,)``.
 
     ``out``: None to allocate, or ``((h,), ())`` to write h (B, H) into; ``pre_h`` is then
-    overwritten. Returns ``((h,), h)``.
+    overwritten. Returns ``((h,), (h,))``: the cache is h_t.
     """
     if out is None:
         h = np.tanh(pre_x + pre_h)  # B,H
     else:
         ((h,), ()) = out
         np.tanh(np.add(pre_x, pre_h, out=pre_h), out=h)
-    return (h,), h
+    return (h,), (h,)
 
 
 def step_back(dstate, cache, out=None):
-    """Backward of :func:`step`. ``dstate``: ``(dh,)`` with dh (B, H); ``cache``: h (B, H).
+    """Backward of :func:`step`. ``dstate``: ``(dh,)`` with dh (B, H); ``cache``: ``(h,)``, h (B, H).
 
     ``out``: None to allocate, or ``(dpre, dpre_h, work)`` (``dpre`` is written; it is
     ``dpre_h`` too). Returns ``(dpre, dpre, (None,))``.
     """
-    h = cache
+    (h,) = cache
     (dh,) = dstate
     dpre = np.empty_like(h) if out is None else out[0]  # B,H
     # h = tanh(pre): dpre = dh * (1 - h²)

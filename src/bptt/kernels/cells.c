@@ -1,0 +1,310 @@
+/* The cells' elementwise step, forward and backward, fused into one pass over memory.
+
+   The same arithmetic as the modules of bptt/cells (read those first: they carry the derivation), for
+   the engine's layout: every array is feature-major, F rows of B numbers, B contiguous, rows
+   `ld` numbers apart. One call does one time step of one layer and direction: the engine calls
+   BLAS for the recurrent product between calls.
+
+   A call takes one row of a plan (bptt/kernels/plan.py): B, H, then an (address, ld) pair per
+   array, in the order the comment above each function gives. The transcendental functions are
+   written out below (no libm calls), so that the compiler vectorizes the loop over B; they are
+   accurate to a few units in the last place, and NaN in gives NaN out, as in NumPy. */
+
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    int64_t addr;
+    int64_t ld;
+} array_arg;
+
+typedef struct {
+    int64_t B, H;
+    array_arg a[8];
+} step_args;
+
+/* the loops over B are vectorized: the pointers of a kernel never overlap (restrict) */
+#define SIMD _Pragma("omp simd")
+
+#define ROW(type, arg, row) ((type *)(intptr_t)(arg).addr + (int64_t)(row) * (arg).ld)
+
+/* exp(x): x = n ln2 + r with |r| <= ln2/2, exp(r) by its Taylor series, 2^n put into the
+   exponent bits. x is clamped to where 2^n is a normal number; NaN fails both comparisons
+   and stays NaN. */
+static inline float exp_f32(float x) {
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.3f ? 88.3f : x;
+    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float shifted = x * 1.44269504f + shifter;
+    float n = shifted - shifter;
+    float r = x - n * 0.693359375f; /* ln2 in two parts, the first exact in few bits */
+    r = r + n * 2.12194440e-4f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    uint32_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    bits = (bits - 0x4B400000u + 127u) << 23; /* the integer n, as the exponent of 2^n */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+static inline double exp_f64(double x) {
+    x = x < -708.0 ? -708.0 : x;
+    x = x > 709.0 ? 709.0 : x;
+    const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
+    double shifted = x * 1.4426950408889634 + shifter;
+    double n = shifted - shifter;
+    double r = x - n * 6.93147180369123816490e-01;
+    r = r - n * 1.90821492927058770002e-10;
+    double p = 1.0 / 6227020800.0; /* 1/13! */
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    uint64_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    bits = (bits - 0x4338000000000000ull + 1023u) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* 1 - exp(-y) for 0 <= y <= 1/2, by the series of expm1: no cancellation near 0. */
+static inline float one_minus_exp_neg_f32(float y) {
+    float p = -1.0f / 362880.0f;
+    p = p * y + 1.0f / 40320.0f;
+    p = p * y - 1.0f / 5040.0f;
+    p = p * y + 1.0f / 720.0f;
+    p = p * y - 1.0f / 120.0f;
+    p = p * y + 1.0f / 24.0f;
+    p = p * y - 1.0f / 6.0f;
+    p = p * y + 0.5f;
+    p = p * y - 1.0f;
+    return -(p * y);
+}
+
+static inline double one_minus_exp_neg_f64(double y) {
+    double p = 1.0 / 355687428096000.0; /* 1/17!, alternating signs below */
+    p = p * y - 1.0 / 20922789888000.0;
+    p = p * y + 1.0 / 1307674368000.0;
+    p = p * y - 1.0 / 87178291200.0;
+    p = p * y + 1.0 / 6227020800.0;
+    p = p * y - 1.0 / 479001600.0;
+    p = p * y + 1.0 / 39916800.0;
+    p = p * y - 1.0 / 3628800.0;
+    p = p * y + 1.0 / 362880.0;
+    p = p * y - 1.0 / 40320.0;
+    p = p * y + 1.0 / 5040.0;
+    p = p * y - 1.0 / 720.0;
+    p = p * y + 1.0 / 120.0;
+    p = p * y - 1.0 / 24.0;
+    p = p * y + 1.0 / 6.0;
+    p = p * y - 0.5;
+    p = p * y + 1.0;
+    return p * y;
+}
+
+/* tanh(x) = sign(x) u / (2 - u) with u = 1 - exp(-2|x|): the series for small |x|, where
+   1 - exp would cancel, exp beyond. */
+#define DEFINE_ACTIVATIONS(T, SUFFIX)                                                      \
+    static inline T sigmoid_##SUFFIX(T x) { return (T)1 / ((T)1 + exp_##SUFFIX(-x)); }    \
+    static inline T tanh_##SUFFIX(T x) {                                                  \
+        T y = x < 0 ? -2 * x : 2 * x;                                                     \
+        T u_series = one_minus_exp_neg_##SUFFIX(y < (T)0.5 ? y : (T)0.5);                 \
+        T u = y < (T)0.5 ? u_series : (T)1 - exp_##SUFFIX(-y);                            \
+        T t = u / ((T)2 - u);                                                             \
+        return x < 0 ? -t : t;                                                            \
+    }
+DEFINE_ACTIVATIONS(float, f32)
+DEFINE_ACTIVATIONS(double, f64)
+
+/* The kernels, once per element type. Array k of a call is p<k>, its rows l<k> numbers apart;
+   AT(k, row) is the element of the current column b in that row. The loop nest takes the
+   batch as the vector dimension, or, at B = 1, the rows: the vector lanes are then H hidden
+   units, whose elements lie l<k> apart. */
+#define ARRAYS(T, n) ARRAYS_##n(T)
+#define ARRAY(T, k) T *restrict p##k = (T *)(intptr_t)s->a[k].addr; const int64_t l##k = s->a[k].ld;
+#define ARRAYS_3(T) ARRAY(T, 0) ARRAY(T, 1) ARRAY(T, 2)
+#define ARRAYS_4(T) ARRAYS_3(T) ARRAY(T, 3)
+#define ARRAYS_6(T) ARRAYS_4(T) ARRAY(T, 4) ARRAY(T, 5)
+#define ARRAYS_8(T) ARRAYS_6(T) ARRAY(T, 6) ARRAY(T, 7)
+#define AT(k, row) p##k[(row) * l##k + b]
+#define FOR_EACH_ELEMENT(...)                                                                \
+    const int64_t B = s->B, H = s->H;                                                        \
+    if (B == 1) {                                                                            \
+        const int64_t b = 0;                                                                 \
+        SIMD for (int64_t j = 0; j < H; j++) { __VA_ARGS__ }                                 \
+    } else {                                                                                 \
+        for (int64_t j = 0; j < H; j++) {                                                    \
+            SIMD for (int64_t b = 0; b < B; b++) { __VA_ARGS__ }                             \
+        }                                                                                    \
+    }
+
+#define DEFINE_KERNELS(T, S)                                                                 \
+                                                                                            \
+    /* 0 pre_x, 1 pre_h (4H rows), 2 h_prev, 3 c_prev, 4 h, 5 c (H), 6 gates (4H), 7 tanh_c */ \
+    void lstm_step_##S(const step_args *s) {                                                 \
+        ARRAYS(T, 8)                                                                         \
+        (void)p2, (void)l2;                                                                  \
+        FOR_EACH_ELEMENT(                                                                    \
+            T i = sigmoid_##S(AT(0, j) + AT(1, j));                                          \
+            T f = sigmoid_##S(AT(0, H + j) + AT(1, H + j));                                  \
+            T g = tanh_##S(AT(0, 2 * H + j) + AT(1, 2 * H + j));                             \
+            T o = sigmoid_##S(AT(0, 3 * H + j) + AT(1, 3 * H + j));                          \
+            T c = f * AT(3, j) + i * g;                                                      \
+            T tanh_c = tanh_##S(c);                                                          \
+            AT(6, j) = i, AT(6, H + j) = f, AT(6, 2 * H + j) = g, AT(6, 3 * H + j) = o;      \
+            AT(5, j) = c, AT(7, j) = tanh_c, AT(4, j) = o * tanh_c;                          \
+        )                                                                                    \
+    }                                                                                        \
+                                                                                            \
+    /* 0 dh, 1 dc (H; dc becomes dc_prev), 2 gates (4H), 3 tanh_c, 4 c_prev (H), 5 dpre (4H) */ \
+    void lstm_step_back_##S(const step_args *s) {                                            \
+        ARRAYS(T, 6)                                                                         \
+        FOR_EACH_ELEMENT(                                                                    \
+            T i = AT(2, j), f = AT(2, H + j), g = AT(2, 2 * H + j), o = AT(2, 3 * H + j);    \
+            T dh = AT(0, j), tanh_c = AT(3, j);                                              \
+            T dc = AT(1, j) + dh * o * (1 - tanh_c * tanh_c);                                \
+            AT(5, j) = dc * g * i * (1 - i);                                                 \
+            AT(5, H + j) = dc * AT(4, j) * f * (1 - f);                                      \
+            AT(5, 2 * H + j) = dc * i * (1 - g * g);                                         \
+            AT(5, 3 * H + j) = dh * tanh_c * o * (1 - o);                                    \
+            AT(1, j) = dc * f;                                                               \
+        )                                                                                    \
+    }                                                                                        \
+                                                                                            \
+    /* 0 pre_x, 1 pre_h (3H rows, b_hn in pre_h), 2 h_prev, 3 h (H), 4 gates (3H), 5 pre_h_n */ \
+    void gru_step_##S(const step_args *s) {                                                  \
+        ARRAYS(T, 6)                                                                         \
+        FOR_EACH_ELEMENT(                                                                    \
+            T r = sigmoid_##S(AT(0, j) + AT(1, j));                                          \
+            T z = sigmoid_##S(AT(0, H + j) + AT(1, H + j));                                  \
+            T pre_h_n = AT(1, 2 * H + j);                                                    \
+            T n = tanh_##S(AT(0, 2 * H + j) + r * pre_h_n);                                  \
+            AT(4, j) = r, AT(4, H + j) = z, AT(4, 2 * H + j) = n, AT(5, j) = pre_h_n;        \
+            AT(3, j) = n + z * (AT(2, j) - n);                                               \
+        )                                                                                    \
+    }                                                                                        \
+                                                                                            \
+    /* 0 dh (H; becomes dh * z), 1 gates (3H), 2 pre_h_n, 3 h_prev (H), 4 dpre_x, 5 dpre_h */ \
+    void gru_step_back_##S(const step_args *s) {                                             \
+        ARRAYS(T, 6)                                                                         \
+        FOR_EACH_ELEMENT(                                                                    \
+            T r = AT(1, j), z = AT(1, H + j), n = AT(1, 2 * H + j), dh = AT(0, j);           \
+            T dpre_n = dh * (1 - z) * (1 - n * n);                                           \
+            T dpre_z = dh * (AT(3, j) - n) * z * (1 - z);                                    \
+            T dpre_r = dpre_n * AT(2, j) * r * (1 - r);                                      \
+            AT(4, j) = dpre_r, AT(4, H + j) = dpre_z, AT(4, 2 * H + j) = dpre_n;             \
+            AT(5, j) = dpre_r, AT(5, H + j) = dpre_z, AT(5, 2 * H + j) = dpre_n * r;         \
+            AT(0, j) = dh * z;                                                               \
+        )                                                                                    \
+    }                                                                                        \
+                                                                                            \
+    /* 0 pre_x, 1 pre_h, 2 h_prev, 3 h (H rows each) */                                       \
+    void rnn_tanh_step_##S(const step_args *s) {                                             \
+        ARRAYS(T, 4)                                                                         \
+        (void)p2, (void)l2;                                                                  \
+        FOR_EACH_ELEMENT(AT(3, j) = tanh_##S(AT(0, j) + AT(1, j));)                          \
+    }                                                                                        \
+                                                                                            \
+    /* 0 dh, 1 h, 2 dpre (H rows each) */                                                     \
+    void rnn_tanh_step_back_##S(const step_args *s) {                                        \
+        ARRAYS(T, 3)                                                                         \
+        FOR_EACH_ELEMENT(AT(2, j) = AT(0, j) * (1 - AT(1, j) * AT(1, j));)                   \
+    }                                                                                        \
+                                                                                            \
+    /* as rnn_tanh; a NaN sum fails `a < 0` and passes through, as in np.maximum */            \
+    void rnn_relu_step_##S(const step_args *s) {                                             \
+        ARRAYS(T, 4)                                                                         \
+        (void)p2, (void)l2;                                                                  \
+        FOR_EACH_ELEMENT(T a = AT(0, j) + AT(1, j); AT(3, j) = a < 0 ? 0 : a;)              \
+    }                                                                                        \
+                                                                                            \
+    /* 0 dh, 1 h, 2 dpre; dh * [h > 0] keeps a NaN dh where h > 0 fails, as NumPy's dh * 0 */ \
+    void rnn_relu_step_back_##S(const step_args *s) {                                        \
+        ARRAYS(T, 3)                                                                         \
+        FOR_EACH_ELEMENT(AT(2, j) = AT(0, j) * (T)(AT(1, j) > 0);)                           \
+    }
+
+/* The recurrent product at B = 1, where BLAS spends more on the call than on the arithmetic:
+   w has M rows of N numbers, `ld` apart; v and out are vectors whose elements lie `ld` apart;
+   scratch is N contiguous numbers. Rows are taken four at a time, so that four independent
+   sums are in flight and each pass over the scratch does four rows' work. */
+typedef struct {
+    int64_t M, N;
+    array_arg w, v, out, scratch;
+} matvec_args;
+
+#define DEFINE_MATVEC(T, SUFFIX)                                                             \
+                                                                                            \
+    /* out (M) = w v, v (N), gathered into the scratch */                                     \
+    void matvec_##SUFFIX(const matvec_args *s) {                                             \
+        const int64_t M = s->M, N = s->N;                                                    \
+        const T *restrict v = ROW(T, s->v, 0);                                               \
+        T *restrict out = ROW(T, s->out, 0), *restrict vv = ROW(T, s->scratch, 0);           \
+        for (int64_t j = 0; j < N; j++) vv[j] = v[j * s->v.ld];                              \
+        int64_t i = 0;                                                                       \
+        for (; i + 4 <= M; i += 4) {                                                         \
+            const T *restrict w0 = ROW(T, s->w, i), *restrict w1 = ROW(T, s->w, i + 1);      \
+            const T *restrict w2 = ROW(T, s->w, i + 2), *restrict w3 = ROW(T, s->w, i + 3);  \
+            T t0 = 0, t1 = 0, t2 = 0, t3 = 0;                                                \
+            _Pragma("omp simd reduction(+:t0,t1,t2,t3)")                                     \
+            for (int64_t j = 0; j < N; j++) {                                                \
+                t0 += w0[j] * vv[j], t1 += w1[j] * vv[j];                                    \
+                t2 += w2[j] * vv[j], t3 += w3[j] * vv[j];                                    \
+            }                                                                                \
+            out[i * s->out.ld] = t0, out[(i + 1) * s->out.ld] = t1;                          \
+            out[(i + 2) * s->out.ld] = t2, out[(i + 3) * s->out.ld] = t3;                    \
+        }                                                                                    \
+        for (; i < M; i++) {                                                                 \
+            const T *restrict w0 = ROW(T, s->w, i);                                          \
+            T t0 = 0;                                                                        \
+            _Pragma("omp simd reduction(+:t0)") for (int64_t j = 0; j < N; j++) t0 += w0[j] * vv[j]; \
+            out[i * s->out.ld] = t0;                                                         \
+        }                                                                                    \
+    }                                                                                        \
+                                                                                            \
+    /* out (N) = wᵀ v, v (M); the sum is built in the scratch */                              \
+    void matvec_t_##SUFFIX(const matvec_args *s) {                                           \
+        const int64_t M = s->M, N = s->N;                                                    \
+        const T *restrict v = ROW(T, s->v, 0);                                               \
+        T *restrict out = ROW(T, s->out, 0), *restrict total = ROW(T, s->scratch, 0);        \
+        for (int64_t j = 0; j < N; j++) total[j] = 0;                                        \
+        int64_t i = 0;                                                                       \
+        for (; i + 4 <= M; i += 4) {                                                         \
+            const T *restrict w0 = ROW(T, s->w, i), *restrict w1 = ROW(T, s->w, i + 1);      \
+            const T *restrict w2 = ROW(T, s->w, i + 2), *restrict w3 = ROW(T, s->w, i + 3);  \
+            const T v0 = v[i * s->v.ld], v1 = v[(i + 1) * s->v.ld];                          \
+            const T v2 = v[(i + 2) * s->v.ld], v3 = v[(i + 3) * s->v.ld];                    \
+            SIMD for (int64_t j = 0; j < N; j++) {                                           \
+                total[j] += (v0 * w0[j] + v1 * w1[j]) + (v2 * w2[j] + v3 * w3[j]);           \
+            }                                                                                \
+        }                                                                                    \
+        for (; i < M; i++) {                                                                 \
+            const T *restrict w0 = ROW(T, s->w, i);                                          \
+            const T v0 = v[i * s->v.ld];                                                     \
+            SIMD for (int64_t j = 0; j < N; j++) total[j] += v0 * w0[j];                     \
+        }                                                                                    \
+        for (int64_t j = 0; j < N; j++) out[j * s->out.ld] = total[j];                       \
+    }
+
+DEFINE_KERNELS(float, f32)
+DEFINE_KERNELS(double, f64)
+DEFINE_MATVEC(float, f32)
+DEFINE_MATVEC(double, f64)

@@ -1,0 +1,166 @@
+"""The compiled cells as the engine calls them: one C call per step, its arguments planned.
+
+A kernel of ``cells.c`` takes one row of int64: B, H, then the address and the row stride
+(``ld``, in numbers) of each array it reads or writes, one time step's (F, B) slice of a
+buffer. The engine hands a run of steps as ``(stack, index)`` pairs: ``stack`` a (n, B, F)
+view of a buffer whose ``stack[k]`` is a step's array as the NumPy cells get it, ``index``
+which k each step takes. :func:`plan` turns them into the rows of all steps at once, with
+array arithmetic on the stack's strides, and checks every shape, stride and index, so a call
+never touches memory outside the arrays it was given. A step then costs one ctypes call.
+"""
+
+import ctypes
+from functools import lru_cache
+
+import numpy as np
+
+MAX_ARRAYS = 8  # as step_args in cells.c
+
+# the state a cell's step cache ends with: (its index in STATE_NAMES, 0 for the state entering
+# the step, 1 for the state it leaves), as the NumPy cells return it (LSTM: c_{t-1}, GRU:
+# h_{t-1}, RNN: h_t)
+CACHE_STATE = {"lstm": (1, 0), "gru": (0, 0), "rnn_tanh": (0, 1), "rnn_relu": (0, 1)}
+# which parts of dstate the step's backward overwrites with the gradient that reaches the
+# previous state directly, not through W_hh (LSTM's dc_{t-1}, GRU's z * dh)
+DIRECT = {"lstm": (False, True), "gru": (True,), "rnn_tanh": (False,), "rnn_relu": (False,)}
+SUFFIXES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+def _address(a):
+    return a.__array_interface__["data"][0]
+
+
+def plan(B, H, dtype, arrays, count):
+    """The argument rows of ``count`` steps.
+
+    ``arrays``: ``(stack, width, index)`` per kernel argument, ``stack`` (n, B, width*H) of
+    ``dtype`` with B contiguous, ``index`` an int or (count,) ints in [0, n).
+
+    Returns (count, 2 + 2 * MAX_ARRAYS) int64.
+    """
+    if len(arrays) > MAX_ARRAYS:
+        raise ValueError(f"a kernel takes at most {MAX_ARRAYS} arrays, got {len(arrays)}")
+    rows = np.zeros((count, 2 + 2 * MAX_ARRAYS), np.int64)
+    rows[:, 0], rows[:, 1] = B, H
+    for k, (stack, width, index) in enumerate(arrays):
+        index = np.broadcast_to(np.asarray(index, np.int64), (count,))
+        if stack.dtype != dtype or stack.ndim != 3 or stack.shape[1:] != (B, width * H):
+            raise ValueError(f"kernel array {k}: expected (n, {B}, {width * H}) {dtype}, got {stack.shape} {stack.dtype}")
+        if (B > 1 and stack.strides[1] != stack.itemsize) or stack.strides[2] % stack.itemsize:
+            raise ValueError(f"kernel array {k}: the batch must be contiguous, got strides {stack.strides}")
+        if count and (index.min() < 0 or index.max() >= stack.shape[0]):
+            raise ValueError(f"kernel array {k}: steps {index.min()}..{index.max()} of a stack of {stack.shape[0]}")
+        rows[:, 2 + 2 * k] = _address(stack) + index * stack.strides[0]
+        rows[:, 3 + 2 * k] = stack.strides[2] // stack.itemsize
+    return rows
+
+
+def _vector_column(stack, length, index, count, what):
+    """The addresses and element stride of ``stack[index]``, vectors of ``length``."""
+    index = np.broadcast_to(np.asarray(index, np.int64), (count,))
+    if stack.ndim != 2 or stack.shape[1] != length or stack.strides[1] % stack.itemsize:
+        raise ValueError(f"{what}: expected (n, {length}) vectors, got {stack.shape} with strides {stack.strides}")
+    if count and (index.min() < 0 or index.max() >= stack.shape[0]):
+        raise ValueError(f"{what}: steps {index.min()}..{index.max()} of a stack of {stack.shape[0]}")
+    return _address(stack) + index * stack.strides[0], stack.strides[1] // stack.itemsize
+
+
+def matvec_plan(w, v, out, scratch, count, transpose=False):
+    """The argument rows of ``count`` products ``out = w v`` (``wᵀ v`` with ``transpose``).
+
+    ``w``: (M, N) with contiguous rows; ``v``, ``out``: ``(stack, index)`` pairs of (n, length)
+    vector stacks, N and M long (M and N with ``transpose``); ``scratch``: N contiguous numbers.
+    """
+    M, N = w.shape
+    if w.strides[1] != w.itemsize or scratch.shape != (N,) or not scratch.flags.c_contiguous:
+        raise ValueError(f"matvec: expected contiguous rows and a scratch of {N}, got strides {w.strides}, "
+                         f"scratch {scratch.shape}")
+    if any(a.dtype != w.dtype for a in (v[0], out[0], scratch)):
+        raise ValueError(f"matvec: every array must be {w.dtype}")
+    rows = np.zeros((count, 2 + 2 * MAX_ARRAYS), np.int64)
+    rows[:, 0], rows[:, 1] = M, N
+    rows[:, 2], rows[:, 3] = _address(w), w.strides[0] // w.itemsize
+    v_length, out_length = (M, N) if transpose else (N, M)
+    rows[:, 4], rows[:, 5] = _vector_column(v[0], v_length, v[1], count, "matvec v")
+    rows[:, 6], rows[:, 7] = _vector_column(out[0], out_length, out[1], count, "matvec out")
+    rows[:, 8] = _address(scratch)
+    return rows
+
+
+class Steps:
+    """A planned run of steps of one kernel: ``steps(i)`` runs the i-th row of the plan."""
+
+    __slots__ = ("_function", "_rows", "_arrays", "_first", "_row_bytes")
+
+    def __init__(self, function, rows, arrays):
+        self._function = function
+        self._rows = rows
+        self._arrays = arrays  # what the rows point into, alive as long as they are
+        self._first = _address(rows)
+        self._row_bytes = rows.strides[0]
+
+    def __call__(self, i):
+        self._function(self._first + i * self._row_bytes)
+
+
+@lru_cache(maxsize=None)
+def _function(library, name):
+    function = getattr(library, name)
+    function.argtypes = [ctypes.c_void_p]
+    function.restype = None
+    return function
+
+
+class CompiledCell:
+    """The compiled step and step_back of one cell for one dtype."""
+
+    def __init__(self, library, cell, dtype):
+        self.cell = cell
+        self.dtype = np.dtype(dtype)
+        name = cell.__name__.rsplit(".", 1)[-1]
+        suffix = SUFFIXES[self.dtype]
+        self._step = _function(library, f"{name}_step_{suffix}")
+        self._step_back = _function(library, f"{name}_step_back_{suffix}")
+        self._matvec = _function(library, f"matvec_{suffix}")
+        self._matvec_t = _function(library, f"matvec_t_{suffix}")
+        self.cache_state = CACHE_STATE[name]
+        self._direct = DIRECT[name]
+
+    @classmethod
+    def of(cls, library, cell, dtype):
+        """The compiled cell, or None for a dtype the kernels do not take."""
+        return cls(library, cell, dtype) if np.dtype(dtype) in SUFFIXES else None
+
+    def forward_steps(self, B, H, pre_x, pre_h, states_in, states_out, kept, count):
+        """``count`` steps of the forward. Each argument is a ``(stack, index)`` pair (a tuple
+        of them for the state and the cache arrays), in the order of the NumPy ``step``:
+        ``pre_x``, ``pre_h`` (K*H wide), the state entering and the state leaving the step
+        (H wide each), the arrays of ``CACHE_WIDTHS``."""
+        K = self.cell.NUM_GATES
+        arrays = [(pre_x[0], K, pre_x[1]), (pre_h[0], K, pre_h[1])]
+        arrays += [(stack, 1, index) for stack, index in (*states_in, *states_out)]
+        arrays += [(stack, width, index) for (stack, index), width in zip(kept, self.cell.CACHE_WIDTHS)]
+        return Steps(self._step, plan(B, H, self.dtype, arrays, count), arrays)
+
+    def backward_steps(self, B, H, dstate, step_cache, dpre, count):
+        """``count`` steps of the backward, in the order of the NumPy ``step_back``: the parts
+        of ``dstate`` (H wide), the step cache (the ``CACHE_WIDTHS`` arrays, then the state
+        ``cache_state`` names), and ``dpre_x`` (and ``dpre_h`` where the cell has one), K*H."""
+        K = self.cell.NUM_GATES
+        widths = (*self.cell.CACHE_WIDTHS, 1)
+        arrays = [(stack, 1, index) for stack, index in dstate]
+        arrays += [(stack, width, index) for (stack, index), width in zip(step_cache, widths)]
+        arrays += [(stack, K, index) for stack, index in dpre]
+        return Steps(self._step_back, plan(B, H, self.dtype, arrays, count), arrays)
+
+    def product_steps(self, w, v, out, count, transpose=False):
+        """``count`` recurrent products at B = 1, ``out = w v`` (``wᵀ v`` with ``transpose``),
+        in place of BLAS; arguments as :func:`matvec_plan` takes them, less the scratch."""
+        scratch = np.empty(w.shape[1], w.dtype)
+        rows = matvec_plan(w, v, out, scratch, count, transpose)
+        return Steps(self._matvec_t if transpose else self._matvec, rows, (w, v, out, scratch))
+
+    def direct(self, dstate):
+        """What the NumPy ``step_back`` returns as ``dstate_direct`` after the compiled one ran
+        on ``dstate``: the parts it overwrote, None for the others."""
+        return tuple(part if overwritten else None for part, overwritten in zip(dstate, self._direct))
