@@ -45,7 +45,8 @@ def plan(B, H, dtype, arrays, count):
     for k, (stack, width, index) in enumerate(arrays):
         index = np.broadcast_to(np.asarray(index, np.int64), (count,))
         if stack.dtype != dtype or stack.ndim != 3 or stack.shape[1:] != (B, width * H):
-            raise ValueError(f"kernel array {k}: expected (n, {B}, {width * H}) {dtype}, got {stack.shape} {stack.dtype}")
+            raise ValueError(f"kernel array {k}: expected (n, {B}, {width * H}) {np.dtype(dtype)}, "
+                             f"got {stack.shape} {stack.dtype}")
         if (B > 1 and stack.strides[1] != stack.itemsize) or stack.strides[2] % stack.itemsize:
             raise ValueError(f"kernel array {k}: the batch must be contiguous, got strides {stack.strides}")
         if count and (index.min() < 0 or index.max() >= stack.shape[0]):

@@ -1,0 +1,447 @@
+"""The compiled kernels (``bptt.kernels``): the C cells compute what the NumPy cells compute,
+through the public models and step by step; their activations are accurate to a few units in
+the last place; NaN passes through; a missing or failing compiler is reported as
+KernelsUnavailable; a build is cached; a plan refuses arguments that would let C touch memory
+outside its arrays.
+
+Every test that runs C builds ``cells.c`` once, into a temporary cache folder of this module,
+and puts the NumPy kernels back afterwards.
+
+Legend: T time steps, B batch, I input features, H hidden units, K gates per cell,
+L layers, D directions, F features of a kernel array (a multiple of H).
+"""
+
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from bptt import kernels, recurrence
+from bptt.cells import CELLS
+from bptt.kernels import build, plan
+from bptt.layers import make_rnn
+
+from assertions import as_tuple, assert_close  # noqa: E402
+
+NO_COMPILER = "no C compiler here ($CC, cc, gcc, clang or ziglang): the compiled kernels cannot be built"
+
+# compiled against NumPy: the activations differ by a few ulp (see the accuracy tests), and at
+# B=1 the recurrent product sums in another order than BLAS. float64 elementwise (measured at
+# most 1/20 of this); float32 relative to each array's largest element (measured 4.9e-7), as
+# its gradients are sums over time and batch in which a small element carries the rounding of
+# the large terms that cancelled in it
+FLOAT64 = dict(rtol=1e-12, atol=1e-14)
+FLOAT32_RTOL = 1e-5
+ULP_BOUND = 4  # measured at most 2.44 ulp on the grid below (2.8 over 800k random inputs)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """A cache folder holding the one build of this module (``build.load`` as a user calls it)."""
+    if build.find_compiler() is None:
+        pytest.skip(NO_COMPILER)
+    directory = tmp_path_factory.mktemp("bptt-kernels")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BPTT_CACHE_DIR", str(directory))
+        build.load()
+    return directory
+
+
+@pytest.fixture
+def restore_kernels(cache_dir, monkeypatch):
+    """The test may select either kernels; the ones selected before are put back after it."""
+    monkeypatch.setenv("BPTT_CACHE_DIR", str(cache_dir))
+    before = kernels.selected()
+    try:
+        yield
+    finally:
+        kernels.use(before)
+
+
+# 1. compiled equals NumPy through the public models
+
+KINDS = ("rnn", "rnn_relu", "lstm", "gru")
+CUTS = {"rnn": (None, "hidden"), "rnn_relu": (None, "hidden"), "lstm": (None, "hidden", "cell"),
+        "gru": (None, "hidden", "cell")}
+# B, T, lengths, L, bidirectional, depth (truncated backward), GEMM_COLUMNS (None: the engine's)
+CONFIGS = {
+    "B1-T1": (1, 1, None, 1, False, None, None),
+    "B1-T6-L2-bi": (1, 6, None, 2, True, None, None),
+    "B1-T6-padded": (1, 6, [4], 1, False, None, None),
+    "B1-T6-chunks": (1, 6, None, 2, False, None, 4),  # chunks of 4 steps and 2
+    "B3-T1-bi": (3, 1, None, 1, True, None, None),
+    "B3-T6-padded-L2-bi": (3, 6, [6, 2, 1], 2, True, None, None),
+    "B3-T6-padded-chunks": (3, 6, [6, 2, 1], 1, True, None, 4),  # chunks of one step
+    "B3-T6-depth2": (3, 6, None, 2, False, 2, None),
+    "B9-T4-padded": (9, 4, [4, 1, 3, 2, 4, 4, 1, 2, 3], 1, False, None, None),
+}
+I, H = 4, 13  # H odd and above a vector's width: the loops' vector body and their remainder
+
+
+def _assert_same(name, got, want, dtype):
+    assert got.dtype == dtype, f"{name}: dtype {got.dtype}, expected {np.dtype(dtype)}"
+    if got.dtype == np.float64:
+        assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"
+        np.testing.assert_allclose(got, want, **FLOAT64, err_msg=name)
+    else:
+        assert_close(name, got, want, rtol=FLOAT32_RTOL)
+
+
+def _passes(model, x, h0, lengths, dy, dh_n, cuts, depth):
+    """Forward with and without cache, and a backward per cut, all from the same cache."""
+    y, h_n, cache = model.forward(x, h0, lengths)
+    y_inference, h_n_inference, none = model.forward(x, h0, lengths, keep_cache=False)
+    assert none is None
+    backwards = {cut: model.backward(cache, dy, dh_n, depth=depth, cut=cut) for cut in cuts}
+    return y, h_n, y_inference, h_n_inference, backwards
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_compiled_model_equals_numpy(kind, config, dtype, restore_kernels, monkeypatch):
+    B, T, lengths, L, bidirectional, depth, gemm_columns = CONFIGS[config]
+    if gemm_columns is not None:
+        monkeypatch.setattr(recurrence, "GEMM_COLUMNS", gemm_columns)
+    rng = np.random.default_rng([KINDS.index(kind), list(CONFIGS).index(config), np.dtype(dtype).itemsize])
+    model = make_rnn(kind, I, H, L, bidirectional=bidirectional, dtype=dtype, seed=7)
+    for name, value in model.params.items():  # the default init: every bias non-zero, b_ih != b_hh
+        if name.startswith("bias_ih"):
+            assert np.all(value != 0) and np.all(value != model.params[name.replace("_ih", "_hh")]), name
+    D = 2 if bidirectional else 1
+    x = rng.normal(size=(T, B, I)).astype(dtype)  # T,B,I
+    parts = len(model.cell.STATE_NAMES)
+    h0 = tuple(rng.normal(size=(L * D, B, H)).astype(dtype) for _ in range(parts))  # L*D,B,H each
+    dh_n = tuple(rng.normal(size=(L * D, B, H)).astype(dtype) for _ in range(parts))
+    dy = rng.normal(size=(T, B, D * H)).astype(dtype)  # T,B,D*H
+    public = (lambda s: s) if parts > 1 else (lambda s: s[0])
+    arguments = (model, x, public(h0), lengths, dy, public(dh_n), CUTS[kind], depth)
+
+    kernels.use("numpy")
+    want = _passes(*arguments)
+    kernels.use("c")
+    got = _passes(*arguments)
+    kernels.use("numpy")
+    again = _passes(*arguments)
+
+    y, h_n, y_inference, h_n_inference, backwards = got
+    y_np, h_n_np, _, _, backwards_np = want
+    _assert_same("y", y, y_np, dtype)
+    _assert_same("y without cache", y_inference, y_np, dtype)
+    for k, (part, part_inference, part_np) in enumerate(zip(as_tuple(h_n), as_tuple(h_n_inference), as_tuple(h_n_np))):
+        _assert_same(f"state {k}", part, part_np, dtype)
+        _assert_same(f"state {k} without cache", part_inference, part_np, dtype)
+    for cut, (grads, dx, dh0) in backwards.items():
+        grads_np, dx_np, dh0_np = backwards_np[cut]
+        assert list(grads) == list(grads_np) == list(model.params)
+        for name in grads:
+            _assert_same(f"cut={cut}: d{name}", grads[name], grads_np[name], dtype)
+        _assert_same(f"cut={cut}: dx", dx, dx_np, dtype)
+        for k, (part, part_np) in enumerate(zip(as_tuple(dh0), as_tuple(dh0_np))):
+            _assert_same(f"cut={cut}: d state0 {k}", part, part_np, dtype)
+    # the cuts change the gradients (they are not all the same pass), and the compiled pass
+    # left nothing behind that changes the NumPy pass after it (equal up to rounding: BLAS may
+    # round by the alignment of the buffers it is given, see test_engine_chunks)
+    if len(backwards) > 1 and T > 1:
+        assert not np.allclose(backwards[None][1], backwards["hidden"][1])
+    _assert_same("y, NumPy again", again[0], want[0], dtype)
+    for cut in backwards:
+        _assert_same(f"cut={cut}: dx, NumPy again", again[4][cut][1], backwards_np[cut][1], dtype)
+
+
+# 2. accuracy of the C activations
+
+def _stack(n, B, F, dtype):
+    """n arrays (B, F) as the engine lays them out: feature-major, B contiguous."""
+    return np.zeros((n, F, B), dtype).transpose(0, 2, 1)  # n,B,F views
+
+
+def _forward_step(cell, dtype, pre_x):
+    """One compiled step of ``cell`` on (B, K*H) ``pre_x``, with ``pre_h`` and the state
+    entering zero; returns the new state and the cache arrays, (B, ...) each."""
+    compiled = kernels.compiled(cell, dtype)
+    B, KH = pre_x.shape
+    H = KH // cell.NUM_GATES
+    pre_x_stack, pre_h_stack = _stack(1, B, KH, dtype), _stack(1, B, KH, dtype)
+    pre_x_stack[0] = pre_x
+    entering = [_stack(1, B, H, dtype) for _ in cell.STATE_NAMES]
+    leaving = [_stack(1, B, H, dtype) for _ in cell.STATE_NAMES]
+    kept = [_stack(1, B, width * H, dtype) for width in cell.CACHE_WIDTHS]
+    steps = compiled.forward_steps(B, H, (pre_x_stack, 0), (pre_h_stack, 0), [(s, 0) for s in entering],
+                                   [(s, 0) for s in leaving], [(s, 0) for s in kept], 1)
+    steps(0)
+    return [s[0] for s in leaving], [s[0] for s in kept]
+
+
+def _grid(dtype):
+    """Values where the activations' formulas change (0.25: tanh's series and exp), tiny
+    ones, large ones, infinities, and a dense sweep of the range where they vary."""
+    edges = [0.0, 1e-30, 1e-8, 1e-5, 1e-3, 0.1, 0.24, 0.249, 0.2499999, 0.25, 0.2500001, 0.251, 0.26, 0.5,
+             0.7, 1.0, 2.0, 3.0, 5.0, 10.0, 17.0, 20.0, 40.0, 87.0, 88.5, 100.0, 708.5, 710.0, 1e4, np.inf]
+    sweep = np.linspace(-25.0, 25.0, 4001)
+    logs = np.geomspace(1e-38, 1e3, 600)
+    grid = np.concatenate([edges, np.negative(edges), sweep, logs, -logs]).astype(dtype)
+    return np.resize(grid, -(-len(grid) // 8) * 8)  # a multiple of 8, for B=8
+
+
+WIDER = {np.dtype(np.float32): np.float64, np.dtype(np.float64): np.longdouble}
+
+
+def _reference(dtype, values):
+    """tanh and the sigmoid of ``values`` computed by NumPy in a wider type (longdouble for
+    float64, where the platform has one wider than double)."""
+    wide = values.astype(WIDER[np.dtype(dtype)])
+    with np.errstate(over="ignore"):  # exp(1e4): inf, and 1 / inf = 0, as it should
+        return np.tanh(wide), 1 / (1 + np.exp(-wide))
+
+
+def _ulp_error(got, reference, dtype):
+    """|got - reference| in units in the last place of ``dtype`` at the reference, where the
+    reference is a normal number (the others are for :func:`_assert_underflow`)."""
+    tiny = np.finfo(dtype).tiny
+    normal = np.abs(reference) >= tiny
+    ulp = np.spacing(np.abs(reference[normal]).astype(dtype)).astype(reference.dtype)
+    return np.abs(got[normal].astype(reference.dtype) - reference[normal]) / ulp
+
+
+def _assert_accurate(name, got, reference, dtype, values):
+    error = _ulp_error(got, reference, dtype)
+    worst = np.argmax(error)
+    assert error[worst] <= ULP_BOUND, (
+        f"{name}({values[np.abs(reference) >= np.finfo(dtype).tiny][worst]!r}): {error[worst]:.2f} ulp")
+    _assert_underflow(name, got, reference, dtype)
+
+
+def _assert_underflow(name, got, reference, dtype):
+    """Where the exact result is below the smallest normal number: tanh of a subnormal, and
+    σ(x) for x < -87.3 in float32, x < -708 in float64, where the C exp clamps its argument
+    (near the clamp σ is a subnormal of about the right size, past it 0, as NumPy's).
+    Allowed within one smallest normal number, with the sign of the exact result or zero."""
+    tiny = np.finfo(dtype).tiny
+    below = np.abs(reference) < tiny
+    got, reference = got[below].astype(reference.dtype), reference[below]
+    assert np.all(got * reference >= 0) and np.all(np.abs(got - reference) <= tiny), name
+
+
+def _columns(values, B):
+    """The grid as (B, H), each value once."""
+    return values.reshape(-1, B).T  # B,H
+
+
+def _flat(a):
+    """Inverse of :func:`_columns`."""
+    return a.T.reshape(-1)
+
+
+@pytest.mark.parametrize("B", [1, 8], ids=["B1", "B8"])  # cells.c's two loop nests
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_activations_are_accurate_to_a_few_ulp(dtype, B, restore_kernels):
+    kernels.use("c")
+    values = _grid(dtype)
+    tanh, sigmoid = _reference(dtype, values)
+    pre = _columns(values, B)  # B,H
+    H = pre.shape[1]
+    # rnn_tanh with pre_h = 0: h = tanh(pre_x)
+    (h,), _ = _forward_step(CELLS["rnn_tanh"], dtype, pre)
+    _assert_accurate("rnn_tanh: tanh", _flat(h), tanh, dtype, values)
+    # lstm with every gate's pre_x the grid and c_prev = 0: gates σ, σ, tanh, σ, and tanh(c_t)
+    (_, c), (gates, tanh_c) = _forward_step(CELLS["lstm"], dtype, np.tile(pre, 4))
+    for k, (gate, reference) in enumerate(zip("ifgo", (sigmoid, sigmoid, tanh, sigmoid))):
+        _assert_accurate(f"lstm: gate {gate}", _flat(gates[:, k * H:(k + 1) * H]), reference, dtype, values)
+    tanh_of_c, _ = _reference(dtype, _flat(c))
+    _assert_accurate("lstm: tanh(c)", _flat(tanh_c), tanh_of_c, dtype, _flat(c))
+    # gru with pre_h = 0: r, z = σ, n = tanh
+    _, (gru_gates, _) = _forward_step(CELLS["gru"], dtype, np.tile(pre, 3))
+    for k, (gate, reference) in enumerate(zip("rzn", (sigmoid, sigmoid, tanh))):
+        _assert_accurate(f"gru: gate {gate}", _flat(gru_gates[:, k * H:(k + 1) * H]), reference, dtype, values)
+
+
+def test_activations_at_the_extremes(restore_kernels):
+    """tanh(±0) = 0, tanh(±inf) = ±1, σ(0) = 1/2, σ(+inf) = 1 and σ(-inf) = σ(-1e4) = 0
+    exactly: past the clamp of its argument exp gives infinity, not its value at the clamp."""
+    kernels.use("c")
+    for dtype in (np.float32, np.float64):
+        values = np.array([0.0, -0.0, np.inf, -np.inf, 1e4, -1e4], dtype)
+        (_, _), (gates, _) = _forward_step(CELLS["lstm"], dtype, np.tile(values[None], 4))
+        H = len(values)
+        i, g = gates[0, :H], gates[0, 2 * H:3 * H]
+        np.testing.assert_array_equal(g, [0.0, 0.0, 1.0, -1.0, 1.0, -1.0])
+        np.testing.assert_array_equal(i, [0.5, 0.5, 1.0, 0.0, 1.0, 0.0])
+
+
+# 3. NaN in, NaN out
+
+@pytest.mark.parametrize("B", [1, 3], ids=["B1", "B3"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_nan_in_gives_nan_out(kind, B, restore_kernels):
+    rng = np.random.default_rng(11)
+    model = make_rnn(kind, I, H, 2, dtype=np.float64, seed=3)
+    x = rng.normal(size=(5, B, I))  # T,B,I
+    x[2, B - 1, 1] = np.nan  # the last sequence, from step 2 on
+    dy = rng.normal(size=(5, B, H))
+    kernels.use("c")
+    y, h_n, cache = model.forward(x)
+    _, dx, _ = model.backward(cache, dy)
+    kernels.use("numpy")
+    y_np, _, cache_np = model.forward(x)
+    _, dx_np, _ = model.backward(cache_np, dy)
+    assert np.all(np.isnan(y[2:, B - 1])) and np.all(np.isnan(as_tuple(h_n)[0][:, B - 1]))
+    assert np.all(np.isfinite(y[:2])) and np.all(np.isfinite(y[:, :B - 1]))  # the others untouched
+    np.testing.assert_allclose(y, y_np, **FLOAT64)  # NaN where NumPy has NaN
+    if kind != "rnn_relu":  # relu'(NaN) = [NaN > 0] = 0 stops the NaN: dx stays finite
+        assert np.all(np.isnan(dx[:3, B - 1]))  # step 2 and every step before it see the NaN
+    np.testing.assert_allclose(dx, dx_np, **FLOAT64)
+
+
+@pytest.mark.parametrize("B", [1, 8], ids=["B1", "B8"])
+def test_relu_backward_keeps_nan_and_inf_as_numpy(B, restore_kernels):
+    """dpre = dh * [h > 0]: a NaN dh stays NaN where h = 0, and so does an infinite one
+    (inf * 0), as in NumPy's multiply by a bool."""
+    kernels.use("c")
+    cell = CELLS["rnn_relu"]
+    dh_values = np.array([np.nan, np.nan, np.inf, -np.inf, np.inf, 2.0, -3.0, 0.5] * 2)
+    h_values = np.array([0.0, 1.5, 0.0, 0.0, 2.0, 0.0, 1.0, 3.0] * 2)
+    dh, h = _stack(1, B, 16 // B, np.float64), _stack(1, B, 16 // B, np.float64)
+    dh[0], h[0] = _columns(dh_values, B), _columns(h_values, B)
+    dpre = _stack(1, B, 16 // B, np.float64)
+    steps = kernels.compiled(cell, np.float64).backward_steps(B, 16 // B, [(dh, 0)], [(h, 0)], [(dpre, 0)], 1)
+    steps(0)
+    with np.errstate(invalid="ignore"):  # inf * 0
+        want, _, _ = cell.step_back((dh_values[None],), (h_values[None],))
+    np.testing.assert_array_equal(_flat(dpre[0]), want[0])
+    assert np.isnan(want[0][:4]).all() and want[0][4] == np.inf  # the premise: NumPy's NaNs
+
+
+# 4. selection and build errors
+
+def test_unknown_kernels_are_refused_and_the_selection_kept():
+    before = kernels.selected()
+    with pytest.raises(ValueError, match="'numpy' or 'c' but got 'fortran'"):
+        kernels.use("fortran")
+    assert kernels.selected() == before
+
+
+def test_a_failing_compiler_is_reported_and_leaves_nothing(tmp_path, monkeypatch):
+    false = shutil.which("false")  # the command that exits 1
+    if false is None:
+        pytest.skip("no `false` command on the PATH")
+    monkeypatch.setenv("BPTT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", false)
+    assert build.find_compiler() == [false]
+    with pytest.raises(build.KernelsUnavailable, match=r"building the compiled kernels failed \(exit 1\)"):
+        build.load()
+    assert list(tmp_path.iterdir()) == []  # neither a library nor a *.partial
+
+
+def test_a_compiler_that_cannot_run_is_reported_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("BPTT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with pytest.raises(build.KernelsUnavailable, match="could not run the C compiler"):
+        build.load()
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def _no_compiler(tmp_path, monkeypatch):
+    """Neither $CC, nor cc, gcc, clang on the PATH, nor the ziglang package."""
+    monkeypatch.delenv("CC", raising=False)
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setitem(sys.modules, "ziglang", None)  # import ziglang raises ImportError
+    monkeypatch.setenv("BPTT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_no_compiler_is_reported(tmp_path, monkeypatch):
+    _no_compiler(tmp_path, monkeypatch)
+    assert build.find_compiler() is None
+    with pytest.raises(build.KernelsUnavailable, match="need a C compiler, and none was found"):
+        build.load()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_use_reports_no_compiler_at_once_and_keeps_the_selection(tmp_path, monkeypatch):
+    before = kernels.selected()
+    _no_compiler(tmp_path, monkeypatch)
+    monkeypatch.setitem(kernels._selected, "library", None)  # as in a process that never loaded it
+    with pytest.raises(kernels.KernelsUnavailable, match="C compiler"):
+        kernels.use("c")
+    assert kernels.selected() == before
+
+
+# 5. the build cache
+
+def test_a_build_is_kept_and_reused(cache_dir, monkeypatch):
+    monkeypatch.setenv("BPTT_CACHE_DIR", str(cache_dir))
+    (library,) = cache_dir.glob("cells-*.so")
+    assert sorted(path.name for path in cache_dir.iterdir()) == [library.name]  # no *.partial
+    assert library == build.library_path(build.find_compiler())
+    built = library.stat().st_mtime_ns
+    loaded = build.load()
+    assert library.stat().st_mtime_ns == built and sorted(cache_dir.iterdir()) == [library]
+    # the library it returns works: tanh(0.5) from the float64 rnn_tanh step
+    compiled = plan.CompiledCell.of(loaded, CELLS["rnn_tanh"], np.float64)
+    pre_x, h_prev, h = _stack(1, 1, 1, np.float64), _stack(1, 1, 1, np.float64), _stack(1, 1, 1, np.float64)
+    pre_x[0] = 0.5
+    compiled.forward_steps(1, 1, (pre_x, 0), (_stack(1, 1, 1, np.float64), 0), [(h_prev, 0)], [(h, 0)], [], 1)(0)
+    assert abs(h[0, 0, 0] - np.tanh(0.5)) <= 2 * np.spacing(np.tanh(0.5))
+
+
+def test_compiled_is_none_for_numpy_and_other_dtypes(restore_kernels):
+    kernels.use("numpy")
+    assert kernels.compiled(CELLS["lstm"], np.float64) is None
+    kernels.use("c")
+    assert kernels.compiled(CELLS["lstm"], np.float16) is None
+    assert kernels.compiled(CELLS["lstm"], np.float32).dtype == np.float32
+
+
+# 6. plans refuse what would let C leave its arrays
+
+def test_plan_points_each_row_at_its_step():
+    B, H, float64 = 3, 2, np.dtype(np.float64)
+    stack = _stack(4, B, 3 * H, np.float64)  # 4,B,3H
+    rows = plan.plan(B, H, float64, [(stack, 3, [2, 0, 3])], 3)
+    assert rows.shape == (3, 2 + 2 * plan.MAX_ARRAYS) and list(rows[0, :2]) == [B, H]
+    assert [row[2] for row in rows] == [stack[k].__array_interface__["data"][0] for k in (2, 0, 3)]
+    assert list(rows[:, 3]) == [B] * 3  # feature rows B numbers apart
+
+
+def test_plan_refuses_unsafe_arrays():
+    B, H, float64 = 3, 2, np.dtype(np.float64)  # a dtype, as CompiledCell passes it
+    good = _stack(2, B, H, np.float64)
+    with pytest.raises(ValueError, match=r"expected \(n, 3, 4\) float64"):
+        plan.plan(B, H, float64, [(good, 2, 0)], 1)  # a gate block too few
+    with pytest.raises(ValueError, match=r"expected \(n, 3, 2\) float64"):
+        plan.plan(B, H, float64, [(good.astype(np.float32), 1, 0)], 1)
+    with pytest.raises(ValueError, match=r"expected \(n, 3, 2\)"):
+        plan.plan(B, H, float64, [(good[0], 1, 0)], 1)  # (B, F), not a stack
+    with pytest.raises(ValueError, match="the batch must be contiguous"):
+        plan.plan(B, H, float64, [(np.zeros((2, B, H)), 1, 0)], 1)  # C order: the features are
+    with pytest.raises(ValueError, match=r"steps 0\.\.2 of a stack of 2"):
+        plan.plan(B, H, float64, [(good, 1, [0, 2])], 2)
+    with pytest.raises(ValueError, match=r"steps -1\.\.0 of a stack of 2"):
+        plan.plan(B, H, float64, [(good, 1, [-1, 0])], 2)
+    with pytest.raises(ValueError, match="at most 8 arrays"):
+        plan.plan(B, H, float64, [(good, 1, 0)] * 9, 1)
+    plan.plan(1, H, float64, [(np.zeros((2, 1, H)), 1, 1)], 1)  # at B=1 any layout of one column
+
+
+def test_matvec_plan_refuses_unsafe_arrays():
+    M, N = 6, 4
+    w = np.zeros((M, N))
+    v, out = (np.zeros((1, N)), 0), (np.zeros((1, M)), 0)
+    plan.matvec_plan(w, v, out, np.zeros(N), 1)
+    with pytest.raises(ValueError, match="scratch of 4"):
+        plan.matvec_plan(w, v, out, np.zeros(N - 1), 1)
+    with pytest.raises(ValueError, match="scratch of 4"):
+        plan.matvec_plan(w, v, out, np.zeros(2 * N)[::2], 1)  # N numbers, not contiguous
+    with pytest.raises(ValueError, match="contiguous rows"):
+        plan.matvec_plan(np.zeros((N, M)).T, v, out, np.zeros(N), 1)
+    with pytest.raises(ValueError, match=r"matvec v: expected \(n, 4\)"):
+        plan.matvec_plan(w, out, out, np.zeros(N), 1)
+    with pytest.raises(ValueError, match=r"matvec v: expected \(n, 6\)"):
+        plan.matvec_plan(w, v, out, np.zeros(N), 1, transpose=True)
+    with pytest.raises(ValueError, match=r"matvec out: steps 1\.\.1 of a stack of 1"):
+        plan.matvec_plan(w, v, (out[0], 1), np.zeros(N), 1)
+    with pytest.raises(ValueError, match="every array must be float64"):
+        plan.matvec_plan(w, (v[0].astype(np.float32), 0), out, np.zeros(N), 1)
