@@ -30,44 +30,72 @@ typedef struct {
 
 #define ROW(type, arg, row) ((type *)(intptr_t)(arg).addr + (int64_t)(row) * (arg).ld)
 
-/* exp(x): x = n ln2 + r with |r| <= ln2/2, exp(r) by its Taylor series, 2^n put into the
-   exponent bits. Computed at x clamped to where 2^n is a normal number; past the clamp the
-   result is 0 or infinity (so that a sigmoid of -inf is 0, not the smallest normal number).
-   NaN fails every comparison and stays NaN. */
-static inline float exp_f32(float x_in) {
-    float x = x_in < -87.3f ? -87.3f : x_in;
-    x = x > 88.3f ? 88.3f : x;
+/* exp and expm1 share one range reduction: x = n ln2 + r with |r| <= ln2/2, so that
+   exp(x) = 2^n (1 + expm1(r)) and expm1(x) = 2^n expm1(r) + (2^n - 1), with expm1(r) by its
+   Taylor series and 2^n put into the exponent bits. The argument is clamped to where 2^n is a
+   normal number; NaN fails every comparison and stays NaN. Writing tanh with expm1 keeps it
+   accurate near 0, where 1 - exp(-2x) would cancel, with one series instead of two. */
+
+/* r of x, and 2^n in *scale; x within [-87.3, 88.3] */
+static inline float reduce_f32(float x, float *scale) {
     const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
     float shifted = x * 1.44269504f + shifter;
     float n = shifted - shifter;
     float r = x - n * 0.693359375f; /* ln2 in two parts, the first exact in few bits */
     r = r + n * 2.12194440e-4f;
-    float p = 1.0f / 5040.0f;
+    uint32_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    bits = (bits - 0x4B400000u + 127u) << 23; /* the integer n, as the exponent of 2^n */
+    memcpy(scale, &bits, sizeof bits);
+    return r;
+}
+
+/* expm1(r) for |r| <= ln2/2: r + r^2/2! + ... + r^8/8! */
+static inline float expm1_series_f32(float r) {
+    float p = 1.0f / 40320.0f;
+    p = p * r + 1.0f / 5040.0f;
     p = p * r + 1.0f / 720.0f;
     p = p * r + 1.0f / 120.0f;
     p = p * r + 1.0f / 24.0f;
     p = p * r + 1.0f / 6.0f;
     p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    uint32_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    bits = (bits - 0x4B400000u + 127u) << 23; /* the integer n, as the exponent of 2^n */
+    return r + r * r * p;
+}
+
+/* past the clamp, 0 or infinity (so that a sigmoid of -inf is 0, not a subnormal) */
+static inline float exp_f32(float x_in) {
+    float x = x_in < -87.3f ? -87.3f : x_in;
+    x = x > 88.3f ? 88.3f : x;
     float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    float result = x_in < -87.3f ? 0.0f : p * scale;
+    float r = reduce_f32(x, &scale);
+    float result = x_in < -87.3f ? 0.0f : scale + scale * expm1_series_f32(r);
     return x_in > 88.3f ? INFINITY : result;
 }
 
-static inline double exp_f64(double x_in) {
-    double x = x_in < -708.0 ? -708.0 : x_in;
-    x = x > 709.0 ? 709.0 : x;
+/* expm1(x) for x <= 0 (below the clamp it is -1 to the last bit) */
+static inline float expm1_neg_f32(float x) {
+    x = x < -87.3f ? -87.3f : x;
+    float scale;
+    float r = reduce_f32(x, &scale);
+    return scale * expm1_series_f32(r) + (scale - 1.0f);
+}
+
+static inline double reduce_f64(double x, double *scale) {
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
     double shifted = x * 1.4426950408889634 + shifter;
     double n = shifted - shifter;
     double r = x - n * 6.93147180369123816490e-01;
     r = r - n * 1.90821492927058770002e-10;
-    double p = 1.0 / 6227020800.0; /* 1/13! */
+    uint64_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    bits = (bits - 0x4338000000000000ull + 1023u) << 52;
+    memcpy(scale, &bits, sizeof bits);
+    return r;
+}
+
+/* expm1(r) for |r| <= ln2/2: r + r^2/2! + ... + r^13/13! */
+static inline double expm1_series_f64(double r) {
+    double p = 1.0 / 6227020800.0;
     p = p * r + 1.0 / 479001600.0;
     p = p * r + 1.0 / 39916800.0;
     p = p * r + 1.0 / 3628800.0;
@@ -79,60 +107,30 @@ static inline double exp_f64(double x_in) {
     p = p * r + 1.0 / 24.0;
     p = p * r + 1.0 / 6.0;
     p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    uint64_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    bits = (bits - 0x4338000000000000ull + 1023u) << 52;
+    return r + r * r * p;
+}
+
+static inline double exp_f64(double x_in) {
+    double x = x_in < -708.0 ? -708.0 : x_in;
+    x = x > 709.0 ? 709.0 : x;
     double scale;
-    memcpy(&scale, &bits, sizeof scale);
-    double result = x_in < -708.0 ? 0.0 : p * scale;
+    double r = reduce_f64(x, &scale);
+    double result = x_in < -708.0 ? 0.0 : scale + scale * expm1_series_f64(r);
     return x_in > 709.0 ? (double)INFINITY : result;
 }
 
-/* 1 - exp(-y) for 0 <= y <= 1/2, by the series of expm1: no cancellation near 0. */
-static inline float one_minus_exp_neg_f32(float y) {
-    float p = -1.0f / 362880.0f;
-    p = p * y + 1.0f / 40320.0f;
-    p = p * y - 1.0f / 5040.0f;
-    p = p * y + 1.0f / 720.0f;
-    p = p * y - 1.0f / 120.0f;
-    p = p * y + 1.0f / 24.0f;
-    p = p * y - 1.0f / 6.0f;
-    p = p * y + 0.5f;
-    p = p * y - 1.0f;
-    return -(p * y);
+static inline double expm1_neg_f64(double x) {
+    x = x < -708.0 ? -708.0 : x;
+    double scale;
+    double r = reduce_f64(x, &scale);
+    return scale * expm1_series_f64(r) + (scale - 1.0);
 }
 
-static inline double one_minus_exp_neg_f64(double y) {
-    double p = 1.0 / 355687428096000.0; /* 1/17!, alternating signs below */
-    p = p * y - 1.0 / 20922789888000.0;
-    p = p * y + 1.0 / 1307674368000.0;
-    p = p * y - 1.0 / 87178291200.0;
-    p = p * y + 1.0 / 6227020800.0;
-    p = p * y - 1.0 / 479001600.0;
-    p = p * y + 1.0 / 39916800.0;
-    p = p * y - 1.0 / 3628800.0;
-    p = p * y + 1.0 / 362880.0;
-    p = p * y - 1.0 / 40320.0;
-    p = p * y + 1.0 / 5040.0;
-    p = p * y - 1.0 / 720.0;
-    p = p * y + 1.0 / 120.0;
-    p = p * y - 1.0 / 24.0;
-    p = p * y + 1.0 / 6.0;
-    p = p * y - 0.5;
-    p = p * y + 1.0;
-    return p * y;
-}
-
-/* tanh(x) = sign(x) u / (2 - u) with u = 1 - exp(-2|x|): the series for small |x|, where
-   1 - exp would cancel, exp beyond. */
+/* σ(x) = 1 / (1 + exp(-x)); tanh(x) = sign(x) u / (2 - u) with u = -expm1(-2|x|) */
 #define DEFINE_ACTIVATIONS(T, SUFFIX)                                                      \
     static inline T sigmoid_##SUFFIX(T x) { return (T)1 / ((T)1 + exp_##SUFFIX(-x)); }    \
     static inline T tanh_##SUFFIX(T x) {                                                  \
-        T y = x < 0 ? -2 * x : 2 * x;                                                     \
-        T u_series = one_minus_exp_neg_##SUFFIX(y < (T)0.5 ? y : (T)0.5);                 \
-        T u = y < (T)0.5 ? u_series : (T)1 - exp_##SUFFIX(-y);                            \
+        T u = -expm1_neg_##SUFFIX(x < 0 ? 2 * x : -2 * x);                                \
         T t = u / ((T)2 - u);                                                             \
         return x < 0 ? -t : t;                                                            \
     }
