@@ -400,10 +400,12 @@ def test_compiled_is_none_for_numpy_and_other_dtypes(restore_kernels):
 def test_plan_points_each_row_at_its_step():
     B, H, float64 = 3, 2, np.dtype(np.float64)
     stack = _stack(4, B, 3 * H, np.float64)  # 4,B,3H
-    rows = plan.plan(B, H, float64, [(stack, 3, [2, 0, 3])], 3)
-    assert rows.shape == (3, 2 + 2 * plan.MAX_ARRAYS) and list(rows[0, :2]) == [B, H]
-    assert [row[2] for row in rows] == [stack[k].__array_interface__["data"][0] for k in (2, 0, 3)]
-    assert list(rows[:, 3]) == [B] * 3  # feature rows B numbers apart
+    rows = plan.plan(B, H, float64, [(stack, 3, [2, 0, 3])], 3, prefetch=(0,), step=-1)
+    first = plan.HEADER  # the (address, ld) pairs follow B, H, the prefetch mask and the next row
+    assert rows.shape == (3, first + 2 * plan.MAX_ARRAYS) and list(rows[0, :2]) == [B, H]
+    assert list(rows[:, 2]) == [0, 1, 1] and list(rows[:, 3]) == [-1] * 3  # row 0 is run last
+    assert [row[first] for row in rows] == [stack[k].__array_interface__["data"][0] for k in (2, 0, 3)]
+    assert list(rows[:, first + 1]) == [B] * 3  # feature rows B numbers apart
 
 
 def test_plan_refuses_unsafe_arrays():

@@ -22,8 +22,22 @@ typedef struct {
 
 typedef struct {
     int64_t B, H;
+    int64_t prefetch; /* bit k: bring array k of the step run next into cache */
+    int64_t next;     /* that step's row, relative to this one (+1 forward, -1 backward) */
     array_arg a[8];
 } step_args;
+
+/* Prefetching the arrays of the next step that come from far (the input projection, the
+   cache kept by the forward pass) lets their memory latency overlap this step's arithmetic
+   and the GEMM between the two. */
+static inline void prefetch_rows(array_arg a, int64_t rows, int64_t row_bytes, int64_t item) {
+    const char *base = (const char *)(intptr_t)a.addr;
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t byte = 0; byte < row_bytes; byte += 64) __builtin_prefetch(base + r * a.ld * item + byte);
+    }
+}
+#define PREFETCH(T, k, rows)                                                                     \
+    if (s->prefetch & (1 << (k))) prefetch_rows(s[s->next].a[k], (rows), s->B * (int64_t)sizeof(T), sizeof(T))
 
 /* the loops over B are vectorized: the pointers of a kernel never overlap (restrict) */
 #define SIMD _Pragma("omp simd")
@@ -163,6 +177,7 @@ DEFINE_ACTIVATIONS(double, f64)
                                                                                             \
     /* 0 pre_x, 1 pre_h (4H rows), 2 h_prev, 3 c_prev, 4 h, 5 c (H), 6 gates (4H), 7 tanh_c */ \
     void lstm_step_##S(const step_args *s) {                                                 \
+        PREFETCH(T, 0, 4 * s->H);                                                            \
         ARRAYS(T, 8)                                                                         \
         (void)p2, (void)l2;                                                                  \
         FOR_EACH_ELEMENT(                                                                    \
@@ -179,6 +194,9 @@ DEFINE_ACTIVATIONS(double, f64)
                                                                                             \
     /* 0 dh, 1 dc (H; dc becomes dc_prev), 2 gates (4H), 3 tanh_c, 4 c_prev (H), 5 dpre (4H) */ \
     void lstm_step_back_##S(const step_args *s) {                                            \
+        PREFETCH(T, 2, 4 * s->H);                                                            \
+        PREFETCH(T, 3, s->H);                                                                \
+        PREFETCH(T, 4, s->H);                                                                \
         ARRAYS(T, 6)                                                                         \
         FOR_EACH_ELEMENT(                                                                    \
             T i = AT(2, j), f = AT(2, H + j), g = AT(2, 2 * H + j), o = AT(2, 3 * H + j);    \
@@ -221,6 +239,7 @@ DEFINE_ACTIVATIONS(double, f64)
                                                                                             \
     /* 0 pre_x, 1 pre_h, 2 h_prev, 3 h (H rows each) */                                       \
     void rnn_tanh_step_##S(const step_args *s) {                                             \
+        PREFETCH(T, 0, s->H);                                                                \
         ARRAYS(T, 4)                                                                         \
         (void)p2, (void)l2;                                                                  \
         FOR_EACH_ELEMENT(AT(3, j) = tanh_##S(AT(0, j) + AT(1, j));)                          \
@@ -228,12 +247,14 @@ DEFINE_ACTIVATIONS(double, f64)
                                                                                             \
     /* 0 dh, 1 h, 2 dpre (H rows each) */                                                     \
     void rnn_tanh_step_back_##S(const step_args *s) {                                        \
+        PREFETCH(T, 1, s->H);                                                                \
         ARRAYS(T, 3)                                                                         \
         FOR_EACH_ELEMENT(AT(2, j) = AT(0, j) * (1 - AT(1, j) * AT(1, j));)                   \
     }                                                                                        \
                                                                                             \
     /* as rnn_tanh; a NaN sum fails `a < 0` and passes through, as in np.maximum */            \
     void rnn_relu_step_##S(const step_args *s) {                                             \
+        PREFETCH(T, 0, s->H);                                                                \
         ARRAYS(T, 4)                                                                         \
         (void)p2, (void)l2;                                                                  \
         FOR_EACH_ELEMENT(T a = AT(0, j) + AT(1, j); AT(3, j) = a < 0 ? 0 : a;)              \
@@ -241,6 +262,7 @@ DEFINE_ACTIVATIONS(double, f64)
                                                                                             \
     /* 0 dh, 1 h, 2 dpre; dh * [h > 0] keeps a NaN dh where h > 0 fails, as NumPy's dh * 0 */ \
     void rnn_relu_step_back_##S(const step_args *s) {                                        \
+        PREFETCH(T, 1, s->H);                                                                \
         ARRAYS(T, 3)                                                                         \
         FOR_EACH_ELEMENT(AT(2, j) = AT(0, j) * (T)(AT(1, j) > 0);)                           \
     }

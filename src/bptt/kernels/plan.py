@@ -30,7 +30,10 @@ def _address(a):
     return a.__array_interface__["data"][0]
 
 
-def plan(B, H, dtype, arrays, count):
+HEADER = 4  # B, H, prefetch mask, next row
+
+
+def plan(B, H, dtype, arrays, count, prefetch=(), step=1):
     """The argument rows of ``count`` steps.
 
     ``arrays``: ``(stack, width, index)`` per kernel argument, ``stack`` (n, B, width*H) of
@@ -40,8 +43,11 @@ def plan(B, H, dtype, arrays, count):
     """
     if len(arrays) > MAX_ARRAYS:
         raise ValueError(f"a kernel takes at most {MAX_ARRAYS} arrays, got {len(arrays)}")
-    rows = np.zeros((count, 2 + 2 * MAX_ARRAYS), np.int64)
+    rows = np.zeros((count, HEADER + 2 * MAX_ARRAYS), np.int64)
     rows[:, 0], rows[:, 1] = B, H
+    has_next = slice(0, count - 1) if step == 1 else slice(1, count)
+    rows[has_next, 2] = sum(1 << k for k in prefetch)
+    rows[:, 3] = step
     for k, (stack, width, index) in enumerate(arrays):
         index = np.broadcast_to(np.asarray(index, np.int64), (count,))
         if stack.dtype != dtype or stack.ndim != 3 or stack.shape[1:] != (B, width * H):
@@ -51,8 +57,8 @@ def plan(B, H, dtype, arrays, count):
             raise ValueError(f"kernel array {k}: the batch must be contiguous, got strides {stack.strides}")
         if count and (index.min() < 0 or index.max() >= stack.shape[0]):
             raise ValueError(f"kernel array {k}: steps {index.min()}..{index.max()} of a stack of {stack.shape[0]}")
-        rows[:, 2 + 2 * k] = _address(stack) + index * stack.strides[0]
-        rows[:, 3 + 2 * k] = stack.strides[2] // stack.itemsize
+        rows[:, HEADER + 2 * k] = _address(stack) + index * stack.strides[0]
+        rows[:, HEADER + 1 + 2 * k] = stack.strides[2] // stack.itemsize
     return rows
 
 
@@ -141,7 +147,7 @@ class CompiledCell:
         arrays = [(pre_x[0], K, pre_x[1]), (pre_h[0], K, pre_h[1])]
         arrays += [(stack, 1, index) for stack, index in (*states_in, *states_out)]
         arrays += [(stack, width, index) for (stack, index), width in zip(kept, self.cell.CACHE_WIDTHS)]
-        return Steps(self._step, plan(B, H, self.dtype, arrays, count), arrays)
+        return Steps(self._step, plan(B, H, self.dtype, arrays, count, prefetch=(0,)), arrays)
 
     def backward_steps(self, B, H, dstate, step_cache, dpre, count):
         """``count`` steps of the backward, in the order of the NumPy ``step_back``: the parts
@@ -152,7 +158,8 @@ class CompiledCell:
         arrays = [(stack, 1, index) for stack, index in dstate]
         arrays += [(stack, width, index) for (stack, index), width in zip(step_cache, widths)]
         arrays += [(stack, K, index) for stack, index in dpre]
-        return Steps(self._step_back, plan(B, H, self.dtype, arrays, count), arrays)
+        cache = range(len(dstate), len(dstate) + len(step_cache))
+        return Steps(self._step_back, plan(B, H, self.dtype, arrays, count, prefetch=cache, step=-1), arrays)
 
     def product_steps(self, w, v, out, count, transpose=False):
         """``count`` recurrent products at B = 1, ``out = w v`` (``wᵀ v`` with ``transpose``),
