@@ -1,12 +1,13 @@
 """Run the benchmark and write docs/performance.md: the machine, the method, the table.
 
-    python scripts/write_performance.py                     # every case, 9 repetitions
+    python scripts/write_performance.py                     # every case, both kernels
     python scripts/write_performance.py --repeat 15 --json docs/performance.json
-    python scripts/write_performance.py --cases 'lstm-*'    # a part, for a quick look
+    python scripts/write_performance.py --cases 'lstm-*' --kernels c   # a part, for a quick look
     python scripts/write_performance.py --from-json docs/performance.json   # no new run
 
-The table is whatever this machine measured in this run; the section on levers is history,
-kept here in LEVERS so that a rerun does not lose it.
+Each kernels choice (``numpy``, the default, and ``c``, compiled) gets its own run and table.
+The tables are whatever this machine measured in this run; the section on levers is history,
+kept in scripts/performance_levers.md so that a rerun does not lose it.
 """
 
 import argparse
@@ -15,7 +16,7 @@ import json
 import pathlib
 import sys
 
-from bptt import bench
+from bptt import bench, kernels
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 
@@ -89,11 +90,17 @@ def memory(report):
     return "\n".join(lines)
 
 
-def sampling(report):
-    if "sampling" not in report:
-        return ""
+KERNELS = {"numpy": "NumPy kernels (the default)", "c": "compiled kernels (`--kernels c`)"}
+
+
+def sampling(reports):
+    lines = [sampling_line(name, report) for name, report in reports.items() if "sampling" in report]
+    return "## Sampling\n\n" + "\n\n".join(lines) + "\n" if lines else ""
+
+
+def sampling_line(name, report):
     s = report["sampling"]
-    line = (f"A {s['layers']}-layer, {s['hidden']}-unit LSTM character model (V={s['vocab']}, one-hot input, "
+    line = (f"{KERNELS[name]}: a {s['layers']}-layer, {s['hidden']}-unit LSTM character model (V={s['vocab']}, one-hot input, "
             f"linear head, softmax sampling), one character per call at B=1, {s['chars']} characters: "
             f"bptt **{s['bptt_chars_per_s']:.0f} chars/s**")
     if "torch_chars_per_s" in s:
@@ -102,7 +109,7 @@ def sampling(report):
                  f"{s['ratio_torch']:.2f}) and **{s['torch_no_onednn_chars_per_s']:.0f} chars/s** with oneDNN "
                  f"off (ratio {s['ratio_torch_no_onednn']:.2f}): oneDNN's LSTM reorders its weights on "
                  f"every call, which dominates one step at a time")
-    return "## Sampling\n\n" + line + ".\n"
+    return line + "."
 
 
 def machine(report):
@@ -124,8 +131,10 @@ def machine(report):
 LEVERS_FILE = pathlib.Path(__file__).resolve().with_name("performance_levers.md")
 
 
-def document(report, note):
+def document(reports, note):
+    """The page, from one report per kernels choice (``{"numpy": report, "c": report}``)."""
     date = datetime.date.today().isoformat()
+    first = next(iter(reports.values()))
     parts = [
         "# Performance",
         "",
@@ -135,10 +144,14 @@ def document(report, note):
     ]
     if note:
         parts += [note, ""]
-    parts += [machine(report), "## Results", "", table(report), "",
-              "`ratio`: median of the per-repetition ratios bptt/torch; `r(med)`: ratio of the medians; "
-              "`noisy`: runs kept although other processes were busy.", "",
-              memory(report), sampling(report), METHOD.format(pause=report["pause_s"], quiet=report["quiet"])]
+    parts.append(machine(first))
+    for name, report in reports.items():
+        parts += [f"## Results: {KERNELS[name]}", "", table(report), ""]
+    parts += ["`ratio`: median of the per-repetition ratios bptt/torch; `r(med)`: ratio of the medians; "
+              "`noisy`: runs kept although other processes were busy. The two tables come from two runs "
+              "one after the other, each with its own torch column.", ""]
+    parts += [memory(report) for report in reports.values() if "cache_per_step" in report][:1]
+    parts += [sampling(reports), METHOD.format(pause=first["pause_s"], quiet=first["quiet"])]
     if LEVERS_FILE.exists():
         parts.append(LEVERS_FILE.read_text())
     return "\n".join(parts)
@@ -152,19 +165,27 @@ def main(argv=None):
     parser.add_argument("--json", metavar="PATH", help="also write the raw report here")
     parser.add_argument("--note", default="", help="a paragraph to put under the title (e.g. the load)")
     parser.add_argument("--from-json", metavar="PATH", help="write the doc from a saved report instead of running")
+    parser.add_argument("--kernels", default="numpy,c", help="comma-separated kernels to run (default numpy,c)")
     parser.add_argument("-o", "--output", default=str(DOC))
     args = parser.parse_args(argv)
     if args.from_json:
-        report = json.loads(pathlib.Path(args.from_json).read_text())
+        reports = json.loads(pathlib.Path(args.from_json).read_text())
+        if "cases" in reports:  # a report from before the compiled kernels
+            reports = {"numpy": reports}
     else:
         patterns = args.cases.split(",") if args.cases else None
-        print(bench.table_header(True), file=sys.stderr)
-        report = bench.run(bench.select_cases(patterns), threads=args.threads, repeat=args.repeat,
-                           progress=lambda row: print(bench.format_row(row), file=sys.stderr, flush=True))
-    pathlib.Path(args.output).write_text(document(report, args.note))
+        reports = {}
+        for number, name in enumerate(k.strip() for k in args.kernels.split(",")):
+            kernels.use(name)
+            print(f"kernels: {name}\n" + bench.table_header(True), file=sys.stderr)
+            reports[name] = bench.run(bench.select_cases(patterns), threads=args.threads, repeat=args.repeat,
+                                      memory=number == 0,
+                                      progress=lambda row: print(bench.format_row(row), file=sys.stderr, flush=True))
+    pathlib.Path(args.output).write_text(document(reports, args.note))
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(report, indent=1))
-    print(bench.format_report(report))
+        pathlib.Path(args.json).write_text(json.dumps(reports, indent=1))
+    for report in reports.values():
+        print(bench.format_report(report))
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

@@ -518,7 +518,7 @@ def format_report(report):
     lines = [
         f"machine: {m.get('cpu')} ({m.get('cores')} cores, {m.get('simd', '')}); numpy {m['numpy']}, "
         f"BLAS {m.get('blas')}; torch {m.get('torch')}",
-        f"bptt kernels: {report['kernels']}; threads: {report['threads']}, repetitions: {report['repeat']}, "
+        f"bptt kernels: {report.get('kernels', 'numpy')}; threads: {report['threads']}, repetitions: {report['repeat']}, "
         f"pause: {report['pause_s']} s; "
         f"GEMM peak 2048²: {report['gemm_peak_gflops']['f32']:.0f} GFLOP/s float32, "
         f"{report['gemm_peak_gflops']['f64']:.0f} float64",

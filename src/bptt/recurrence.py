@@ -25,10 +25,11 @@ single GEMM. What only the cell reads is stored as (T, F, B), contiguous per ste
 get (B, F) views of these buffers (transposes, not copies) and write into them with ``out=``,
 so a pass allocates its buffers once, before its loop.
 
-Biases: the blocks of ``b_hh`` that a cell sees only through ``pre_x + pre_h``
-(``cell.SUMMED_GATES``) are added once, in the input projection; the rest (GRU's ``b_hn``) per
-step. The stored inputs of the steps, ``[h_{t-1}; 1]``, carry a row of ones, so the GEMM that
-gives ``dW_hh`` gives ``db_hh`` as its last column.
+Biases ride in the GEMMs on a row of ones: ``pre_x = [W_ih | b] [x_t; 1]``, where ``b`` is
+``b_ih`` plus the blocks of ``b_hh`` that a cell sees only through ``pre_x + pre_h``
+(``cell.SUMMED_GATES``); the rest of ``b_hh`` (GRU's ``b_hn``) enters the per-step product as
+``[W_hh | b_hh_rest] [h_{t-1}; 1]``. The stored inputs of the steps, ``[h_{t-1}; 1]``, carry
+that row of ones, so the GEMM that gives ``dW_hh`` gives ``db_hh`` as its last column.
 """
 
 from typing import NamedTuple
@@ -110,12 +111,22 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     KH, H = weights.w_hh.shape
     summed = cell.SUMMED_GATES * H
     compiled = kernels.compiled(cell, x.dtype)  # None: the NumPy cell
-    # pre_x = W_ih x_t + b_ih (+ the summed blocks of b_hh), computed for a chunk of steps
-    # at a time: one GEMM for short sequences, bounded memory for long ones
-    bias = weights.b_ih.copy()[:, None]  # KH,1
-    bias[:summed] += weights.b_hh[:summed, None]
+    # pre_x = [W_ih | b] [x_t; 1] with b = b_ih (+ the summed blocks of b_hh): the bias rides in
+    # the GEMM on a column of ones, computed for a chunk of steps at a time: one GEMM for short
+    # sequences, bounded memory for long ones
+    w_ih_1 = np.empty((KH, I + 1), x.dtype)  # [W_ih | b]
+    w_ih_1[:, :I] = weights.w_ih
+    w_ih_1[:, I] = weights.b_ih
+    w_ih_1[:summed, I] += weights.b_hh[:summed]
     chunk = max(1, GEMM_COLUMNS // B)
-    b_hh_rest = weights.b_hh[summed:, None]  # KH-summed,1
+    # pre_h = [W_hh | b] [h_{t-1}; 1] likewise, where b_hh has blocks that are not summed (GRU's
+    # b_hn, which the reset gate scales); elsewhere the row of ones is left out of the product
+    rows = H + 1 if summed < KH else H
+    w_hh_1 = weights.w_hh
+    if summed < KH:
+        w_hh_1 = np.zeros((KH, H + 1), x.dtype)  # [W_hh | 0 ... b_hh_rest]
+        w_hh_1[:, :H] = weights.w_hh
+        w_hh_1[summed:, H] = weights.b_hh[summed:]
     # the states by step: slot t holds the state entering step t (for h with a row of ones
     # below, [h_{t-1}; 1]), step t writes slot t+1. h keeps every step even without a cache: it
     # becomes y with one copy at the end (a transposing copy per step cost more than the pass's
@@ -135,33 +146,32 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     pre_h = POOL.empty((KH, B), x.dtype)  # KH,B
     # every view a step reads or writes, made once before the loop: at B=1 a step is ~15 calls
     # of a microsecond, and building these per step cost a third of that again
-    h_inputs = list(h_hist[:H].transpose(1, 0, 2))  # T+1 views (H, B), the GEMM's operand
+    h_inputs = list(h_hist[:rows].transpose(1, 0, 2))  # T+1 views (rows, B), the GEMM's operand
     states = [(h_steps[t],) + tuple(history[t % slots] for history in other_steps) for t in range(T + 1)]
     if keep_cache:
         kept = [tuple(buffer[t] for buffer in cache_steps) for t in range(T)]
     else:
         kept = [tuple(buffer[0] for buffer in cache_steps)] * T
     pre_h_view = pre_h.T  # B,KH
-    product = _vector_product(compiled, weights.w_hh, (h_hist[:H, :, 0].T, np.arange(T)), (pre_h[:, 0][None], 0), B, T)
+    product = _vector_product(compiled, w_hh_1, (h_hist[:rows, :, 0].T, np.arange(T)), (pre_h[:, 0][None], 0), B, T)
     if mask is not None:
         past_end = ~mask  # T,B,1
     steps = []
     for t in range(T):
         if t % chunk == 0:
-            x_chunk = x[t:t + chunk]  # chunk,B,I
-            pre_x = np.matmul(weights.w_ih, x_chunk.reshape(-1, I).T,
-                              out=POOL.empty((KH, x_chunk.shape[0] * B), x.dtype))  # KH,chunk*B
-            pre_x += bias
+            n = min(chunk, T - t)
+            x_1 = POOL.empty((n * B, I + 1), x.dtype)  # [x_t; 1] of the chunk's steps, as rows
+            x_1[:, :I] = x[t:t + n].reshape(n * B, I)
+            x_1[:, I] = 1.0
+            pre_x = np.matmul(w_ih_1, x_1.T, out=POOL.empty((KH, n * B), x.dtype))  # KH,chunk*B
             pre_x_stack = pre_x.reshape(KH, -1, B).transpose(1, 2, 0)  # chunk,B,KH
             pre_x_steps = list(pre_x_stack)  # chunk views (B, KH)
             if compiled is not None:
                 run = _compiled_forward(compiled, pre_x_stack, pre_h_view, h_steps, other_steps, cache_steps, t)
         if product is None:
-            np.matmul(weights.w_hh, h_inputs[t], out=pre_h)  # KH,B  W_hh h_{t-1}
+            np.matmul(w_hh_1, h_inputs[t], out=pre_h)  # KH,B  W_hh h_{t-1} (+ b_hh_rest)
         else:
             product(t)
-        if summed < KH:
-            pre_h[summed:] += b_hh_rest
         if compiled is None:
             _, step_cache = cell.step(pre_x_steps[t % chunk], pre_h_view, states[t], out=(states[t + 1], kept[t]))
         else:
