@@ -26,6 +26,8 @@ def each_kernels(request):
         pytest.skip("no C compiler here for the compiled kernels")
     kernels.use(request.param)
     try:
-        yield request.param
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(kernels, "MIN_STEPS", 1)  # short test sequences run the compiled path too
+            yield request.param
     finally:
         kernels.use("numpy")

@@ -52,6 +52,7 @@ def cache_dir(tmp_path_factory):
 def restore_kernels(cache_dir, monkeypatch):
     """The test may select either kernels; the ones selected before are put back after it."""
     monkeypatch.setenv("BPTT_CACHE_DIR", str(cache_dir))
+    monkeypatch.setattr(kernels, "MIN_STEPS", 1)  # the short sequences here run the compiled path
     before = kernels.selected()
     try:
         yield
@@ -160,7 +161,7 @@ def _stack(n, B, F, dtype):
 def _forward_step(cell, dtype, pre_x):
     """One compiled step of ``cell`` on (B, K*H) ``pre_x``, with ``pre_h`` and the state
     entering zero; returns the new state and the cache arrays, (B, ...) each."""
-    compiled = kernels.compiled(cell, dtype)
+    compiled = kernels.compiled(cell, dtype, 1)
     B, KH = pre_x.shape
     H = KH // cell.NUM_GATES
     pre_x_stack, pre_h_stack = _stack(1, B, KH, dtype), _stack(1, B, KH, dtype)
@@ -305,7 +306,7 @@ def test_relu_backward_keeps_nan_and_inf_as_numpy(B, restore_kernels):
     dh, h = _stack(1, B, 16 // B, np.float64), _stack(1, B, 16 // B, np.float64)
     dh[0], h[0] = _columns(dh_values, B), _columns(h_values, B)
     dpre = _stack(1, B, 16 // B, np.float64)
-    steps = kernels.compiled(cell, np.float64).backward_steps(B, 16 // B, [(dh, 0)], [(h, 0)], [(dpre, 0)], 1)
+    steps = kernels.compiled(cell, np.float64, 1).backward_steps(B, 16 // B, [(dh, 0)], [(h, 0)], [(dpre, 0)], 1)
     steps(0)
     with np.errstate(invalid="ignore"):  # inf * 0
         want, _, _ = cell.step_back((dh_values[None],), (h_values[None],))
@@ -387,12 +388,15 @@ def test_a_build_is_kept_and_reused(cache_dir, monkeypatch):
     assert abs(h[0, 0, 0] - np.tanh(0.5)) <= 2 * np.spacing(np.tanh(0.5))
 
 
-def test_compiled_is_none_for_numpy_and_other_dtypes(restore_kernels):
+def test_compiled_is_none_for_numpy_other_dtypes_and_short_passes(restore_kernels, monkeypatch):
     kernels.use("numpy")
-    assert kernels.compiled(CELLS["lstm"], np.float64) is None
+    assert kernels.compiled(CELLS["lstm"], np.float64, 100) is None
     kernels.use("c")
-    assert kernels.compiled(CELLS["lstm"], np.float16) is None
-    assert kernels.compiled(CELLS["lstm"], np.float32).dtype == np.float32
+    assert kernels.compiled(CELLS["lstm"], np.float16, 100) is None
+    assert kernels.compiled(CELLS["lstm"], np.float32, 100).dtype == np.float32
+    monkeypatch.setattr(kernels, "MIN_STEPS", 8)
+    assert kernels.compiled(CELLS["lstm"], np.float32, 7) is None  # planning would cost more
+    assert kernels.compiled(CELLS["lstm"], np.float32, 8) is not None
 
 
 # 6. plans refuse what would let C leave its arrays
@@ -447,3 +451,16 @@ def test_matvec_plan_refuses_unsafe_arrays():
         plan.matvec_plan(w, v, (out[0], 1), np.zeros(N), 1)
     with pytest.raises(ValueError, match="every array must be float64"):
         plan.matvec_plan(w, (v[0].astype(np.float32), 0), out, np.zeros(N), 1)
+
+
+def test_vector_product_only_for_a_small_w_at_batch_one(restore_kernels, monkeypatch):
+    """At B = 1 the recurrent product runs in C only where W_hh fits in L2; else BLAS."""
+    kernels.use("c")
+    compiled = kernels.compiled(CELLS["rnn_tanh"], np.float64, 1)
+    w = np.zeros((4, 4))
+    v, out = (np.zeros((2, 4)), 0), (np.zeros((1, 4)), 0)
+    assert recurrence._vector_product(compiled, w, v, out, 1, 1) is not None
+    assert recurrence._vector_product(compiled, w, v, out, 2, 1) is None  # B = 2: BLAS
+    assert recurrence._vector_product(None, w, v, out, 1, 1) is None  # NumPy selected
+    monkeypatch.setattr(kernels, "MAX_VECTOR_PRODUCT_BYTES", w.nbytes - 1)
+    assert recurrence._vector_product(compiled, w, v, out, 1, 1) is None

@@ -110,7 +110,7 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     T, B, I = x.shape
     KH, H = weights.w_hh.shape
     summed = cell.SUMMED_GATES * H
-    compiled = kernels.compiled(cell, x.dtype)  # None: the NumPy cell
+    compiled = kernels.compiled(cell, x.dtype, T)  # None: the NumPy cell
     # pre_x = [W_ih | b] [x_t; 1] with b = b_ih (+ the summed blocks of b_hh): the bias rides in
     # the GEMM on a column of ones, computed for a chunk of steps at a time: one GEMM for short
     # sequences, bounded memory for long ones
@@ -247,7 +247,7 @@ def backward(dy, dstate, cache, cut=None):
     T, B, I = x.shape
     KH, H = weights.w_hh.shape
     shared = cell.SUMMED_GATES == cell.NUM_GATES  # dpre_x is dpre_h
-    compiled = kernels.compiled(cell, x.dtype)  # None: the NumPy cell
+    compiled = kernels.compiled(cell, x.dtype, T)  # None: the NumPy cell
     # the gradient reaching each part of the state from the future, feature-major, updated in
     # place; h's part alternates between two buffers, the one the step reads and the one the
     # GEMM writes for the step before
@@ -370,9 +370,9 @@ def _compiled_backward(compiled, cache, dh_pair, carried, dpre_x, dpre_h, start,
 
 def _vector_product(compiled, w, v, out, B, count, transpose=False):
     """The compiled recurrent products of ``count`` steps at B = 1 (``out = w v``, or ``wᵀ v``),
-    or None to call BLAS: it costs more to call for a matrix-vector product than the product
-    itself. ``v``, ``out``: ``(stack, index)`` of (n, length) vectors."""
-    if compiled is None or B != 1 or w.strides[1] != w.itemsize:
+    or None to call BLAS: for a small ``w`` it costs more to call BLAS than to compute the
+    product. ``v``, ``out``: ``(stack, index)`` of (n, length) vectors."""
+    if compiled is None or B != 1 or w.strides[1] != w.itemsize or w.nbytes > kernels.MAX_VECTOR_PRODUCT_BYTES:
         return None
     return compiled.product_steps(w, v, out, count, transpose)
 

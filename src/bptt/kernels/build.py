@@ -27,11 +27,18 @@ class KernelsUnavailable(RuntimeError):
 
 
 def cache_dir():
-    """``$BPTT_CACHE_DIR``, else ``$XDG_CACHE_HOME/bptt``, else ``~/.cache/bptt``."""
+    """``$BPTT_CACHE_DIR``, else ``$XDG_CACHE_HOME/bptt`` or ``~/.cache/bptt`` where that can
+    be written, else a folder of this user's in the temporary directory."""
     if os.environ.get("BPTT_CACHE_DIR"):
         return Path(os.environ["BPTT_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "bptt"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bptt"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
+    if os.access(base, os.W_OK):
+        return base
+    return Path(tempfile.gettempdir()) / f"bptt-cache-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
 
 
 def find_compiler():

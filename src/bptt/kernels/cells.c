@@ -76,24 +76,6 @@ static inline float expm1_series_f32(float r) {
     return r + r * r * p;
 }
 
-/* past the clamp, 0 or infinity (so that a sigmoid of -inf is 0, not a subnormal) */
-static inline float exp_f32(float x_in) {
-    float x = x_in < -87.3f ? -87.3f : x_in;
-    x = x > 88.3f ? 88.3f : x;
-    float scale;
-    float r = reduce_f32(x, &scale);
-    float result = x_in < -87.3f ? 0.0f : scale + scale * expm1_series_f32(r);
-    return x_in > 88.3f ? INFINITY : result;
-}
-
-/* expm1(x) for x <= 0 (below the clamp it is -1 to the last bit) */
-static inline float expm1_neg_f32(float x) {
-    x = x < -87.3f ? -87.3f : x;
-    float scale;
-    float r = reduce_f32(x, &scale);
-    return scale * expm1_series_f32(r) + (scale - 1.0f);
-}
-
 static inline double reduce_f64(double x, double *scale) {
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
     double shifted = x * 1.4426950408889634 + shifter;
@@ -124,21 +106,25 @@ static inline double expm1_series_f64(double r) {
     return r + r * r * p;
 }
 
-static inline double exp_f64(double x_in) {
-    double x = x_in < -708.0 ? -708.0 : x_in;
-    x = x > 709.0 ? 709.0 : x;
-    double scale;
-    double r = reduce_f64(x, &scale);
-    double result = x_in < -708.0 ? 0.0 : scale + scale * expm1_series_f64(r);
-    return x_in > 709.0 ? (double)INFINITY : result;
-}
-
-static inline double expm1_neg_f64(double x) {
-    x = x < -708.0 ? -708.0 : x;
-    double scale;
-    double r = reduce_f64(x, &scale);
-    return scale * expm1_series_f64(r) + (scale - 1.0);
-}
+/* exp: past the clamp, 0 or infinity (so that a sigmoid of -inf is 0, not a subnormal);
+   expm1 for x <= 0 only (below the clamp it is -1 to the last bit) */
+#define DEFINE_EXP(T, S, LOW, HIGH)                                                         \
+    static inline T exp_##S(T x_in) {                                                     \
+        T x = x_in < LOW ? LOW : x_in;                                                    \
+        x = x > HIGH ? HIGH : x;                                                          \
+        T scale;                                                                          \
+        T r = reduce_##S(x, &scale);                                                      \
+        T result = x_in < LOW ? (T)0 : scale + scale * expm1_series_##S(r);               \
+        return x_in > HIGH ? (T)INFINITY : result;                                        \
+    }                                                                                     \
+    static inline T expm1_neg_##S(T x) {                                                  \
+        x = x < LOW ? LOW : x;                                                            \
+        T scale;                                                                          \
+        T r = reduce_##S(x, &scale);                                                      \
+        return scale * expm1_series_##S(r) + (scale - (T)1);                              \
+    }
+DEFINE_EXP(float, f32, -87.3f, 88.3f)
+DEFINE_EXP(double, f64, -708.0, 709.0)
 
 /* σ(x) = 1 / (1 + exp(-x)); tanh(x) = sign(x) u / (2 - u) with u = -expm1(-2|x|) */
 #define DEFINE_ACTIVATIONS(T, SUFFIX)                                                      \

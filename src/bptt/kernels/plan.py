@@ -49,14 +49,15 @@ def plan(B, H, dtype, arrays, count, prefetch=(), step=1):
     rows[has_next, 2] = sum(1 << k for k in prefetch)
     rows[:, 3] = step
     for k, (stack, width, index) in enumerate(arrays):
-        index = np.broadcast_to(np.asarray(index, np.int64), (count,))
+        index = index if isinstance(index, int) else np.asarray(index, np.int64)
         if stack.dtype != dtype or stack.ndim != 3 or stack.shape[1:] != (B, width * H):
             raise ValueError(f"kernel array {k}: expected (n, {B}, {width * H}) {np.dtype(dtype)}, "
                              f"got {stack.shape} {stack.dtype}")
         if (B > 1 and stack.strides[1] != stack.itemsize) or stack.strides[2] % stack.itemsize:
             raise ValueError(f"kernel array {k}: the batch must be contiguous, got strides {stack.strides}")
-        if count and (index.min() < 0 or index.max() >= stack.shape[0]):
-            raise ValueError(f"kernel array {k}: steps {index.min()}..{index.max()} of a stack of {stack.shape[0]}")
+        first, last = (index, index) if isinstance(index, int) else (index.min(), index.max())
+        if count and (first < 0 or last >= stack.shape[0]):
+            raise ValueError(f"kernel array {k}: steps {first}..{last} of a stack of {stack.shape[0]}")
         rows[:, HEADER + 2 * k] = _address(stack) + index * stack.strides[0]
         rows[:, HEADER + 1 + 2 * k] = stack.strides[2] // stack.itemsize
     return rows
@@ -64,11 +65,12 @@ def plan(B, H, dtype, arrays, count, prefetch=(), step=1):
 
 def _vector_column(stack, length, index, count, what):
     """The addresses and element stride of ``stack[index]``, vectors of ``length``."""
-    index = np.broadcast_to(np.asarray(index, np.int64), (count,))
+    index = index if isinstance(index, int) else np.asarray(index, np.int64)
     if stack.ndim != 2 or stack.shape[1] != length or stack.strides[1] % stack.itemsize:
         raise ValueError(f"{what}: expected (n, {length}) vectors, got {stack.shape} with strides {stack.strides}")
-    if count and (index.min() < 0 or index.max() >= stack.shape[0]):
-        raise ValueError(f"{what}: steps {index.min()}..{index.max()} of a stack of {stack.shape[0]}")
+    first, last = (index, index) if isinstance(index, int) else (index.min(), index.max())
+    if count and (first < 0 or last >= stack.shape[0]):
+        raise ValueError(f"{what}: steps {first}..{last} of a stack of {stack.shape[0]}")
     return _address(stack) + index * stack.strides[0], stack.strides[1] // stack.itemsize
 
 
