@@ -370,6 +370,22 @@ def test_use_reports_no_compiler_at_once_and_keeps_the_selection(tmp_path, monke
     assert kernels.selected() == before
 
 
+def test_the_cli_reports_kernels_it_cannot_use(tmp_path, monkeypatch, capsys):
+    """A bad --kernels or $BPTT_KERNELS, or a missing compiler, is one line and exit 2."""
+    from bptt.cli import main
+
+    monkeypatch.setenv("BPTT_KERNELS", "fortran")
+    monkeypatch.setitem(kernels._selected, "name", None)  # as in a new process
+    assert main(["gradcheck"]) == 2
+    assert "expected BPTT_KERNELS to be 'numpy' or 'c' but got 'fortran'" in capsys.readouterr().err
+    monkeypatch.delenv("BPTT_KERNELS")
+    _no_compiler(tmp_path, monkeypatch)
+    monkeypatch.setitem(kernels._selected, "library", None)
+    assert main(["gradcheck", "--kernels", "c"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bptt gradcheck: the compiled kernels need a C compiler") and err.count("\n") == 1
+
+
 # 5. the build cache
 
 def test_a_build_is_kept_and_reused(cache_dir, monkeypatch):

@@ -1,12 +1,13 @@
 /* The cells' elementwise step, forward and backward, fused into one pass over memory.
 
-   The same arithmetic as the modules of bptt/cells (read those first: they carry the derivation), for
-   the engine's layout: every array is feature-major, F rows of B numbers, B contiguous, rows
-   `ld` numbers apart. One call does one time step of one layer and direction: the engine calls
-   BLAS for the recurrent product between calls.
+   The same arithmetic as the modules of bptt/cells (read those first: they carry the
+   derivation), for the engine's layout: every array is feature-major, F rows of B numbers, B
+   contiguous, rows `ld` numbers apart. One call does one time step of one layer and direction:
+   the engine calls BLAS for the recurrent product between calls (at B = 1, matvec below).
 
-   A call takes one row of a plan (bptt/kernels/plan.py): B, H, then an (address, ld) pair per
-   array, in the order the comment above each function gives. The transcendental functions are
+   A call takes one row of a plan (bptt/kernels/plan.py): B, H, which arrays of the next step
+   to prefetch and where that step's row is, then an (address, ld) pair per array, in the order
+   the comment above each function gives. The transcendental functions are
    written out below (no libm calls), so that the compiler vectorizes the loops; they are
    accurate to a few units in the last place (tests/test_kernels.py measures at most 2.5), and
    NaN in gives NaN out, as in NumPy. */
@@ -33,11 +34,14 @@ typedef struct {
 static inline void prefetch_rows(array_arg a, int64_t rows, int64_t row_bytes, int64_t item) {
     const char *base = (const char *)(intptr_t)a.addr;
     for (int64_t r = 0; r < rows; r++) {
-        for (int64_t byte = 0; byte < row_bytes; byte += 64) __builtin_prefetch(base + r * a.ld * item + byte);
+        for (int64_t byte = 0; byte < row_bytes; byte += 64) {
+            __builtin_prefetch(base + r * a.ld * item + byte);
+        }
     }
 }
-#define PREFETCH(T, k, rows)                                                                     \
-    if (s->prefetch & (1 << (k))) prefetch_rows(s[s->next].a[k], (rows), s->B * (int64_t)sizeof(T), sizeof(T))
+#define PREFETCH(T, k, rows)                                                                      \
+    if (s->prefetch & (1 << (k)))                                                                 \
+    prefetch_rows(s[s->next].a[k], (rows), s->B * (int64_t)sizeof(T), sizeof(T))
 
 /* the loops over B are vectorized: the pointers of a kernel never overlap (restrict) */
 #define SIMD _Pragma("omp simd")
@@ -108,31 +112,31 @@ static inline double expm1_series_f64(double r) {
 
 /* exp: past the clamp, 0 or infinity (so that a sigmoid of -inf is 0, not a subnormal);
    expm1 for x <= 0 only (below the clamp it is -1 to the last bit) */
-#define DEFINE_EXP(T, S, LOW, HIGH)                                                         \
-    static inline T exp_##S(T x_in) {                                                     \
-        T x = x_in < LOW ? LOW : x_in;                                                    \
-        x = x > HIGH ? HIGH : x;                                                          \
-        T scale;                                                                          \
-        T r = reduce_##S(x, &scale);                                                      \
-        T result = x_in < LOW ? (T)0 : scale + scale * expm1_series_##S(r);               \
-        return x_in > HIGH ? (T)INFINITY : result;                                        \
-    }                                                                                     \
-    static inline T expm1_neg_##S(T x) {                                                  \
-        x = x < LOW ? LOW : x;                                                            \
-        T scale;                                                                          \
-        T r = reduce_##S(x, &scale);                                                      \
-        return scale * expm1_series_##S(r) + (scale - (T)1);                              \
+#define DEFINE_EXP(T, S, LOW, HIGH)                                                               \
+    static inline T exp_##S(T x_in) {                                                             \
+        T x = x_in < LOW ? LOW : x_in;                                                            \
+        x = x > HIGH ? HIGH : x;                                                                  \
+        T scale;                                                                                  \
+        T r = reduce_##S(x, &scale);                                                              \
+        T result = x_in < LOW ? (T)0 : scale + scale * expm1_series_##S(r);                       \
+        return x_in > HIGH ? (T)INFINITY : result;                                                \
+    }                                                                                             \
+    static inline T expm1_neg_##S(T x) {                                                          \
+        x = x < LOW ? LOW : x;                                                                    \
+        T scale;                                                                                  \
+        T r = reduce_##S(x, &scale);                                                              \
+        return scale * expm1_series_##S(r) + (scale - (T)1);                                      \
     }
 DEFINE_EXP(float, f32, -87.3f, 88.3f)
 DEFINE_EXP(double, f64, -708.0, 709.0)
 
 /* σ(x) = 1 / (1 + exp(-x)); tanh(x) = sign(x) u / (2 - u) with u = -expm1(-2|x|) */
-#define DEFINE_ACTIVATIONS(T, SUFFIX)                                                      \
-    static inline T sigmoid_##SUFFIX(T x) { return (T)1 / ((T)1 + exp_##SUFFIX(-x)); }    \
-    static inline T tanh_##SUFFIX(T x) {                                                  \
-        T u = -expm1_neg_##SUFFIX(x < 0 ? 2 * x : -2 * x);                                \
-        T t = u / ((T)2 - u);                                                             \
-        return x < 0 ? -t : t;                                                            \
+#define DEFINE_ACTIVATIONS(T, SUFFIX)                                                             \
+    static inline T sigmoid_##SUFFIX(T x) { return (T)1 / ((T)1 + exp_##SUFFIX(-x)); }            \
+    static inline T tanh_##SUFFIX(T x) {                                                          \
+        T u = -expm1_neg_##SUFFIX(x < 0 ? 2 * x : -2 * x);                                        \
+        T t = u / ((T)2 - u);                                                                     \
+        return x < 0 ? -t : t;                                                                    \
     }
 DEFINE_ACTIVATIONS(float, f32)
 DEFINE_ACTIVATIONS(double, f64)
@@ -148,109 +152,109 @@ DEFINE_ACTIVATIONS(double, f64)
 #define ARRAYS_6(T) ARRAYS_4(T) ARRAY(T, 4) ARRAY(T, 5)
 #define ARRAYS_8(T) ARRAYS_6(T) ARRAY(T, 6) ARRAY(T, 7)
 #define AT(k, row) p##k[(row) * l##k + b]
-#define FOR_EACH_ELEMENT(...)                                                                \
-    const int64_t B = s->B, H = s->H;                                                        \
-    if (B == 1) {                                                                            \
-        const int64_t b = 0;                                                                 \
-        SIMD for (int64_t j = 0; j < H; j++) { __VA_ARGS__ }                                 \
-    } else {                                                                                 \
-        for (int64_t j = 0; j < H; j++) {                                                    \
-            SIMD for (int64_t b = 0; b < B; b++) { __VA_ARGS__ }                             \
-        }                                                                                    \
+#define FOR_EACH_ELEMENT(...)                                                                     \
+    const int64_t B = s->B, H = s->H;                                                             \
+    if (B == 1) {                                                                                 \
+        const int64_t b = 0;                                                                      \
+        SIMD for (int64_t j = 0; j < H; j++) { __VA_ARGS__ }                                      \
+    } else {                                                                                      \
+        for (int64_t j = 0; j < H; j++) {                                                         \
+            SIMD for (int64_t b = 0; b < B; b++) { __VA_ARGS__ }                                  \
+        }                                                                                         \
     }
 
-#define DEFINE_KERNELS(T, S)                                                                 \
-                                                                                            \
-    /* 0 pre_x, 1 pre_h (4H rows), 2 h_prev, 3 c_prev, 4 h, 5 c (H), 6 gates (4H), 7 tanh_c */ \
-    void lstm_step_##S(const step_args *s) {                                                 \
-        PREFETCH(T, 0, 4 * s->H);                                                            \
-        ARRAYS(T, 8)                                                                         \
-        (void)p2, (void)l2;                                                                  \
-        FOR_EACH_ELEMENT(                                                                    \
-            T i = sigmoid_##S(AT(0, j) + AT(1, j));                                          \
-            T f = sigmoid_##S(AT(0, H + j) + AT(1, H + j));                                  \
-            T g = tanh_##S(AT(0, 2 * H + j) + AT(1, 2 * H + j));                             \
-            T o = sigmoid_##S(AT(0, 3 * H + j) + AT(1, 3 * H + j));                          \
-            T c = f * AT(3, j) + i * g;                                                      \
-            T tanh_c = tanh_##S(c);                                                          \
-            AT(6, j) = i, AT(6, H + j) = f, AT(6, 2 * H + j) = g, AT(6, 3 * H + j) = o;      \
-            AT(5, j) = c, AT(7, j) = tanh_c, AT(4, j) = o * tanh_c;                          \
-        )                                                                                    \
-    }                                                                                        \
-                                                                                            \
-    /* 0 dh, 1 dc (H; dc becomes dc_prev), 2 gates (4H), 3 tanh_c, 4 c_prev (H), 5 dpre (4H) */ \
-    void lstm_step_back_##S(const step_args *s) {                                            \
-        PREFETCH(T, 2, 4 * s->H);                                                            \
-        PREFETCH(T, 3, s->H);                                                                \
-        PREFETCH(T, 4, s->H);                                                                \
-        ARRAYS(T, 6)                                                                         \
-        FOR_EACH_ELEMENT(                                                                    \
-            T i = AT(2, j), f = AT(2, H + j), g = AT(2, 2 * H + j), o = AT(2, 3 * H + j);    \
-            T dh = AT(0, j), tanh_c = AT(3, j);                                              \
-            T dc = AT(1, j) + dh * o * (1 - tanh_c * tanh_c);                                \
-            AT(5, j) = dc * g * i * (1 - i);                                                 \
-            AT(5, H + j) = dc * AT(4, j) * f * (1 - f);                                      \
-            AT(5, 2 * H + j) = dc * i * (1 - g * g);                                         \
-            AT(5, 3 * H + j) = dh * tanh_c * o * (1 - o);                                    \
-            AT(1, j) = dc * f;                                                               \
-        )                                                                                    \
-    }                                                                                        \
-                                                                                            \
-    /* 0 pre_x, 1 pre_h (3H rows, b_hn in pre_h), 2 h_prev, 3 h (H), 4 gates (3H), 5 pre_h_n */ \
-    void gru_step_##S(const step_args *s) {                                                  \
-        ARRAYS(T, 6)                                                                         \
-        FOR_EACH_ELEMENT(                                                                    \
-            T r = sigmoid_##S(AT(0, j) + AT(1, j));                                          \
-            T z = sigmoid_##S(AT(0, H + j) + AT(1, H + j));                                  \
-            T pre_h_n = AT(1, 2 * H + j);                                                    \
-            T n = tanh_##S(AT(0, 2 * H + j) + r * pre_h_n);                                  \
-            AT(4, j) = r, AT(4, H + j) = z, AT(4, 2 * H + j) = n, AT(5, j) = pre_h_n;        \
-            AT(3, j) = n + z * (AT(2, j) - n);                                               \
-        )                                                                                    \
-    }                                                                                        \
-                                                                                            \
-    /* 0 dh (H; becomes dh * z), 1 gates (3H), 2 pre_h_n, 3 h_prev (H), 4 dpre_x, 5 dpre_h */ \
-    void gru_step_back_##S(const step_args *s) {                                             \
-        ARRAYS(T, 6)                                                                         \
-        FOR_EACH_ELEMENT(                                                                    \
-            T r = AT(1, j), z = AT(1, H + j), n = AT(1, 2 * H + j), dh = AT(0, j);           \
-            T dpre_n = dh * (1 - z) * (1 - n * n);                                           \
-            T dpre_z = dh * (AT(3, j) - n) * z * (1 - z);                                    \
-            T dpre_r = dpre_n * AT(2, j) * r * (1 - r);                                      \
-            AT(4, j) = dpre_r, AT(4, H + j) = dpre_z, AT(4, 2 * H + j) = dpre_n;             \
-            AT(5, j) = dpre_r, AT(5, H + j) = dpre_z, AT(5, 2 * H + j) = dpre_n * r;         \
-            AT(0, j) = dh * z;                                                               \
-        )                                                                                    \
-    }                                                                                        \
-                                                                                            \
-    /* 0 pre_x, 1 pre_h, 2 h_prev, 3 h (H rows each) */                                       \
-    void rnn_tanh_step_##S(const step_args *s) {                                             \
-        PREFETCH(T, 0, s->H);                                                                \
-        ARRAYS(T, 4)                                                                         \
-        (void)p2, (void)l2;                                                                  \
-        FOR_EACH_ELEMENT(AT(3, j) = tanh_##S(AT(0, j) + AT(1, j));)                          \
-    }                                                                                        \
-                                                                                            \
-    /* 0 dh, 1 h, 2 dpre (H rows each) */                                                     \
-    void rnn_tanh_step_back_##S(const step_args *s) {                                        \
-        PREFETCH(T, 1, s->H);                                                                \
-        ARRAYS(T, 3)                                                                         \
-        FOR_EACH_ELEMENT(AT(2, j) = AT(0, j) * (1 - AT(1, j) * AT(1, j));)                   \
-    }                                                                                        \
-                                                                                            \
-    /* as rnn_tanh; a NaN sum fails `a < 0` and passes through, as in np.maximum */            \
-    void rnn_relu_step_##S(const step_args *s) {                                             \
-        PREFETCH(T, 0, s->H);                                                                \
-        ARRAYS(T, 4)                                                                         \
-        (void)p2, (void)l2;                                                                  \
-        FOR_EACH_ELEMENT(T a = AT(0, j) + AT(1, j); AT(3, j) = a < 0 ? 0 : a;)              \
-    }                                                                                        \
-                                                                                            \
-    /* 0 dh, 1 h, 2 dpre; dh * [h > 0] keeps a NaN dh where h > 0 fails, as NumPy's dh * 0 */ \
-    void rnn_relu_step_back_##S(const step_args *s) {                                        \
-        PREFETCH(T, 1, s->H);                                                                \
-        ARRAYS(T, 3)                                                                         \
-        FOR_EACH_ELEMENT(AT(2, j) = AT(0, j) * (T)(AT(1, j) > 0);)                           \
+#define DEFINE_KERNELS(T, S)                                                                      \
+                                                                                                  \
+    /* 0 pre_x, 1 pre_h (4H rows), 2 h_prev, 3 c_prev, 4 h, 5 c (H), 6 gates (4H), 7 tanh_c */    \
+    void lstm_step_##S(const step_args *s) {                                                      \
+        PREFETCH(T, 0, 4 * s->H);                                                                 \
+        ARRAYS(T, 8)                                                                              \
+        (void)p2, (void)l2;                                                                       \
+        FOR_EACH_ELEMENT(                                                                         \
+            T i = sigmoid_##S(AT(0, j) + AT(1, j));                                               \
+            T f = sigmoid_##S(AT(0, H + j) + AT(1, H + j));                                       \
+            T g = tanh_##S(AT(0, 2 * H + j) + AT(1, 2 * H + j));                                  \
+            T o = sigmoid_##S(AT(0, 3 * H + j) + AT(1, 3 * H + j));                               \
+            T c = f * AT(3, j) + i * g;                                                           \
+            T tanh_c = tanh_##S(c);                                                               \
+            AT(6, j) = i, AT(6, H + j) = f, AT(6, 2 * H + j) = g, AT(6, 3 * H + j) = o;           \
+            AT(5, j) = c, AT(7, j) = tanh_c, AT(4, j) = o * tanh_c;                               \
+        )                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* 0 dh, 1 dc (H; dc becomes dc_prev), 2 gates (4H), 3 tanh_c, 4 c_prev (H), 5 dpre (4H) */   \
+    void lstm_step_back_##S(const step_args *s) {                                                 \
+        PREFETCH(T, 2, 4 * s->H);                                                                 \
+        PREFETCH(T, 3, s->H);                                                                     \
+        PREFETCH(T, 4, s->H);                                                                     \
+        ARRAYS(T, 6)                                                                              \
+        FOR_EACH_ELEMENT(                                                                         \
+            T i = AT(2, j), f = AT(2, H + j), g = AT(2, 2 * H + j), o = AT(2, 3 * H + j);         \
+            T dh = AT(0, j), tanh_c = AT(3, j);                                                   \
+            T dc = AT(1, j) + dh * o * (1 - tanh_c * tanh_c);                                     \
+            AT(5, j) = dc * g * i * (1 - i);                                                      \
+            AT(5, H + j) = dc * AT(4, j) * f * (1 - f);                                           \
+            AT(5, 2 * H + j) = dc * i * (1 - g * g);                                              \
+            AT(5, 3 * H + j) = dh * tanh_c * o * (1 - o);                                         \
+            AT(1, j) = dc * f;                                                                    \
+        )                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* 0 pre_x, 1 pre_h (3H rows, b_hn in pre_h), 2 h_prev, 3 h (H), 4 gates (3H), 5 pre_h_n */   \
+    void gru_step_##S(const step_args *s) {                                                       \
+        ARRAYS(T, 6)                                                                              \
+        FOR_EACH_ELEMENT(                                                                         \
+            T r = sigmoid_##S(AT(0, j) + AT(1, j));                                               \
+            T z = sigmoid_##S(AT(0, H + j) + AT(1, H + j));                                       \
+            T pre_h_n = AT(1, 2 * H + j);                                                         \
+            T n = tanh_##S(AT(0, 2 * H + j) + r * pre_h_n);                                       \
+            AT(4, j) = r, AT(4, H + j) = z, AT(4, 2 * H + j) = n, AT(5, j) = pre_h_n;             \
+            AT(3, j) = n + z * (AT(2, j) - n);                                                    \
+        )                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* 0 dh (H; becomes dh * z), 1 gates (3H), 2 pre_h_n, 3 h_prev (H), 4 dpre_x, 5 dpre_h */     \
+    void gru_step_back_##S(const step_args *s) {                                                  \
+        ARRAYS(T, 6)                                                                              \
+        FOR_EACH_ELEMENT(                                                                         \
+            T r = AT(1, j), z = AT(1, H + j), n = AT(1, 2 * H + j), dh = AT(0, j);                \
+            T dpre_n = dh * (1 - z) * (1 - n * n);                                                \
+            T dpre_z = dh * (AT(3, j) - n) * z * (1 - z);                                         \
+            T dpre_r = dpre_n * AT(2, j) * r * (1 - r);                                           \
+            AT(4, j) = dpre_r, AT(4, H + j) = dpre_z, AT(4, 2 * H + j) = dpre_n;                  \
+            AT(5, j) = dpre_r, AT(5, H + j) = dpre_z, AT(5, 2 * H + j) = dpre_n * r;              \
+            AT(0, j) = dh * z;                                                                    \
+        )                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* 0 pre_x, 1 pre_h, 2 h_prev, 3 h (H rows each) */                                           \
+    void rnn_tanh_step_##S(const step_args *s) {                                                  \
+        PREFETCH(T, 0, s->H);                                                                     \
+        ARRAYS(T, 4)                                                                              \
+        (void)p2, (void)l2;                                                                       \
+        FOR_EACH_ELEMENT(AT(3, j) = tanh_##S(AT(0, j) + AT(1, j));)                               \
+    }                                                                                             \
+                                                                                                  \
+    /* 0 dh, 1 h, 2 dpre (H rows each) */                                                         \
+    void rnn_tanh_step_back_##S(const step_args *s) {                                             \
+        PREFETCH(T, 1, s->H);                                                                     \
+        ARRAYS(T, 3)                                                                              \
+        FOR_EACH_ELEMENT(AT(2, j) = AT(0, j) * (1 - AT(1, j) * AT(1, j));)                        \
+    }                                                                                             \
+                                                                                                  \
+    /* as rnn_tanh; a NaN sum fails `a < 0` and passes through, as in np.maximum */               \
+    void rnn_relu_step_##S(const step_args *s) {                                                  \
+        PREFETCH(T, 0, s->H);                                                                     \
+        ARRAYS(T, 4)                                                                              \
+        (void)p2, (void)l2;                                                                       \
+        FOR_EACH_ELEMENT(T a = AT(0, j) + AT(1, j); AT(3, j) = a < 0 ? 0 : a;)                    \
+    }                                                                                             \
+                                                                                                  \
+    /* 0 dh, 1 h, 2 dpre; dh * [h > 0] keeps a NaN dh where h > 0 fails, as NumPy's dh * 0 */     \
+    void rnn_relu_step_back_##S(const step_args *s) {                                             \
+        PREFETCH(T, 1, s->H);                                                                     \
+        ARRAYS(T, 3)                                                                              \
+        FOR_EACH_ELEMENT(AT(2, j) = AT(0, j) * (T)(AT(1, j) > 0);)                                \
     }
 
 /* The recurrent product at B = 1, where BLAS spends more on the call than on the arithmetic:
@@ -262,57 +266,58 @@ typedef struct {
     array_arg w, v, out, scratch;
 } matvec_args;
 
-#define DEFINE_MATVEC(T, SUFFIX)                                                             \
-                                                                                            \
-    /* out (M) = w v, v (N), gathered into the scratch */                                     \
-    void matvec_##SUFFIX(const matvec_args *s) {                                             \
-        const int64_t M = s->M, N = s->N;                                                    \
-        const T *restrict v = ROW(T, s->v, 0);                                               \
-        T *restrict out = ROW(T, s->out, 0), *restrict vv = ROW(T, s->scratch, 0);           \
-        for (int64_t j = 0; j < N; j++) vv[j] = v[j * s->v.ld];                              \
-        int64_t i = 0;                                                                       \
-        for (; i + 4 <= M; i += 4) {                                                         \
-            const T *restrict w0 = ROW(T, s->w, i), *restrict w1 = ROW(T, s->w, i + 1);      \
-            const T *restrict w2 = ROW(T, s->w, i + 2), *restrict w3 = ROW(T, s->w, i + 3);  \
-            T t0 = 0, t1 = 0, t2 = 0, t3 = 0;                                                \
-            _Pragma("omp simd reduction(+:t0,t1,t2,t3)")                                     \
-            for (int64_t j = 0; j < N; j++) {                                                \
-                t0 += w0[j] * vv[j], t1 += w1[j] * vv[j];                                    \
-                t2 += w2[j] * vv[j], t3 += w3[j] * vv[j];                                    \
-            }                                                                                \
-            out[i * s->out.ld] = t0, out[(i + 1) * s->out.ld] = t1;                          \
-            out[(i + 2) * s->out.ld] = t2, out[(i + 3) * s->out.ld] = t3;                    \
-        }                                                                                    \
-        for (; i < M; i++) {                                                                 \
-            const T *restrict w0 = ROW(T, s->w, i);                                          \
-            T t0 = 0;                                                                        \
-            _Pragma("omp simd reduction(+:t0)") for (int64_t j = 0; j < N; j++) t0 += w0[j] * vv[j]; \
-            out[i * s->out.ld] = t0;                                                         \
-        }                                                                                    \
-    }                                                                                        \
-                                                                                            \
-    /* out (N) = wᵀ v, v (M); the sum is built in the scratch */                              \
-    void matvec_t_##SUFFIX(const matvec_args *s) {                                           \
-        const int64_t M = s->M, N = s->N;                                                    \
-        const T *restrict v = ROW(T, s->v, 0);                                               \
-        T *restrict out = ROW(T, s->out, 0), *restrict total = ROW(T, s->scratch, 0);        \
-        for (int64_t j = 0; j < N; j++) total[j] = 0;                                        \
-        int64_t i = 0;                                                                       \
-        for (; i + 4 <= M; i += 4) {                                                         \
-            const T *restrict w0 = ROW(T, s->w, i), *restrict w1 = ROW(T, s->w, i + 1);      \
-            const T *restrict w2 = ROW(T, s->w, i + 2), *restrict w3 = ROW(T, s->w, i + 3);  \
-            const T v0 = v[i * s->v.ld], v1 = v[(i + 1) * s->v.ld];                          \
-            const T v2 = v[(i + 2) * s->v.ld], v3 = v[(i + 3) * s->v.ld];                    \
-            SIMD for (int64_t j = 0; j < N; j++) {                                           \
-                total[j] += (v0 * w0[j] + v1 * w1[j]) + (v2 * w2[j] + v3 * w3[j]);           \
-            }                                                                                \
-        }                                                                                    \
-        for (; i < M; i++) {                                                                 \
-            const T *restrict w0 = ROW(T, s->w, i);                                          \
-            const T v0 = v[i * s->v.ld];                                                     \
-            SIMD for (int64_t j = 0; j < N; j++) total[j] += v0 * w0[j];                     \
-        }                                                                                    \
-        for (int64_t j = 0; j < N; j++) out[j * s->out.ld] = total[j];                       \
+#define DEFINE_MATVEC(T, SUFFIX)                                                                  \
+                                                                                                  \
+    /* out (M) = w v, v (N), gathered into the scratch */                                         \
+    void matvec_##SUFFIX(const matvec_args *s) {                                                  \
+        const int64_t M = s->M, N = s->N;                                                         \
+        const T *restrict v = ROW(T, s->v, 0);                                                    \
+        T *restrict out = ROW(T, s->out, 0), *restrict vv = ROW(T, s->scratch, 0);                \
+        for (int64_t j = 0; j < N; j++) vv[j] = v[j * s->v.ld];                                   \
+        int64_t i = 0;                                                                            \
+        for (; i + 4 <= M; i += 4) {                                                              \
+            const T *restrict w0 = ROW(T, s->w, i), *restrict w1 = ROW(T, s->w, i + 1);           \
+            const T *restrict w2 = ROW(T, s->w, i + 2), *restrict w3 = ROW(T, s->w, i + 3);       \
+            T t0 = 0, t1 = 0, t2 = 0, t3 = 0;                                                     \
+            _Pragma("omp simd reduction(+:t0,t1,t2,t3)")                                          \
+            for (int64_t j = 0; j < N; j++) {                                                     \
+                t0 += w0[j] * vv[j], t1 += w1[j] * vv[j];                                         \
+                t2 += w2[j] * vv[j], t3 += w3[j] * vv[j];                                         \
+            }                                                                                     \
+            out[i * s->out.ld] = t0, out[(i + 1) * s->out.ld] = t1;                               \
+            out[(i + 2) * s->out.ld] = t2, out[(i + 3) * s->out.ld] = t3;                         \
+        }                                                                                         \
+        for (; i < M; i++) {                                                                      \
+            const T *restrict w0 = ROW(T, s->w, i);                                               \
+            T t0 = 0;                                                                             \
+            _Pragma("omp simd reduction(+:t0)")                                                   \
+            for (int64_t j = 0; j < N; j++) t0 += w0[j] * vv[j];                                  \
+            out[i * s->out.ld] = t0;                                                              \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* out (N) = wᵀ v, v (M); the sum is built in the scratch */                                  \
+    void matvec_t_##SUFFIX(const matvec_args *s) {                                                \
+        const int64_t M = s->M, N = s->N;                                                         \
+        const T *restrict v = ROW(T, s->v, 0);                                                    \
+        T *restrict out = ROW(T, s->out, 0), *restrict total = ROW(T, s->scratch, 0);             \
+        for (int64_t j = 0; j < N; j++) total[j] = 0;                                             \
+        int64_t i = 0;                                                                            \
+        for (; i + 4 <= M; i += 4) {                                                              \
+            const T *restrict w0 = ROW(T, s->w, i), *restrict w1 = ROW(T, s->w, i + 1);           \
+            const T *restrict w2 = ROW(T, s->w, i + 2), *restrict w3 = ROW(T, s->w, i + 3);       \
+            const T v0 = v[i * s->v.ld], v1 = v[(i + 1) * s->v.ld];                               \
+            const T v2 = v[(i + 2) * s->v.ld], v3 = v[(i + 3) * s->v.ld];                         \
+            SIMD for (int64_t j = 0; j < N; j++) {                                                \
+                total[j] += (v0 * w0[j] + v1 * w1[j]) + (v2 * w2[j] + v3 * w3[j]);                \
+            }                                                                                     \
+        }                                                                                         \
+        for (; i < M; i++) {                                                                      \
+            const T *restrict w0 = ROW(T, s->w, i);                                               \
+            const T v0 = v[i * s->v.ld];                                                          \
+            SIMD for (int64_t j = 0; j < N; j++) total[j] += v0 * w0[j];                          \
+        }                                                                                         \
+        for (int64_t j = 0; j < N; j++) out[j * s->out.ld] = total[j];                            \
     }
 
 DEFINE_KERNELS(float, f32)
