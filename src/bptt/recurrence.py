@@ -154,6 +154,9 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
         kept = [tuple(buffer[0] for buffer in cache_steps)] * T
     pre_h_view = pre_h.T  # B,KH
     product = _vector_product(compiled, w_hh_1, (h_hist[:rows, :, 0].T, np.arange(T)), (pre_h[:, 0][None], 0), B, T)
+    # at B = 1 with the product in C and no lengths, nothing happens between the steps of a
+    # chunk but C: one call runs them all
+    whole_chunks = product is not None and mask is None
     if mask is not None:
         past_end = ~mask  # T,B,1
     steps = []
@@ -168,6 +171,13 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
             pre_x_steps = list(pre_x_stack)  # chunk views (B, KH)
             if compiled is not None:
                 run = _compiled_forward(compiled, pre_x_stack, pre_h_view, h_steps, other_steps, cache_steps, t)
+            if whole_chunks:
+                compiled.forward_pass(product, run, t, n)
+        if whole_chunks:
+            if keep_cache:
+                part, offset = compiled.cache_state
+                steps.append(kept[t] + (states[t + offset][part],))
+            continue
         if product is None:
             np.matmul(w_hh_1, h_inputs[t], out=pre_h)  # KH,B  W_hh h_{t-1} (+ b_hh_rest)
         else:
@@ -283,12 +293,20 @@ def backward(dy, dstate, cache, cut=None):
     for stop in range(T, 0, -chunk):
         start = max(0, stop - chunk)
         np.copyto(dy_steps[:stop - start], dy[start:stop].transpose(0, 2, 1))
+        whole_chunk = False
         if compiled is not None:
             run = _compiled_backward(compiled, cache, dh_pair, carried[1:], dpre_x, None if shared else dpre_h, start, stop)
             t_here = np.arange(start, stop)
             product = _vector_product(compiled, weights.w_hh, (dpre_h[:, :, 0].T, t_here - start),
                                       (dh_pair[:, :, 0], 1 - (T - 1 - t_here) % 2), B, stop - start, transpose=True)
-        for t in reversed(range(start, stop)):
+            # at B = 1 with the product in C, no lengths and no cut, nothing happens between
+            # the steps of a chunk but C: one call runs them all
+            whole_chunk = product is not None and mask is None and cut is None
+        if whole_chunk:
+            compiled.backward_pass(run, product, dy_steps[:stop - start, :, 0], dh_pair[:, :, 0], (T - 1 - t_here) % 2,
+                                   stop - start)
+            carried[0] = dh_buffers[1 - (T - 1 - start) % 2]
+        for t in reversed(range(start, stop)) if not whole_chunk else ():
             parity = (T - 1 - t) % 2
             dh, dh_prev = dh_buffers[parity], dh_buffers[1 - parity]
             through = throughs[parity]

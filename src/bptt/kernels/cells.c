@@ -324,3 +324,58 @@ DEFINE_KERNELS(float, f32)
 DEFINE_KERNELS(double, f64)
 DEFINE_MATVEC(float, f32)
 DEFINE_MATVEC(double, f64)
+
+/* A whole forward pass at B = 1 in one call: step i's recurrent product (row i of `products`)
+   and then its cell (row i of `steps`), for i = 0 .. count - 1. Rows are `width` int64 apart.
+   Between the steps of a pass nothing else happens at B = 1 without lengths, and a call from
+   Python costs more than a step. */
+#define DEFINE_FORWARD_PASS(CELL, S)                                                            \
+    void CELL##_forward_pass_##S(const int64_t *products, int64_t product_width,                  \
+                                 const int64_t *steps, int64_t step_width, int64_t count) {       \
+        for (int64_t i = 0; i < count; i++) {                                                     \
+            matvec_##S((const matvec_args *)(products + i * product_width));                      \
+            CELL##_step_##S((const step_args *)(steps + i * step_width));                         \
+        }                                                                                         \
+    }
+#define DEFINE_FORWARD_PASSES(S)                                                                  \
+    DEFINE_FORWARD_PASS(lstm, S)                                                                  \
+    DEFINE_FORWARD_PASS(gru, S)                                                                   \
+    DEFINE_FORWARD_PASS(rnn_tanh, S)                                                              \
+    DEFINE_FORWARD_PASS(rnn_relu, S)
+DEFINE_FORWARD_PASSES(f32)
+DEFINE_FORWARD_PASSES(f64)
+
+/* y += x, n numbers, `ld` apart in each */
+typedef struct {
+    int64_t n, unused;
+    array_arg x, y;
+} add_args;
+
+/* A whole backward pass at B = 1 in one call, steps i = count - 1 down to 0: the output's
+   gradient added to the one from the future (row i of `before`), the cell's backward (row i of
+   `steps`), the product with W_hh into the previous step's gradient (row i of `products`),
+   and, where the cell has one, the direct path added to it (row i of `after`, or none). */
+#define DEFINE_BACKWARD_PASS(CELL, S, T)                                                        \
+    void CELL##_backward_pass_##S(const int64_t *before, int64_t before_width,                    \
+                                  const int64_t *steps, int64_t step_width,                       \
+                                  const int64_t *products, int64_t product_width,                 \
+                                  const int64_t *after, int64_t after_width, int64_t count) {     \
+        for (int64_t i = count - 1; i >= 0; i--) {                                                \
+            add_##S((const add_args *)(before + i * before_width));                               \
+            CELL##_step_back_##S((const step_args *)(steps + i * step_width));                    \
+            matvec_t_##S((const matvec_args *)(products + i * product_width));                    \
+            if (after) add_##S((const add_args *)(after + i * after_width));                      \
+        }                                                                                         \
+    }
+#define DEFINE_BACKWARD_PASSES(S, T)                                                              \
+    static void add_##S(const add_args *a) {                                                      \
+        const T *restrict x = ROW(T, a->x, 0);                                                    \
+        T *restrict y = ROW(T, a->y, 0);                                                          \
+        for (int64_t j = 0; j < a->n; j++) y[j * a->y.ld] += x[j * a->x.ld];                      \
+    }                                                                                             \
+    DEFINE_BACKWARD_PASS(lstm, S, T)                                                              \
+    DEFINE_BACKWARD_PASS(gru, S, T)                                                               \
+    DEFINE_BACKWARD_PASS(rnn_tanh, S, T)                                                          \
+    DEFINE_BACKWARD_PASS(rnn_relu, S, T)
+DEFINE_BACKWARD_PASSES(f32, float)
+DEFINE_BACKWARD_PASSES(f64, double)

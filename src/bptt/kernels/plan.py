@@ -96,6 +96,18 @@ def matvec_plan(w, v, out, scratch, count, transpose=False):
     return rows
 
 
+def add_plan(n, dtype, x, y, count):
+    """The argument rows of ``count`` sums ``y += x`` of ``n`` numbers: ``x``, ``y`` are
+    ``(stack, index)`` pairs of (k, n) vector stacks of ``dtype``."""
+    if x[0].dtype != dtype or y[0].dtype != dtype:
+        raise ValueError(f"add: every array must be {np.dtype(dtype)}")
+    rows = np.zeros((count, 6), np.int64)
+    rows[:, 0] = n
+    rows[:, 2], rows[:, 3] = _vector_column(x[0], n, x[1], count, "add x")
+    rows[:, 4], rows[:, 5] = _vector_column(y[0], n, y[1], count, "add y")
+    return rows
+
+
 class Steps:
     """A planned run of steps of one kernel: ``steps(i)`` runs the i-th row of the plan."""
 
@@ -111,11 +123,17 @@ class Steps:
     def __call__(self, i):
         self._function(self._first + i * self._row_bytes)
 
+    def row(self, i):
+        """The address of row ``i`` and the width of a row in int64."""
+        return self._first + i * self._row_bytes, self._rows.shape[1]
+
 
 @lru_cache(maxsize=None)
-def _function(library, name):
+def _function(library, name, arguments=1):
+    """A kernel of ``library``: one row's address, or (the passes) two tables and a count."""
     function = getattr(library, name)
-    function.argtypes = [ctypes.c_void_p]
+    tables = (arguments - 1) // 2
+    function.argtypes = [ctypes.c_void_p] if arguments == 1 else [ctypes.c_void_p, ctypes.c_int64] * tables + [ctypes.c_int64]
     function.restype = None
     return function
 
@@ -132,6 +150,8 @@ class CompiledCell:
         self._step_back = _function(library, f"{name}_step_back_{suffix}")
         self._matvec = _function(library, f"matvec_{suffix}")
         self._matvec_t = _function(library, f"matvec_t_{suffix}")
+        self._forward_pass = _function(library, f"{name}_forward_pass_{suffix}", 5)
+        self._backward_pass = _function(library, f"{name}_backward_pass_{suffix}", 9)
         self.cache_state = CACHE_STATE[name]
         self._direct = DIRECT[name]
 
@@ -169,6 +189,24 @@ class CompiledCell:
         scratch = np.empty(w.shape[1], w.dtype)
         rows = matvec_plan(w, v, out, scratch, count, transpose)
         return Steps(self._matvec_t if transpose else self._matvec, rows, (w, v, out, scratch))
+
+    def forward_pass(self, products, steps, start, count):
+        """Steps ``start`` to ``start + count - 1`` in one call at B = 1: row ``start + i`` of
+        ``products`` (the recurrent products of the whole pass, :meth:`product_steps`), then row
+        ``i`` of ``steps`` (the cells of these steps, :meth:`forward_steps`)."""
+        self._forward_pass(*products.row(start), *steps.row(0), count)
+
+    def backward_pass(self, steps, products, dy, dh, parity, count):
+        """Steps ``count - 1`` down to 0 of a chunk in one call at B = 1: ``dy`` (chunk, H) adds
+        row i, the output's gradient, to ``dh[parity[i]]`` (of the two (H,) buffers of h's
+        gradient, the one step i reads); then row i of ``steps`` (:meth:`backward_steps`) and
+        of ``products`` (:meth:`product_steps` with ``transpose``, into the other buffer); and
+        where the cell has a direct path to h_{t-1} (GRU), it is added to that buffer."""
+        H = dh.shape[1]
+        before = add_plan(H, self.dtype, (dy, np.arange(count)), (dh, parity), count)
+        after = add_plan(H, self.dtype, (dh, parity), (dh, 1 - parity), count) if self._direct[0] else None
+        after_table = (0, 0) if after is None else (_address(after), after.shape[1])
+        self._backward_pass(_address(before), before.shape[1], *steps.row(0), *products.row(0), *after_table, count)
 
     def direct(self, dstate):
         """What the NumPy ``step_back`` returns as ``dstate_direct`` after the compiled one ran
