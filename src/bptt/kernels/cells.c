@@ -68,18 +68,6 @@ static inline float reduce_f32(float x, float *scale) {
     return r;
 }
 
-/* expm1(r) for |r| <= ln2/2: r + r^2/2! + ... + r^8/8! */
-static inline float expm1_series_f32(float r) {
-    float p = 1.0f / 40320.0f;
-    p = p * r + 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    return r + r * r * p;
-}
-
 static inline double reduce_f64(double x, double *scale) {
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
     double shifted = x * 1.4426950408889634 + shifter;
@@ -93,22 +81,22 @@ static inline double reduce_f64(double x, double *scale) {
     return r;
 }
 
-/* expm1(r) for |r| <= ln2/2: r + r^2/2! + ... + r^13/13! */
-static inline double expm1_series_f64(double r) {
-    double p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    return r + r * r * p;
-}
+/* 1/k! for k = 0 .. 13 */
+static const double inverse_factorial[14] = {
+    1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
+    1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0,
+};
+
+/* expm1(r) for |r| <= ln2/2 by its Taylor series to r^DEGREE / DEGREE!, in Horner's form:
+   r + r^2 (1/2! + r (1/3! + ...)); the loop has a fixed count and unrolls */
+#define DEFINE_EXPM1_SERIES(T, S, DEGREE)                                                         \
+    static inline T expm1_series_##S(T r) {                                                       \
+        T p = (T)inverse_factorial[DEGREE];                                                       \
+        for (int k = DEGREE - 1; k >= 2; k--) p = p * r + (T)inverse_factorial[k];                \
+        return r + r * r * p;                                                                     \
+    }
+DEFINE_EXPM1_SERIES(float, f32, 8)
+DEFINE_EXPM1_SERIES(double, f64, 13)
 
 /* exp: past the clamp, 0 or infinity (so that a sigmoid of -inf is 0, not a subnormal);
    expm1 for x <= 0 only (below the clamp it is -1 to the last bit) */
