@@ -306,7 +306,8 @@ def backward(dy, dstate, cache, cut=None):
             compiled.backward_pass(run, product, dy_steps[:stop - start, :, 0], dh_pair[:, :, 0], (T - 1 - t_here) % 2,
                                    stop - start)
             carried[0] = dh_buffers[1 - (T - 1 - start) % 2]
-        for t in reversed(range(start, stop)) if not whole_chunk else ():
+        steps_here = () if whole_chunk else reversed(range(start, stop))  # last first
+        for t in steps_here:
             parity = (T - 1 - t) % 2
             dh, dh_prev = dh_buffers[parity], dh_buffers[1 - parity]
             through = throughs[parity]
