@@ -4,8 +4,8 @@
 ``cells.c``, compiled on first use with the machine's C compiler (see ``build.py``); every
 result is the same up to rounding, and the exactness tests run both. ``use("numpy")`` goes
 back. The NumPy cells in ``bptt.cells`` stay the reference the documentation derives; the C
-kernels are their arithmetic fused into one pass over memory, which is what makes the engine
-faster than PyTorch on the CPU (docs/performance.md).
+kernels are their arithmetic fused into one pass over memory per step, which brings the
+engine to or under PyTorch's time in most cases measured (docs/performance.md).
 """
 
 import os

@@ -1,8 +1,8 @@
 """The compiled cells as the engine calls them: one C call per step, its arguments planned.
 
-A kernel of ``cells.c`` takes one row of int64: B, H, then the address and the row stride
-(``ld``, in numbers) of each array it reads or writes, one time step's (F, B) slice of a
-buffer. The engine hands a run of steps as ``(stack, index)`` pairs: ``stack`` a (n, B, F)
+A kernel of ``cells.c`` takes one row of int64: B, H, which arrays of the step run next to
+prefetch and where its row is, then the address and the row stride (``ld``, in numbers) of
+each array it reads or writes, one time step's (F, B) slice of a buffer. The engine hands a run of steps as ``(stack, index)`` pairs: ``stack`` a (n, B, F)
 view of a buffer whose ``stack[k]`` is a step's array as the NumPy cells get it, ``index``
 which k each step takes. :func:`plan` turns them into the rows of all steps at once, with
 array arithmetic on the stack's strides, and checks every shape, stride and index, so a call
@@ -37,9 +37,11 @@ def plan(B, H, dtype, arrays, count, prefetch=(), step=1):
     """The argument rows of ``count`` steps.
 
     ``arrays``: ``(stack, width, index)`` per kernel argument, ``stack`` (n, B, width*H) of
-    ``dtype`` with B contiguous, ``index`` an int or (count,) ints in [0, n).
+    ``dtype`` with B contiguous, ``index`` an int or (count,) ints in [0, n). ``prefetch``: the
+    arrays each step brings into cache for the step run after it, which is the next row
+    (``step=1``, forward) or the one before (``step=-1``, backward).
 
-    Returns (count, 2 + 2 * MAX_ARRAYS) int64.
+    Returns (count, HEADER + 2 * MAX_ARRAYS) int64.
     """
     if len(arrays) > MAX_ARRAYS:
         raise ValueError(f"a kernel takes at most {MAX_ARRAYS} arrays, got {len(arrays)}")
