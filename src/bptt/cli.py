@@ -522,7 +522,10 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        kernels.use(args.kernels) if args.kernels else kernels.selected()
+        if args.kernels:
+            kernels.use(args.kernels)
+        else:
+            kernels.selected()  # $BPTT_KERNELS, checked before any work
     except (kernels.KernelsUnavailable, ValueError) as error:
         print(f"bptt {args.verb}: {error}", file=sys.stderr)
         return 2

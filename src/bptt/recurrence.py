@@ -157,6 +157,8 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     # at B = 1 with the product in C and no lengths, nothing happens between the steps of a
     # chunk but C: one call runs them all
     whole_chunks = product is not None and mask is None
+    if compiled is not None:
+        part, offset = compiled.cache_state  # the state the cell's step cache ends with
     if mask is not None:
         past_end = ~mask  # T,B,1
     steps = []
@@ -168,14 +170,14 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
             x_1[:, I] = 1.0
             pre_x = np.matmul(w_ih_1, x_1.T, out=POOL.empty((KH, n * B), x.dtype))  # KH,chunk*B
             pre_x_stack = pre_x.reshape(KH, -1, B).transpose(1, 2, 0)  # chunk,B,KH
-            pre_x_steps = list(pre_x_stack)  # chunk views (B, KH)
-            if compiled is not None:
+            if compiled is None:
+                pre_x_steps = list(pre_x_stack)  # chunk views (B, KH)
+            else:
                 run = _compiled_forward(compiled, pre_x_stack, pre_h_view, h_steps, other_steps, cache_steps, t)
             if whole_chunks:
                 compiled.forward_pass(product, run, t, n)
         if whole_chunks:
             if keep_cache:
-                part, offset = compiled.cache_state
                 steps.append(kept[t] + (states[t + offset][part],))
             continue
         if product is None:
@@ -186,7 +188,6 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
             _, step_cache = cell.step(pre_x_steps[t % chunk], pre_h_view, states[t], out=(states[t + 1], kept[t]))
         else:
             run(t % chunk)
-            part, offset = compiled.cache_state
             step_cache = kept[t] + (states[t + offset][part],)
         if mask is not None:
             for new_part, prev_part in zip(states[t + 1], states[t]):

@@ -2,9 +2,9 @@
 
 A kernel of ``cells.c`` takes one row of int64: B, H, which arrays of the step run next to
 prefetch and where its row is, then the address and the row stride (``ld``, in numbers) of
-each array it reads or writes, one time step's (F, B) slice of a buffer. The engine hands a run of steps as ``(stack, index)`` pairs: ``stack`` a (n, B, F)
-view of a buffer whose ``stack[k]`` is a step's array as the NumPy cells get it, ``index``
-which k each step takes. :func:`plan` turns them into the rows of all steps at once, with
+each array it reads or writes, one time step's (F, B) slice of a buffer. The engine hands a
+run of steps as ``(stack, index)`` pairs: ``stack`` a (n, B, F) view of a buffer whose
+``stack[k]`` is a step's array as the NumPy cells get it, ``index`` which k each step takes. :func:`plan` turns them into the rows of all steps at once, with
 array arithmetic on the stack's strides, and checks every shape, stride and index, so a call
 never touches memory outside the arrays it was given. A step then costs one ctypes call.
 """
@@ -30,6 +30,16 @@ def _address(a):
     return a.__array_interface__["data"][0]
 
 
+def _steps(index, stack, count, what):
+    """``index`` (an int, or ints) as plan arithmetic takes it, once checked to lie in
+    ``[0, len(stack))``."""
+    index = index if isinstance(index, int) else np.asarray(index, np.int64)
+    first, last = (index, index) if isinstance(index, int) else (index.min(), index.max())
+    if count and (first < 0 or last >= stack.shape[0]):
+        raise ValueError(f"{what}: steps {first}..{last} of a stack of {stack.shape[0]}")
+    return index
+
+
 HEADER = 4  # B, H, prefetch mask, next row
 
 
@@ -51,15 +61,12 @@ def plan(B, H, dtype, arrays, count, prefetch=(), step=1):
     rows[has_next, 2] = sum(1 << k for k in prefetch)
     rows[:, 3] = step
     for k, (stack, width, index) in enumerate(arrays):
-        index = index if isinstance(index, int) else np.asarray(index, np.int64)
         if stack.dtype != dtype or stack.ndim != 3 or stack.shape[1:] != (B, width * H):
             raise ValueError(f"kernel array {k}: expected (n, {B}, {width * H}) {np.dtype(dtype)}, "
                              f"got {stack.shape} {stack.dtype}")
         if (B > 1 and stack.strides[1] != stack.itemsize) or stack.strides[2] % stack.itemsize:
             raise ValueError(f"kernel array {k}: the batch must be contiguous, got strides {stack.strides}")
-        first, last = (index, index) if isinstance(index, int) else (index.min(), index.max())
-        if count and (first < 0 or last >= stack.shape[0]):
-            raise ValueError(f"kernel array {k}: steps {first}..{last} of a stack of {stack.shape[0]}")
+        index = _steps(index, stack, count, f"kernel array {k}")
         rows[:, HEADER + 2 * k] = _address(stack) + index * stack.strides[0]
         rows[:, HEADER + 1 + 2 * k] = stack.strides[2] // stack.itemsize
     return rows
@@ -67,12 +74,9 @@ def plan(B, H, dtype, arrays, count, prefetch=(), step=1):
 
 def _vector_column(stack, length, index, count, what):
     """The addresses and element stride of ``stack[index]``, vectors of ``length``."""
-    index = index if isinstance(index, int) else np.asarray(index, np.int64)
     if stack.ndim != 2 or stack.shape[1] != length or stack.strides[1] % stack.itemsize:
         raise ValueError(f"{what}: expected (n, {length}) vectors, got {stack.shape} with strides {stack.strides}")
-    first, last = (index, index) if isinstance(index, int) else (index.min(), index.max())
-    if count and (first < 0 or last >= stack.shape[0]):
-        raise ValueError(f"{what}: steps {first}..{last} of a stack of {stack.shape[0]}")
+    index = _steps(index, stack, count, what)
     return _address(stack) + index * stack.strides[0], stack.strides[1] // stack.itemsize
 
 
@@ -132,7 +136,8 @@ class Steps:
 
 @lru_cache(maxsize=None)
 def _function(library, name, arguments=1):
-    """A kernel of ``library``: one row's address, or (the passes) two tables and a count."""
+    """A kernel of ``library``: one row's address, or (the passes) ``arguments - 1`` values
+    that are (table address, row width) pairs, then a count."""
     function = getattr(library, name)
     tables = (arguments - 1) // 2
     function.argtypes = [ctypes.c_void_p] if arguments == 1 else [ctypes.c_void_p, ctypes.c_int64] * tables + [ctypes.c_int64]
