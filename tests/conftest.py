@@ -16,18 +16,20 @@ def rng():
     return np.random.default_rng(20261124)
 
 
-@pytest.fixture(params=["numpy", "c"])
+@pytest.fixture(params=["numpy", "c", "c-threads"])
 def each_kernels(request):
-    """Runs a test once with the NumPy cells and once with the compiled ones (bptt.kernels)."""
+    """Runs a test with the NumPy cells, with the compiled ones (bptt.kernels) step by step,
+    and with the compiled passes on threads (three, so that they split H unevenly)."""
     from bptt import kernels
     from bptt.kernels.build import find_compiler
 
-    if request.param == "c" and find_compiler() is None:
+    if request.param != "numpy" and find_compiler() is None:
         pytest.skip("no C compiler here for the compiled kernels")
-    kernels.use(request.param)
+    name, threads = ("numpy", 1) if request.param == "numpy" else ("c", 3 if request.param == "c-threads" else 1)
+    kernels.use(name, threads=threads)
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(kernels, "MIN_STEPS", 1)  # short test sequences run the compiled path too
             yield request.param
     finally:
-        kernels.use("numpy")
+        kernels.use("numpy", threads=1)

@@ -76,6 +76,9 @@ CONFIGS = {
     "B3-T6-padded-chunks": (3, 6, [6, 2, 1], 1, True, None, 4),  # chunks of one step
     "B3-T6-depth2": (3, 6, None, 2, False, 2, None),
     "B9-T4-padded": (9, 4, [4, 1, 3, 2, 4, 4, 1, 2, 3], 1, False, None, None),
+    # the threaded passes: a tile of whole vectors and a tail of one column, and chunks of 4, 4, 1
+    "B33-T9-L2-bi": (33, 9, None, 2, True, None, None),
+    "B5-T9-chunks": (5, 9, None, 1, False, None, 20),
 }
 I, H = 4, 13  # H odd and above a vector's width: the loops' vector body and their remainder
 
@@ -98,10 +101,13 @@ def _passes(model, x, h0, lengths, dy, dh_n, cuts, depth):
     return y, h_n, y_inference, h_n_inference, backwards
 
 
+# threads: 1, the per-step passes; 3, the threaded ones at B > 1 without lengths or cut (H = 13
+# is two panels of recurrence.c: two threads, one with a single unit)
+@pytest.mark.parametrize("threads", [1, 3], ids=["per-step", "threaded"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("config", list(CONFIGS))
 @pytest.mark.parametrize("kind", KINDS)
-def test_compiled_model_equals_numpy(kind, config, dtype, restore_kernels, monkeypatch):
+def test_compiled_model_equals_numpy(kind, config, dtype, threads, restore_kernels, monkeypatch):
     B, T, lengths, L, bidirectional, depth, gemm_columns = CONFIGS[config]
     if gemm_columns is not None:
         monkeypatch.setattr(recurrence, "GEMM_COLUMNS", gemm_columns)
@@ -121,9 +127,9 @@ def test_compiled_model_equals_numpy(kind, config, dtype, restore_kernels, monke
 
     kernels.use("numpy")
     want = _passes(*arguments)
-    kernels.use("c")
+    kernels.use("c", threads=threads)
     got = _passes(*arguments)
-    kernels.use("numpy")
+    kernels.use("numpy", threads=1)
     again = _passes(*arguments)
 
     y, h_n, y_inference, h_n_inference, backwards = got
@@ -480,3 +486,38 @@ def test_vector_product_only_for_a_small_w_at_batch_one(restore_kernels, monkeyp
     assert recurrence._vector_product(None, w, v, out, 1, 1) is None  # NumPy selected
     monkeypatch.setattr(kernels, "MAX_VECTOR_PRODUCT_BYTES", w.nbytes - 1)
     assert recurrence._vector_product(compiled, w, v, out, 1, 1) is None
+
+
+# 4. the threaded passes' packing and settings
+
+@pytest.mark.parametrize("gates", [1, 3, 4])
+def test_pack_panels_puts_each_gate_of_a_unit_in_its_panel(gates):
+    H, n, panel_rows = 7, 5, 12
+    units = panel_rows // gates
+    w = np.arange(gates * H * n, dtype=np.float64).reshape(gates * H, n) + 1  # K*H,n, no zero
+    packed = plan.pack_panels(w, gates, panel_rows)  # P,n,panel_rows
+    assert packed.shape == (-(-H // units), n, panel_rows) and packed.flags.c_contiguous
+    for p in range(packed.shape[0]):
+        for r in range(panel_rows):
+            unit = p * units + r % units
+            want = w[r // units * H + unit] if unit < H else np.zeros(n)
+            np.testing.assert_array_equal(packed[p, :, r], want, err_msg=f"panel {p}, row {r}")
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True, "2"])
+def test_thread_counts_must_be_positive_integers(value, restore_kernels):
+    with pytest.raises(ValueError, match="expected threads to be a positive integer"):
+        kernels.use("c", threads=value)
+
+
+def test_bptt_threads_is_read_and_checked(restore_kernels, monkeypatch):
+    monkeypatch.setitem(kernels._selected, "threads", None)
+    monkeypatch.setenv("BPTT_THREADS", "3")
+    assert kernels.threads() == 3
+    monkeypatch.setitem(kernels._selected, "threads", None)
+    monkeypatch.setenv("BPTT_THREADS", "two")
+    with pytest.raises(ValueError, match="expected BPTT_THREADS to be a positive integer but got 'two'"):
+        kernels.threads()
+    monkeypatch.setitem(kernels._selected, "threads", None)
+    monkeypatch.delenv("BPTT_THREADS")
+    assert kernels.threads() == 1  # the per-step passes unless asked

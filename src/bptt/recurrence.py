@@ -154,9 +154,23 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
         kept = [tuple(buffer[0] for buffer in cache_steps)] * T
     pre_h_view = pre_h.T  # B,KH
     product = _vector_product(compiled, w_hh_1, (h_hist[:rows, :, 0].T, np.arange(T)), (pre_h[:, 0][None], 0), B, T)
-    # at B = 1 with the product in C and no lengths, nothing happens between the steps of a
-    # chunk but C: one call runs them all
-    whole_chunks = product is not None and mask is None
+    # with the compiled kernels and no lengths, nothing happens between the steps of a chunk but
+    # C: one call runs them all, at B = 1 with the product in C, at B > 1 on kernels.threads()
+    # threads where that is more than 1 (there the threads compute each step's input projection
+    # too, from [x_t; 1] feature-major, into one chunk's pre_x that every chunk reuses)
+    chunk_products = product if mask is None else None
+    threaded = compiled is not None and B > 1 and mask is None and kernels.threads() > 1
+    if threaded:
+        x_1_steps = POOL.empty((T, I + 1, B), x.dtype)  # T,I+1,B  [x_t; 1]
+        np.copyto(x_1_steps[:, :I], x.transpose(0, 2, 1))
+        x_1_steps[:, I] = 1.0
+        pre_x_chunk = POOL.empty((KH, min(chunk, T) * B), x.dtype).reshape(KH, -1, B).transpose(1, 2, 0)  # chunk,B,KH
+        t_all = np.arange(T)
+        chunk_products = compiled.threaded_products(
+            w_hh_1, (h_hist[:rows].transpose(1, 2, 0), t_all), (pre_h_view[None], 0), T, kernels.threads(),
+            projection=(w_ih_1, (x_1_steps.transpose(0, 2, 1), t_all), (pre_x_chunk, t_all % chunk)),
+        )
+    whole_chunks = chunk_products is not None
     if compiled is not None:
         part, offset = compiled.cache_state  # the state the cell's step cache ends with
     if mask is not None:
@@ -165,17 +179,20 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     for t in range(T):
         if t % chunk == 0:
             n = min(chunk, T - t)
-            x_1 = POOL.empty((n * B, I + 1), x.dtype)  # [x_t; 1] of the chunk's steps, as rows
-            x_1[:, :I] = x[t:t + n].reshape(n * B, I)
-            x_1[:, I] = 1.0
-            pre_x = np.matmul(w_ih_1, x_1.T, out=POOL.empty((KH, n * B), x.dtype))  # KH,chunk*B
-            pre_x_stack = pre_x.reshape(KH, -1, B).transpose(1, 2, 0)  # chunk,B,KH
+            if threaded:
+                pre_x_stack = pre_x_chunk[:n]  # the threads write it
+            else:
+                x_1 = POOL.empty((n * B, I + 1), x.dtype)  # [x_t; 1] of the chunk's steps, as rows
+                x_1[:, :I] = x[t:t + n].reshape(n * B, I)
+                x_1[:, I] = 1.0
+                pre_x = np.matmul(w_ih_1, x_1.T, out=POOL.empty((KH, n * B), x.dtype))  # KH,chunk*B
+                pre_x_stack = pre_x.reshape(KH, -1, B).transpose(1, 2, 0)  # chunk,B,KH
             if compiled is None:
                 pre_x_steps = list(pre_x_stack)  # chunk views (B, KH)
             else:
                 run = _compiled_forward(compiled, pre_x_stack, pre_h_view, h_steps, other_steps, cache_steps, t)
             if whole_chunks:
-                compiled.forward_pass(product, run, t, n)
+                compiled.forward_pass(chunk_products, run, t, n)
         if whole_chunks:
             if keep_cache:
                 steps.append(kept[t] + (states[t + offset][part],))
@@ -300,12 +317,15 @@ def backward(dy, dstate, cache, cut=None):
             t_here = np.arange(start, stop)
             product = _vector_product(compiled, weights.w_hh, (dpre_h[:, :, 0].T, t_here - start),
                                       (dh_pair[:, :, 0], 1 - (T - 1 - t_here) % 2), B, stop - start, transpose=True)
-            # at B = 1 with the product in C, no lengths and no cut, nothing happens between
-            # the steps of a chunk but C: one call runs them all
-            whole_chunk = product is not None and mask is None and cut is None
+            # with no lengths and no cut, nothing happens between the steps of a chunk but C:
+            # one call runs them all, at B = 1 with the product in C, at B > 1 on threads
+            whole_chunk = mask is None and cut is None and (product is not None or (B > 1 and kernels.threads() > 1))
+            if whole_chunk and B > 1:
+                product = compiled.threaded_products(weights.w_hh, (dpre_h.transpose(1, 2, 0), t_here - start),
+                                                     (dh_pair.transpose(0, 2, 1), 1 - (T - 1 - t_here) % 2),
+                                                     stop - start, kernels.threads(), transpose=True)
         if whole_chunk:
-            compiled.backward_pass(run, product, dy_steps[:stop - start, :, 0], dh_pair[:, :, 0], (T - 1 - t_here) % 2,
-                                   stop - start)
+            compiled.backward_pass(run, product, dy_steps[:stop - start], dh_pair, (T - 1 - t_here) % 2, stop - start)
             carried[0] = dh_buffers[1 - (T - 1 - start) % 2]
         steps_here = () if whole_chunk else reversed(range(start, stop))  # last first
         for t in steps_here:

@@ -4,12 +4,21 @@
 ``cells.c``, compiled on first use with the machine's C compiler (see ``build.py``); every
 result is the same up to rounding, and the exactness tests run both. ``use("numpy")`` goes
 back. The NumPy cells in ``bptt.cells`` stay the reference the documentation derives; the C
-kernels are their arithmetic fused into one pass over memory per step, which brings the
-engine to or under PyTorch's time in most cases measured (docs/performance.md).
+kernels are their arithmetic fused into one pass over memory per step.
+
+With ``threads()`` above 1 (``use("c", threads=2)``, ``BPTT_THREADS=2``), a pass at B > 1
+without lengths runs a whole chunk of steps in one call on that many threads of its own, each
+with its share of the hidden units and of W_hh, packed once per pass, and with each step's input
+projection and recurrent product in its own tile kernel instead of BLAS (``recurrence.c``). It
+pays only while BLAS's own threads are idle: OpenBLAS's workers spin for a while after each
+multithreaded call, and on a 2-core machine they then take a core from these threads (an LSTM
+training loop ran 2.5x slower so), so it is off by default; docs/performance.md has the
+measurements and the settings under which it wins.
 """
 
 import os
 
+from ..checks import is_integer
 from .build import KernelsUnavailable
 from .plan import CompiledCell
 
@@ -22,18 +31,21 @@ MIN_STEPS = 8
 # OpenBLAS's two threads read faster (K*H x H = 2048 x 512 float32: 91 against 51 us)
 MAX_VECTOR_PRODUCT_BYTES = 512 * 1024
 
-_selected = {"name": None, "library": None}
+_selected = {"name": None, "library": None, "threads": None}
 
 
-def use(name):
-    """Select the kernels the engine runs from now on: ``"numpy"`` or ``"c"``.
+def use(name, threads=None):
+    """Select the kernels the engine runs from now on: ``"numpy"`` or ``"c"``, and, where
+    ``threads`` is given, how many threads the compiled passes run on (see :func:`threads`).
 
     Selecting ``"c"`` builds and loads the library at once, so that a missing compiler is
     reported here and not in the middle of a pass. Raises KernelsUnavailable then, and
-    ValueError for an unknown name.
+    ValueError for an unknown name or a thread count that is not a positive integer.
     """
     if name not in NAMES:
         raise ValueError(f"expected kernels {' or '.join(map(repr, NAMES))} but got {name!r}")
+    if threads is not None:
+        _selected["threads"] = _thread_count(threads, "threads")
     library = None
     if name == "c":
         from .build import load
@@ -52,6 +64,23 @@ def selected():
     return _selected["name"]
 
 
+def _thread_count(value, what, shown=None):
+    """``value`` as a thread count, or a ValueError that shows ``shown`` (else ``value``)."""
+    if not is_integer(value, 1):
+        raise ValueError(f"expected {what} to be a positive integer but got {value if shown is None else shown!r}")
+    return int(value)
+
+
+def threads():
+    """The threads of the compiled passes at B > 1: as :func:`use` set it, else
+    ``$BPTT_THREADS``, else 1 (the per-step passes, which leave the products to BLAS)."""
+    if _selected["threads"] is None:
+        text = os.environ.get("BPTT_THREADS") or "1"
+        value = int(text) if text.strip().isdigit() else text
+        _selected["threads"] = _thread_count(value, "BPTT_THREADS", shown=text)
+    return _selected["threads"]
+
+
 def compiled(cell, dtype, steps):
     """The compiled kernels of ``cell`` (a module of ``bptt.cells``) for a pass of ``steps``
     steps in ``dtype``, or None where NumPy runs: NumPy is selected, the pass is shorter than
@@ -61,4 +90,4 @@ def compiled(cell, dtype, steps):
     return CompiledCell.of(_selected["library"], cell, dtype)
 
 
-__all__ = ["KernelsUnavailable", "MAX_VECTOR_PRODUCT_BYTES", "MIN_STEPS", "NAMES", "compiled", "selected", "use"]
+__all__ = ["KernelsUnavailable", "MAX_VECTOR_PRODUCT_BYTES", "MIN_STEPS", "NAMES", "compiled", "selected", "threads", "use"]

@@ -1,4 +1,4 @@
-"""Compile ``cells.c`` once per machine and load it.
+"""Compile the kernels (``recurrence.c``, which includes ``cells.c``) once per machine and load it.
 
 The shared library is built with the machine's C compiler (``$CC``, else ``cc``, ``gcc``,
 ``clang``, else the one the ``fast`` extra installs, ``python -m ziglang cc``) for this very
@@ -18,8 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("cells.c")
-FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fopenmp-simd", "-std=c11", "-shared", "-fPIC")
+# one translation unit: the file compiled includes the other
+SOURCES = (Path(__file__).with_name("recurrence.c"), Path(__file__).with_name("cells.c"))
+FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fopenmp-simd", "-std=c11", "-shared", "-fPIC", "-pthread")
 
 
 class KernelsUnavailable(RuntimeError):
@@ -69,7 +70,8 @@ def _cpu():
 def library_path(compiler):
     """Where the build for this source, compiler, flags and CPU lives."""
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(compiler).encode(), " ".join(FLAGS).encode(), _cpu().encode()):
+    parts = [source.read_bytes() for source in SOURCES] + [" ".join(compiler).encode(), " ".join(FLAGS).encode(), _cpu().encode()]
+    for part in parts:
         key.update(part)
         key.update(b"\0")
     return cache_dir() / f"cells-{key.hexdigest()[:16]}.so"
@@ -100,7 +102,7 @@ def _build(compiler, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=path.stem, suffix=".so.partial", dir=path.parent)
     os.close(handle)
-    command = [*compiler, *FLAGS, str(SOURCE), "-o", partial]
+    command = [*compiler, *FLAGS, str(SOURCES[0]), "-o", partial]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:

@@ -142,20 +142,29 @@ DEFINE_ACTIVATIONS(double, f64)
 #define AT(k, row) p##k[(row) * l##k + b]
 #define FOR_EACH_ELEMENT(...)                                                                     \
     const int64_t B = s->B, H = s->H;                                                             \
+    (void)H; /* the RNN cells have one block of H rows */                                        \
     if (B == 1) {                                                                                 \
         const int64_t b = 0;                                                                      \
-        SIMD for (int64_t j = 0; j < H; j++) { __VA_ARGS__ }                                      \
+        SIMD for (int64_t j = j0; j < j1; j++) { __VA_ARGS__ }                                    \
     } else {                                                                                      \
-        for (int64_t j = 0; j < H; j++) {                                                         \
+        for (int64_t j = j0; j < j1; j++) {                                                       \
             SIMD for (int64_t b = 0; b < B; b++) { __VA_ARGS__ }                                  \
         }                                                                                         \
+    }
+
+/* A kernel's arithmetic is `<cell>_<pass>_units_<S>(s, j0, j1)`, for the hidden units j0 to j1 - 1
+   of a step (the threaded passes of recurrence.c give each thread its own units); the kernel
+   the engine calls per step, `<cell>_<pass>_<S>(s)`, prefetches and runs all H of them. */
+#define DEFINE_STEP(NAME, S, PREFETCHES)                                                           \
+    void NAME##_##S(const step_args *s) {                                                         \
+        PREFETCHES;                                                                               \
+        NAME##_units_##S(s, 0, s->H);                                                             \
     }
 
 #define DEFINE_KERNELS(T, S)                                                                      \
                                                                                                   \
     /* 0 pre_x, 1 pre_h (4H rows), 2 h_prev, 3 c_prev, 4 h, 5 c (H), 6 gates (4H), 7 tanh_c */    \
-    void lstm_step_##S(const step_args *s) {                                                      \
-        PREFETCH(T, 0, 4 * s->H);                                                                 \
+    static inline void lstm_step_units_##S(const step_args *s, int64_t j0, int64_t j1) {          \
         ARRAYS(T, 8)                                                                              \
         (void)p2, (void)l2;                                                                       \
         FOR_EACH_ELEMENT(                                                                         \
@@ -171,10 +180,7 @@ DEFINE_ACTIVATIONS(double, f64)
     }                                                                                             \
                                                                                                   \
     /* 0 dh, 1 dc (H; dc becomes dc_prev), 2 gates (4H), 3 tanh_c, 4 c_prev (H), 5 dpre (4H) */   \
-    void lstm_step_back_##S(const step_args *s) {                                                 \
-        PREFETCH(T, 2, 4 * s->H);                                                                 \
-        PREFETCH(T, 3, s->H);                                                                     \
-        PREFETCH(T, 4, s->H);                                                                     \
+    static inline void lstm_step_back_units_##S(const step_args *s, int64_t j0, int64_t j1) {     \
         ARRAYS(T, 6)                                                                              \
         FOR_EACH_ELEMENT(                                                                         \
             T i = AT(2, j), f = AT(2, H + j), g = AT(2, 2 * H + j), o = AT(2, 3 * H + j);         \
@@ -189,7 +195,7 @@ DEFINE_ACTIVATIONS(double, f64)
     }                                                                                             \
                                                                                                   \
     /* 0 pre_x, 1 pre_h (3H rows, b_hn in pre_h), 2 h_prev, 3 h (H), 4 gates (3H), 5 pre_h_n */   \
-    void gru_step_##S(const step_args *s) {                                                       \
+    static inline void gru_step_units_##S(const step_args *s, int64_t j0, int64_t j1) {           \
         ARRAYS(T, 6)                                                                              \
         FOR_EACH_ELEMENT(                                                                         \
             T r = sigmoid_##S(AT(0, j) + AT(1, j));                                               \
@@ -202,7 +208,7 @@ DEFINE_ACTIVATIONS(double, f64)
     }                                                                                             \
                                                                                                   \
     /* 0 dh (H; becomes dh * z), 1 gates (3H), 2 pre_h_n, 3 h_prev (H), 4 dpre_x, 5 dpre_h */     \
-    void gru_step_back_##S(const step_args *s) {                                                  \
+    static inline void gru_step_back_units_##S(const step_args *s, int64_t j0, int64_t j1) {      \
         ARRAYS(T, 6)                                                                              \
         FOR_EACH_ELEMENT(                                                                         \
             T r = AT(1, j), z = AT(1, H + j), n = AT(1, 2 * H + j), dh = AT(0, j);                \
@@ -216,34 +222,39 @@ DEFINE_ACTIVATIONS(double, f64)
     }                                                                                             \
                                                                                                   \
     /* 0 pre_x, 1 pre_h, 2 h_prev, 3 h (H rows each) */                                           \
-    void rnn_tanh_step_##S(const step_args *s) {                                                  \
-        PREFETCH(T, 0, s->H);                                                                     \
+    static inline void rnn_tanh_step_units_##S(const step_args *s, int64_t j0, int64_t j1) {      \
         ARRAYS(T, 4)                                                                              \
         (void)p2, (void)l2;                                                                       \
         FOR_EACH_ELEMENT(AT(3, j) = tanh_##S(AT(0, j) + AT(1, j));)                               \
     }                                                                                             \
                                                                                                   \
     /* 0 dh, 1 h, 2 dpre (H rows each) */                                                         \
-    void rnn_tanh_step_back_##S(const step_args *s) {                                             \
-        PREFETCH(T, 1, s->H);                                                                     \
+    static inline void rnn_tanh_step_back_units_##S(const step_args *s, int64_t j0, int64_t j1) { \
         ARRAYS(T, 3)                                                                              \
         FOR_EACH_ELEMENT(AT(2, j) = AT(0, j) * (1 - AT(1, j) * AT(1, j));)                        \
     }                                                                                             \
                                                                                                   \
     /* as rnn_tanh; a NaN sum fails `a < 0` and passes through, as in np.maximum */               \
-    void rnn_relu_step_##S(const step_args *s) {                                                  \
-        PREFETCH(T, 0, s->H);                                                                     \
+    static inline void rnn_relu_step_units_##S(const step_args *s, int64_t j0, int64_t j1) {      \
         ARRAYS(T, 4)                                                                              \
         (void)p2, (void)l2;                                                                       \
         FOR_EACH_ELEMENT(T a = AT(0, j) + AT(1, j); AT(3, j) = a < 0 ? 0 : a;)                    \
     }                                                                                             \
                                                                                                   \
     /* 0 dh, 1 h, 2 dpre; dh * [h > 0] keeps a NaN dh where h > 0 fails, as NumPy's dh * 0 */     \
-    void rnn_relu_step_back_##S(const step_args *s) {                                             \
-        PREFETCH(T, 1, s->H);                                                                     \
+    static inline void rnn_relu_step_back_units_##S(const step_args *s, int64_t j0, int64_t j1) { \
         ARRAYS(T, 3)                                                                              \
         FOR_EACH_ELEMENT(AT(2, j) = AT(0, j) * (T)(AT(1, j) > 0);)                                \
-    }
+    }                                                                                             \
+    DEFINE_STEP(lstm_step, S, PREFETCH(T, 0, 4 * s->H))                                           \
+    DEFINE_STEP(lstm_step_back, S,                                                                 \
+                PREFETCH(T, 2, 4 * s->H); PREFETCH(T, 3, s->H); PREFETCH(T, 4, s->H))             \
+    DEFINE_STEP(gru_step, S, (void)0)                                                             \
+    DEFINE_STEP(gru_step_back, S, (void)0)                                                        \
+    DEFINE_STEP(rnn_tanh_step, S, PREFETCH(T, 0, s->H))                                           \
+    DEFINE_STEP(rnn_tanh_step_back, S, PREFETCH(T, 1, s->H))                                      \
+    DEFINE_STEP(rnn_relu_step, S, PREFETCH(T, 0, s->H))                                           \
+    DEFINE_STEP(rnn_relu_step_back, S, PREFETCH(T, 1, s->H))
 
 /* The recurrent product at B = 1, where BLAS spends more on the call than on the arithmetic:
    w has M rows of N numbers, `ld` apart; v and out are vectors whose elements lie `ld` apart;

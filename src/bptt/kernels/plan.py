@@ -114,6 +114,28 @@ def add_plan(n, dtype, x, y, count):
     return rows
 
 
+def pack_panels(w, gates, panel_rows):
+    """``w`` (K*H, n) repacked for the threaded passes of ``recurrence.c``: panels of
+    ``panel_rows`` rows, each (n, panel_rows) with a panel's rows side by side, so that the
+    tile kernel reads one row of every panel row per step of its inner loop.
+
+    A panel holds ``panel_rows // gates`` units: its row ``g * units + u`` is ``w``'s row
+    ``g * H + p * units + u`` (gate g of unit p * units + u), zero past the last unit. With
+    ``gates=1`` (and ``w`` = W_hhᵀ, (H, K*H)) a panel is ``panel_rows`` consecutive rows.
+
+    Returns (P, n, panel_rows), P = ceil(H / units), contiguous.
+    """
+    KH, n = w.shape
+    H, units = KH // gates, panel_rows // gates
+    panels = -(-H // units)
+    r = np.arange(panel_rows)
+    unit = np.arange(panels)[:, None] * units + r % units  # P,panel_rows
+    valid = unit < H
+    packed = np.zeros((panels, panel_rows, n), w.dtype)
+    packed[valid] = w[(r // units * H + unit)[valid]]
+    return np.ascontiguousarray(packed.transpose(0, 2, 1))
+
+
 class Steps:
     """A planned run of steps of one kernel: ``steps(i)`` runs the i-th row of the plan."""
 
@@ -132,6 +154,18 @@ class Steps:
     def row(self, i):
         """The address of row ``i`` and the width of a row in int64."""
         return self._first + i * self._row_bytes, self._rows.shape[1]
+
+
+class Threaded(Steps):
+    """Planned recurrent products on threads: the rows of :class:`Steps` (never called one by
+    one), the packed weights and scratch they point into, and the row of ``pass_args`` of
+    ``recurrence.c``."""
+
+    __slots__ = ("pass_args",)
+
+    def __init__(self, rows, pass_args, arrays):
+        super().__init__(None, rows, (arrays, pass_args))
+        self.pass_args = (_address(pass_args), len(pass_args))
 
 
 @lru_cache(maxsize=None)
@@ -159,6 +193,10 @@ class CompiledCell:
         self._matvec_t = _function(library, f"matvec_t_{suffix}")
         self._forward_pass = _function(library, f"{name}_forward_pass_{suffix}", 5)
         self._backward_pass = _function(library, f"{name}_backward_pass_{suffix}", 9)
+        self._forward_threads = _function(library, f"{name}_forward_threads_{suffix}", 7)
+        self._backward_threads = _function(library, f"{name}_backward_threads_{suffix}", 9)
+        self._panel_rows = library.panel_rows()
+        self._tile_columns = library.tile_columns(ctypes.c_int64(self.dtype.itemsize))
         self.cache_state = CACHE_STATE[name]
         self._direct = DIRECT[name]
 
@@ -197,18 +235,59 @@ class CompiledCell:
         rows = matvec_plan(w, v, out, scratch, count, transpose)
         return Steps(self._matvec_t if transpose else self._matvec, rows, (w, v, out, scratch))
 
+    def threaded_products(self, w, inputs, outputs, count, threads, transpose=False, projection=None):
+        """The recurrent products of a pass at B > 1 on ``threads`` threads, in place of BLAS:
+        forward ``out = w v`` with ``w`` [W_hh | b] (K*H, n); with ``transpose``, backward
+        ``out = wᵀ v`` with ``w`` W_hh (K*H, H). ``inputs``, ``outputs``: ``(stack, index)``
+        pairs of (n, B, length) stacks, ``v`` and ``out`` of each of ``count`` steps.
+
+        ``projection``: forward only, ``(w_ih_1, inputs, outputs)`` for the input projection of
+        every step as well, ``pre_x = [W_ih | b] [x_t; 1]``, with ``w_ih_1`` (K*H, I+1) and the
+        stacks of ``[x_t; 1]`` and ``pre_x`` as above."""
+        K = self.cell.NUM_GATES
+        packed = pack_panels(w.T if transpose else w, 1 if transpose else K, self._panel_rows)
+        n = packed.shape[1]
+        B = inputs[0].shape[1]
+        out_rows = w.shape[1] if transpose else w.shape[0]
+        arrays = [(inputs[0], n, inputs[1]), (outputs[0], out_rows, outputs[1])]
+        packed_x, n_x = None, 0
+        if projection is not None:
+            w_x, x_in, pre_x = projection
+            packed_x = pack_panels(w_x, K, self._panel_rows)
+            n_x = packed_x.shape[1]
+            arrays += [(x_in[0], n_x, x_in[1]), (pre_x[0], out_rows, pre_x[1])]
+        rows = plan(B, 1, self.dtype, arrays, count)
+        scratch = np.empty((threads, (n + n_x) * self._tile_columns), self.dtype)
+        direct = bool(transpose and self._direct[0])
+        pass_args = np.array([threads, n, K, _address(packed), direct, _address(scratch), scratch.shape[1], n_x,
+                              0 if packed_x is None else _address(packed_x)], np.int64)
+        return Threaded(rows, pass_args, (packed, packed_x, scratch, arrays))
+
     def forward_pass(self, products, steps, start, count):
         """Steps ``start`` to ``start + count - 1`` in one call at B = 1: row ``start + i`` of
         ``products`` (the recurrent products of the whole pass, :meth:`product_steps`), then row
-        ``i`` of ``steps`` (the cells of these steps, :meth:`forward_steps`)."""
-        self._forward_pass(*products.row(start), *steps.row(0), count)
+        ``i`` of ``steps`` (the cells of these steps, :meth:`forward_steps`). At B > 1,
+        ``products`` are :meth:`threaded_products` and the steps run on its threads."""
+        if isinstance(products, Threaded):
+            self._forward_threads(*products.row(start), *steps.row(0), *products.pass_args, count)
+        else:
+            self._forward_pass(*products.row(start), *steps.row(0), count)
 
     def backward_pass(self, steps, products, dy, dh, parity, count):
-        """Steps ``count - 1`` down to 0 of a chunk in one call at B = 1: ``dy`` (chunk, H) adds
-        row i, the output's gradient, to ``dh[parity[i]]`` (of the two (H,) buffers of h's
+        """Steps ``count - 1`` down to 0 of a chunk in one call: ``dy`` (chunk, H, B) adds row
+        i, the output's gradient, to ``dh[parity[i]]`` (of the two (H, B) buffers of h's
         gradient, the one step i reads); then row i of ``steps`` (:meth:`backward_steps`) and
-        of ``products`` (:meth:`product_steps` with ``transpose``, into the other buffer); and
-        where the cell has a direct path to h_{t-1} (GRU), it is added to that buffer."""
+        of ``products`` (:meth:`product_steps` at B = 1, :meth:`threaded_products` at B > 1,
+        with ``transpose``, into the other buffer); and where the cell has a direct path to
+        h_{t-1} (GRU), it is added to that buffer."""
+        if isinstance(products, Threaded):
+            B, H = dh.shape[2], dh.shape[1]
+            before = plan(B, H, self.dtype, [(dy.transpose(0, 2, 1), 1, np.arange(count)),
+                                             (dh.transpose(0, 2, 1), 1, parity)], count)
+            self._backward_threads(_address(before), before.shape[1], *steps.row(0), *products.row(0),
+                                   *products.pass_args, count)
+            return
+        dy, dh = dy[:, :, 0], dh[:, :, 0]
         H = dh.shape[1]
         before = add_plan(H, self.dtype, (dy, np.arange(count)), (dh, parity), count)
         after = add_plan(H, self.dtype, (dh, parity), (dh, 1 - parity), count) if self._direct[0] else None

@@ -1,0 +1,319 @@
+/* A chunk of steps of the recurrence in one call, on several threads, for B > 1 without lengths.
+
+   Per step the engine otherwise calls BLAS for `pre_h = W_hh h_{t-1}` (forward) or
+   `dh_{t-1} = W_hhᵀ dpre_h` (backward) and then the cell on one core. BLAS packs W_hh anew at
+   every call and reads it from memory, and the cell's arithmetic leaves the second core idle.
+   Here W_hh is packed once per pass (plan.py, `pack_panels`), each thread owns a range of hidden
+   units, multiples of PANEL_ROWS: forward, it computes the rows of the product that feed its
+   units' gates, then runs its units' cells; backward, its units' cells, then its units' rows of
+   W_hhᵀ dpre_h. Its share of the packed weights stays in its core's cache from step to step.
+   The threads meet once per step, where one step needs what all threads wrote in the one
+   before: all of h_t (forward) or all of dpre_h (backward).
+
+   One translation unit with cells.c, so that the cells' arithmetic inlines into these loops. */
+
+#define _POSIX_C_SOURCE 200809L /* pthreads, sched_yield */
+#include "cells.c"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+/* A tile of the product is PANEL_ROWS rows by VECTORS vectors of columns (the batch), its
+   accumulators held in registers: 12 x 2 of the 32 AVX-512 registers, 12 x 1 of AVX2's 16. */
+#if defined(__AVX512F__)
+#define VECTOR_BYTES 64
+#define VECTORS 2
+#elif defined(__AVX__)
+#define VECTOR_BYTES 32
+#define VECTORS 1
+#else
+#define VECTOR_BYTES 16
+#define VECTORS 1
+#endif
+/* a multiple of every cell's gate count (1, 3, 4): a forward panel holds whole units */
+#define PANEL_ROWS 12
+#define MAX_THREADS 64
+#define SPINS 20000
+
+
+
+int64_t panel_rows(void) { return PANEL_ROWS; }
+
+/* the columns of one tile for numbers of `itemsize` bytes */
+int64_t tile_columns(int64_t itemsize) { return VECTORS * (VECTOR_BYTES / itemsize); }
+
+/* What a pass takes besides its tables: the threads to run on, the inner length `n` of the
+   product (the rows of h_{t-1} read, H, or H + 1 with GRU's row of ones; K*H backward), the
+   cell's gates K, the packed panels (n x PANEL_ROWS each: element [k][r] is W's row r of the
+   panel at column k), whether the cell's backward leaves a direct gradient of h_{t-1} in dh
+   (GRU), per thread `scratch_numbers` numbers of scratch, and forward, where `input_n` is not
+   0, the input projection of each step too: `pre_x = [W_ih | b] [x_t; 1]`, its weights packed
+   the same way (`input_packed`, panels of input_n = I + 1 columns). */
+typedef struct {
+    int64_t threads, n, gates, packed, direct, scratch, scratch_numbers, input_n, input_packed;
+} pass_args;
+
+/* The threads of a pass meet at a barrier once per step: a count of arrivals and a generation
+   that the last one to arrive moves on. Waiting spins (a step takes microseconds), then yields
+   the core, which on a loaded machine may be needed by the thread being waited for. */
+typedef struct {
+    atomic_llong arrived, generation;
+    int64_t threads;
+} barrier;
+
+static void meet(barrier *m) {
+    long long generation = atomic_load_explicit(&m->generation, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&m->arrived, 1, memory_order_acq_rel) == m->threads - 1) {
+        atomic_store_explicit(&m->arrived, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&m->generation, 1, memory_order_release);
+        return;
+    }
+    for (long spins = 0; atomic_load_explicit(&m->generation, memory_order_acquire) == generation; spins++) {
+        if (spins < SPINS) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else {
+            sched_yield();
+        }
+    }
+}
+
+/* GCC contracts a * b + c into one FMA only when told to in ISO C mode; clang does by default */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CONTRACT __attribute__((optimize("fp-contract=fast")))
+#else
+#define CONTRACT
+#endif
+
+/* out[r][0 .. cols) = Σ_k a[k][r] m[k][...], for the PANEL_ROWS rows r of a packed panel `a`
+   (n x PANEL_ROWS) and a tile of columns of m (n rows, `ld` apart); a NULL out[r] is a padding
+   row of the panel, not written. */
+#define DEFINE_TILE(T, S)                                                                         \
+    typedef T vector_##S __attribute__((vector_size(VECTOR_BYTES), aligned(sizeof(T))));          \
+    enum { LANES_##S = VECTOR_BYTES / sizeof(T), TILE_##S = VECTORS * LANES_##S };                \
+    static inline CONTRACT void tile_##S(int64_t n, const T *restrict a, const T *restrict m,     \
+                                         int64_t ld, T *const *out, int64_t cols) {              \
+        vector_##S total[PANEL_ROWS][VECTORS];                                                    \
+        for (int r = 0; r < PANEL_ROWS; r++)                                                      \
+            for (int v = 0; v < VECTORS; v++) total[r][v] = (vector_##S){0};                      \
+        for (int64_t k = 0; k < n; k++) {                                                         \
+            vector_##S row[VECTORS];                                                              \
+            for (int v = 0; v < VECTORS; v++) memcpy(&row[v], m + k * ld + v * LANES_##S, sizeof row[v]); \
+            for (int r = 0; r < PANEL_ROWS; r++) {                                                \
+                T weight = a[k * PANEL_ROWS + r];                                                 \
+                for (int v = 0; v < VECTORS; v++) total[r][v] += weight * row[v];                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (int r = 0; r < PANEL_ROWS; r++) {                                                    \
+            if (!out[r]) continue;                                                                \
+            if (cols == TILE_##S) {                                                               \
+                memcpy(out[r], total[r], sizeof total[r]);                                        \
+            } else {                                                                              \
+                T whole[TILE_##S];                                                                \
+                memcpy(whole, total[r], sizeof whole);                                            \
+                memcpy(out[r], whole, (size_t)cols * sizeof(T));                                  \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* The last B % TILE columns of m (n rows, `ld` apart), copied into `tail` (n x TILE, zeros   \
+       beyond B), so that every tile reads whole vectors; returns where the tail begins. */       \
+    static int64_t pack_tail_##S(const T *m, int64_t ld, int64_t n, int64_t B, T *tail) {         \
+        const int64_t start = B - B % TILE_##S;                                                   \
+        if (start == B) return B;                                                                 \
+        for (int64_t k = 0; k < n; k++) {                                                         \
+            for (int64_t c = 0; c < TILE_##S; c++)                                                \
+                tail[k * TILE_##S + c] = start + c < B ? m[k * ld + start + c] : 0;               \
+        }                                                                                         \
+        return start;                                                                             \
+    }                                                                                             \
+                                                                                                  \
+    /* out rows (PANEL_ROWS, B each, NULL for padding) = panel a (n x PANEL_ROWS) times m (n      \
+       rows of B, `ld` apart), whose last columns pack_tail_ put in `tail` from `start` on */     \
+    static void panel_product_##S(const T *a, int64_t n, const T *m, int64_t ld, int64_t B,       \
+                                  const T *tail, int64_t start, T *const *rows) {                 \
+        T *out[PANEL_ROWS];                                                                       \
+        for (int64_t c = 0; c < start; c += TILE_##S) {                                           \
+            for (int r = 0; r < PANEL_ROWS; r++) out[r] = rows[r] ? rows[r] + c : 0;              \
+            tile_##S(n, a, m + c, ld, out, TILE_##S);                                             \
+        }                                                                                         \
+        if (start < B) {                                                                          \
+            for (int r = 0; r < PANEL_ROWS; r++) out[r] = rows[r] ? rows[r] + start : 0;          \
+            tile_##S(n, a, tail, TILE_##S, out, B - start);                                       \
+        }                                                                                         \
+    }
+DEFINE_TILE(float, f32)
+DEFINE_TILE(double, f64)
+
+/* One pass, shared by its threads: the tables of its steps (rows of int64, `*_width` apart) */
+typedef struct pass_context {
+    const int64_t *before, *steps, *products;
+    int64_t before_width, step_width, product_width, count;
+    const pass_args *pass;
+    barrier meeting;
+    atomic_int start; /* 0 while threads are being started, 1 to go, -1 to give up */
+    void (*units)(struct pass_context *, int64_t thread, int64_t u0, int64_t u1);
+} pass_context;
+
+typedef struct {
+    pass_context *context;
+    int64_t thread, u0, u1;
+} share;
+
+static void *run_share(void *arg) {
+    const share *s = arg;
+    int go;
+    while ((go = atomic_load_explicit(&s->context->start, memory_order_acquire)) == 0) sched_yield();
+    if (go == 1) s->context->units(s->context, s->thread, s->u0, s->u1);
+    return 0;
+}
+
+/* Runs context->units on `threads` threads, thread t on units [u_t, u_{t+1}), each u_t a
+   multiple of PANEL_ROWS; where a thread cannot be started, the pass runs on the calling one. */
+static void run_threads(pass_context *context, int64_t H) {
+    int64_t threads = context->pass->threads;
+    const int64_t panels = (H + PANEL_ROWS - 1) / PANEL_ROWS;
+    threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+    threads = threads > panels ? panels : threads;
+    share shares[MAX_THREADS];
+    pthread_t ids[MAX_THREADS];
+    for (int64_t t = 0; t < threads; t++) {
+        shares[t] = (share){context, t, panels * t / threads * PANEL_ROWS, panels * (t + 1) / threads * PANEL_ROWS};
+    }
+    shares[threads - 1].u1 = H;
+    atomic_init(&context->start, 0);
+    int64_t started = 1;
+    while (started < threads && pthread_create(&ids[started], 0, run_share, &shares[started]) == 0) started++;
+    if (started < threads) {
+        atomic_store_explicit(&context->start, -1, memory_order_release);
+        for (int64_t t = 1; t < started; t++) pthread_join(ids[t], 0);
+        threads = 1;
+        shares[0].u1 = H;
+    }
+    atomic_init(&context->meeting.arrived, 0);
+    atomic_init(&context->meeting.generation, 0);
+    context->meeting.threads = threads;
+    atomic_store_explicit(&context->start, 1, memory_order_release);
+    context->units(context, 0, shares[0].u0, shares[0].u1);
+    for (int64_t t = 1; t < threads; t++) pthread_join(ids[t], 0);
+}
+
+/* Forward, steps 0 .. count - 1: row i of `products` holds h_{t-1} (n rows, the product's
+   input) and pre_h (K*H rows, its output), then, with an input projection, [x_t; 1] (input_n
+   rows) and pre_x (K*H rows); row i of `steps` the cell's arrays. A forward panel holds
+   PANEL_ROWS / K units: its rows are gate g of unit j0 + u at row g * (PANEL_ROWS / K) + u. */
+#define DEFINE_FORWARD_THREADS(CELL, S, T)                                                        \
+    static void CELL##_forward_units_##S(pass_context *c, int64_t thread, int64_t u0,       \
+                                         int64_t u1) {                                            \
+        const pass_args *p = c->pass;                                                             \
+        const int64_t n = p->n, n_x = p->input_n, per_panel = PANEL_ROWS / p->gates;              \
+        const T *packed = (const T *)(intptr_t)p->packed;                                         \
+        const T *packed_x = (const T *)(intptr_t)p->input_packed;                                 \
+        T *tail = (T *)(intptr_t)p->scratch + thread * p->scratch_numbers;                        \
+        T *tail_x = tail + n * TILE_##S;                                                          \
+        for (int64_t i = 0; i < c->count; i++) {                                                  \
+            const step_args *product = (const step_args *)(c->products + i * c->product_width);   \
+            const step_args *s = (const step_args *)(c->steps + i * c->step_width);               \
+            const int64_t B = s->B, H = s->H, ld_h = product->a[0].ld, ld_pre = product->a[1].ld; \
+            const int64_t ld_x = product->a[2].ld, ld_pre_x = product->a[3].ld;                   \
+            const T *h = ROW(T, product->a[0], 0), *x = ROW(T, product->a[2], 0);                 \
+            T *pre_h = ROW(T, product->a[1], 0), *pre_x = ROW(T, product->a[3], 0);               \
+            const int64_t start = pack_tail_##S(h, ld_h, n, B, tail);                             \
+            const int64_t start_x = n_x ? pack_tail_##S(x, ld_x, n_x, B, tail_x) : 0;             \
+            for (int64_t j0 = u0; j0 < u1; j0 += per_panel) {                                     \
+                const int64_t j1 = j0 + per_panel < u1 ? j0 + per_panel : u1, panel = j0 / per_panel; \
+                T *rows[PANEL_ROWS], *rows_x[PANEL_ROWS];                                         \
+                for (int r = 0; r < PANEL_ROWS; r++) {                                            \
+                    const int64_t gate = r / per_panel, unit = j0 + r % per_panel;                \
+                    rows[r] = unit < j1 ? pre_h + (gate * H + unit) * ld_pre : 0;                 \
+                    rows_x[r] = unit < j1 ? pre_x + (gate * H + unit) * ld_pre_x : 0;             \
+                }                                                                                 \
+                if (n_x) {                                                                        \
+                    panel_product_##S(packed_x + panel * n_x * PANEL_ROWS, n_x, x, ld_x, B, tail_x, \
+                                      start_x, rows_x);                                           \
+                }                                                                                 \
+                panel_product_##S(packed + panel * n * PANEL_ROWS, n, h, ld_h, B, tail, start,    \
+                                  rows);                                                          \
+                CELL##_step_units_##S(s, j0, j1);                                                 \
+            }                                                                                     \
+            meet(&c->meeting);                                                         \
+        }                                                                                         \
+    }                                                                                             \
+    void CELL##_forward_threads_##S(const int64_t *products, int64_t product_width,               \
+                                    const int64_t *steps, int64_t step_width,                     \
+                                    const int64_t *pass, int64_t pass_width, int64_t count) {     \
+        (void)pass_width;                                                                         \
+        if (count <= 0) return;                                                                   \
+        pass_context context = {.steps = steps, .products = products, .step_width = step_width,   \
+                                .product_width = product_width, .count = count,                   \
+                                .pass = (const pass_args *)pass, .units = CELL##_forward_units_##S}; \
+        run_threads(&context, ((const step_args *)steps)->H);                                     \
+    }
+
+/* Backward, steps count - 1 down to 0: row i of `before` holds dy_t and dh_t (H rows each; dy_t
+   is added to dh_t), row i of `steps` the cell's backward arrays (dh_t first), row i of
+   `products` dpre_h (n = K*H rows) and dh_{t-1} (H rows), which gets W_hhᵀ dpre_h and, with
+   `direct`, the cell's direct gradient left in dh_t. Backward panels are PANEL_ROWS units. */
+#define DEFINE_BACKWARD_THREADS(CELL, S, T)                                                       \
+    static void CELL##_backward_units_##S(pass_context *c, int64_t thread, int64_t u0,      \
+                                          int64_t u1) {                                           \
+        const pass_args *p = c->pass;                                                             \
+        const int64_t n = p->n;                                                                   \
+        const T *packed = (const T *)(intptr_t)p->packed;                                         \
+        T *tail = (T *)(intptr_t)p->scratch + thread * p->scratch_numbers;                        \
+        for (int64_t i = c->count - 1; i >= 0; i--) {                                             \
+            const step_args *before = (const step_args *)(c->before + i * c->before_width);       \
+            const step_args *s = (const step_args *)(c->steps + i * c->step_width);               \
+            const step_args *product = (const step_args *)(c->products + i * c->product_width);   \
+            const int64_t B = s->B;                                                               \
+            const T *dy = ROW(T, before->a[0], 0);                                                \
+            T *dh = ROW(T, before->a[1], 0);                                                      \
+            for (int64_t j = u0; j < u1; j++) {                                                   \
+                SIMD for (int64_t b = 0; b < B; b++) dh[j * before->a[1].ld + b] += dy[j * before->a[0].ld + b]; \
+            }                                                                                     \
+            CELL##_step_back_units_##S(s, u0, u1);                                                \
+            meet(&c->meeting);                                                         \
+            const T *dpre = ROW(T, product->a[0], 0);                                             \
+            T *dh_prev = ROW(T, product->a[1], 0);                                                \
+            const int64_t ld_dpre = product->a[0].ld, ld_prev = product->a[1].ld;                 \
+            const int64_t start = pack_tail_##S(dpre, ld_dpre, n, B, tail);                       \
+            for (int64_t j0 = u0; j0 < u1; j0 += PANEL_ROWS) {                                    \
+                T *rows[PANEL_ROWS];                                                              \
+                for (int r = 0; r < PANEL_ROWS; r++) rows[r] = j0 + r < u1 ? dh_prev + (j0 + r) * ld_prev : 0; \
+                panel_product_##S(packed + j0 / PANEL_ROWS * n * PANEL_ROWS, n, dpre, ld_dpre, B,  \
+                                  tail, start, rows);                                             \
+            }                                                                                     \
+            if (p->direct) {                                                                      \
+                const T *direct = ROW(T, s->a[0], 0);                                             \
+                for (int64_t j = u0; j < u1; j++) {                                               \
+                    SIMD for (int64_t b = 0; b < B; b++) dh_prev[j * ld_prev + b] += direct[j * s->a[0].ld + b]; \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+    void CELL##_backward_threads_##S(const int64_t *before, int64_t before_width,                 \
+                                     const int64_t *steps, int64_t step_width,                    \
+                                     const int64_t *products, int64_t product_width,              \
+                                     const int64_t *pass, int64_t pass_width, int64_t count) {    \
+        (void)pass_width;                                                                         \
+        if (count <= 0) return;                                                                   \
+        pass_context context = {.before = before, .steps = steps, .products = products,          \
+                                .before_width = before_width, .step_width = step_width,           \
+                                .product_width = product_width, .count = count,                   \
+                                .pass = (const pass_args *)pass, .units = CELL##_backward_units_##S}; \
+        run_threads(&context, ((const step_args *)steps)->H);                                     \
+    }
+
+#define DEFINE_THREADS(S, T)                                                                      \
+    DEFINE_FORWARD_THREADS(lstm, S, T)                                                            \
+    DEFINE_FORWARD_THREADS(gru, S, T)                                                             \
+    DEFINE_FORWARD_THREADS(rnn_tanh, S, T)                                                        \
+    DEFINE_FORWARD_THREADS(rnn_relu, S, T)                                                        \
+    DEFINE_BACKWARD_THREADS(lstm, S, T)                                                           \
+    DEFINE_BACKWARD_THREADS(gru, S, T)                                                            \
+    DEFINE_BACKWARD_THREADS(rnn_tanh, S, T)                                                       \
+    DEFINE_BACKWARD_THREADS(rnn_relu, S, T)
+DEFINE_THREADS(f32, float)
+DEFINE_THREADS(f64, double)
