@@ -120,7 +120,10 @@ def machine(report):
         f"- CPU: {m.get('cpu')} (family/model {m.get('cpu_family_model', '?')}), {m.get('cores')} cores, "
         f"{m.get('simd', '')}",
         f"- Python {m['python']}, NumPy {m['numpy']}, BLAS {m.get('blas')}",
-        f"- torch {m.get('torch')} (oneDNN available: {m.get('torch_onednn')})",
+        f"- torch {m.get('torch')} (oneDNN available: {m.get('torch_onednn')}; CPU capability "
+        f"{m.get('torch_cpu_capability', '?')})",
+        f"- vector instructions chosen by the environment: "
+        + (", ".join(f"`{k}={v}`" for k, v in m.get("isa_settings", {}).items()) or "none"),
         f"- threads {report['threads']}, repetitions {report['repeat']}; GEMM peak "
         f"{report['gemm_peak_gflops']['f32']:.0f} GFLOP/s float32, {report['gemm_peak_gflops']['f64']:.0f} "
         f"float64",

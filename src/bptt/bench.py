@@ -395,6 +395,10 @@ def sampling(chars=300, hidden=512, layers_=2, vocab=65, repeat=3, pause=0.25, t
 # the machine
 
 
+# the environment variables that choose the vector instructions of NumPy's BLAS and of torch
+ISA_SETTINGS = ("OPENBLAS_CORETYPE", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+
+
 def machine():
     """CPU model, cores and the versions of the libraries that set the speed."""
     info = {"python": platform.python_version(), "numpy": np.__version__, "cores": os.cpu_count()}
@@ -423,8 +427,13 @@ def machine():
 
         info["torch"] = torch.__version__
         info["torch_onednn"] = bool(torch.backends.mkldnn.is_available())
+        # the vector instructions torch's kernels run (oneDNN picks its own unless
+        # ONEDNN_MAX_CPU_ISA caps it); beside the BLAS architecture above, it says whether the
+        # two libraries computed with the same vector width
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     except ImportError:
         info["torch"] = None
+    info["isa_settings"] = {name: os.environ[name] for name in ISA_SETTINGS if name in os.environ}
     return info
 
 
@@ -448,7 +457,8 @@ def run(cases=None, threads=2, repeat=7, pause=0.25, vs_torch=True, memory=True,
 
     torch_available = vs_torch and torch_importable()
     cases = default_cases() if cases is None else cases
-    report = {"machine": machine(), "kernels": kernels.selected(), "threads": threads, "repeat": repeat,
+    report = {"machine": machine(), "kernels": kernels.selected(), "kernel_threads": kernels.threads(),
+              "threads": threads, "repeat": repeat,
               "pause_s": pause, "quiet": quiet, "vs_torch": torch_available}
     if torch_available:
         import torch
@@ -515,10 +525,15 @@ def table_header(vs_torch):
 def format_report(report):
     """The report as text: the machine, the peak, the table, memory and sampling."""
     m = report["machine"]
+    torch_isa = f" ({m['torch_cpu_capability']})" if m.get("torch_cpu_capability") else ""
+    settings = "".join(f"; {name}={value}" for name, value in m.get("isa_settings", {}).items())
+    kernels_used = report.get("kernels", "numpy")
+    if kernels_used == "c" and report.get("kernel_threads", 1) > 1:
+        kernels_used += f", passes on {report['kernel_threads']} threads"
     lines = [
         f"machine: {m.get('cpu')} ({m.get('cores')} cores, {m.get('simd', '')}); numpy {m['numpy']}, "
-        f"BLAS {m.get('blas')}; torch {m.get('torch')}",
-        f"bptt kernels: {report.get('kernels', 'numpy')}; threads: {report['threads']}, repetitions: {report['repeat']}, "
+        f"BLAS {m.get('blas')}; torch {m.get('torch')}{torch_isa}{settings}",
+        f"bptt kernels: {kernels_used}; threads: {report['threads']}, repetitions: {report['repeat']}, "
         f"pause: {report['pause_s']} s; "
         f"GEMM peak 2048²: {report['gemm_peak_gflops']['f32']:.0f} GFLOP/s float32, "
         f"{report['gemm_peak_gflops']['f64']:.0f} float64",
