@@ -328,7 +328,11 @@ DEFINE_MATVEC(double, f64)
    and then its cell (row i of `steps`), for i = 0 .. count - 1. Rows are `width` int64 apart.
    Between the steps of a pass nothing else happens at B = 1 without lengths, and a call from
    Python costs more than a step. */
-#define DEFINE_FORWARD_PASS(CELL, S)                                                            \
+/* defines a function of each cell, for one element type */
+#define FOR_EACH_CELL(DEFINE, S, T)                                                               \
+    DEFINE(lstm, S, T) DEFINE(gru, S, T) DEFINE(rnn_tanh, S, T) DEFINE(rnn_relu, S, T)
+
+#define DEFINE_FORWARD_PASS(CELL, S, T)                                                         \
     void CELL##_forward_pass_##S(const int64_t *products, int64_t product_width,                  \
                                  const int64_t *steps, int64_t step_width, int64_t count) {       \
         for (int64_t i = 0; i < count; i++) {                                                     \
@@ -336,13 +340,8 @@ DEFINE_MATVEC(double, f64)
             CELL##_step_##S((const step_args *)(steps + i * step_width));                         \
         }                                                                                         \
     }
-#define DEFINE_FORWARD_PASSES(S)                                                                  \
-    DEFINE_FORWARD_PASS(lstm, S)                                                                  \
-    DEFINE_FORWARD_PASS(gru, S)                                                                   \
-    DEFINE_FORWARD_PASS(rnn_tanh, S)                                                              \
-    DEFINE_FORWARD_PASS(rnn_relu, S)
-DEFINE_FORWARD_PASSES(f32)
-DEFINE_FORWARD_PASSES(f64)
+FOR_EACH_CELL(DEFINE_FORWARD_PASS, f32, float)
+FOR_EACH_CELL(DEFINE_FORWARD_PASS, f64, double)
 
 /* y += x, n numbers, `ld` apart in each */
 typedef struct {
@@ -372,9 +371,6 @@ typedef struct {
         T *restrict y = ROW(T, a->y, 0);                                                          \
         for (int64_t j = 0; j < a->n; j++) y[j * a->y.ld] += x[j * a->x.ld];                      \
     }                                                                                             \
-    DEFINE_BACKWARD_PASS(lstm, S, T)                                                              \
-    DEFINE_BACKWARD_PASS(gru, S, T)                                                               \
-    DEFINE_BACKWARD_PASS(rnn_tanh, S, T)                                                          \
-    DEFINE_BACKWARD_PASS(rnn_relu, S, T)
+    FOR_EACH_CELL(DEFINE_BACKWARD_PASS, S, T)
 DEFINE_BACKWARD_PASSES(f32, float)
 DEFINE_BACKWARD_PASSES(f64, double)

@@ -69,7 +69,8 @@ static void meet(barrier *m) {
         atomic_fetch_add_explicit(&m->generation, 1, memory_order_release);
         return;
     }
-    for (long spins = 0; atomic_load_explicit(&m->generation, memory_order_acquire) == generation; spins++) {
+    for (long spins = 0;
+         atomic_load_explicit(&m->generation, memory_order_acquire) == generation; spins++) {
         if (spins < SPINS) {
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
@@ -100,7 +101,8 @@ static void meet(barrier *m) {
             for (int v = 0; v < VECTORS; v++) total[r][v] = (vector_##S){0};                      \
         for (int64_t k = 0; k < n; k++) {                                                         \
             vector_##S row[VECTORS];                                                              \
-            for (int v = 0; v < VECTORS; v++) memcpy(&row[v], m + k * ld + v * LANES_##S, sizeof row[v]); \
+            for (int v = 0; v < VECTORS; v++)                                                     \
+                memcpy(&row[v], m + k * ld + v * LANES_##S, sizeof row[v]);                       \
             for (int r = 0; r < PANEL_ROWS; r++) {                                                \
                 T weight = a[k * PANEL_ROWS + r];                                                 \
                 for (int v = 0; v < VECTORS; v++) total[r][v] += weight * row[v];                 \
@@ -180,12 +182,15 @@ static void run_threads(pass_context *context, int64_t H) {
     share shares[MAX_THREADS];
     pthread_t ids[MAX_THREADS];
     for (int64_t t = 0; t < threads; t++) {
-        shares[t] = (share){context, t, panels * t / threads * PANEL_ROWS, panels * (t + 1) / threads * PANEL_ROWS};
+        shares[t] = (share){context, t, panels * t / threads * PANEL_ROWS,
+                            panels * (t + 1) / threads * PANEL_ROWS};
     }
     shares[threads - 1].u1 = H;
     atomic_init(&context->start, 0);
     int64_t started = 1;
-    while (started < threads && pthread_create(&ids[started], 0, run_share, &shares[started]) == 0) started++;
+    while (started < threads && pthread_create(&ids[started], 0, run_share, &shares[started]) == 0) {
+        started++;
+    }
     if (started < threads) {
         atomic_store_explicit(&context->start, -1, memory_order_release);
         for (int64_t t = 1; t < started; t++) pthread_join(ids[t], 0);
@@ -223,7 +228,8 @@ static void run_threads(pass_context *context, int64_t H) {
             const int64_t start = pack_tail_##S(h, ld_h, n, B, tail);                             \
             const int64_t start_x = n_x ? pack_tail_##S(x, ld_x, n_x, B, tail_x) : 0;             \
             for (int64_t j0 = u0; j0 < u1; j0 += per_panel) {                                     \
-                const int64_t j1 = j0 + per_panel < u1 ? j0 + per_panel : u1, panel = j0 / per_panel; \
+                const int64_t j1 = j0 + per_panel < u1 ? j0 + per_panel : u1;                     \
+                const int64_t panel = j0 / per_panel;                                             \
                 T *rows[PANEL_ROWS], *rows_x[PANEL_ROWS];                                         \
                 for (int r = 0; r < PANEL_ROWS; r++) {                                            \
                     const int64_t gate = r / per_panel, unit = j0 + r % per_panel;                \
@@ -248,7 +254,8 @@ static void run_threads(pass_context *context, int64_t H) {
         if (count <= 0) return;                                                                   \
         pass_context context = {.steps = steps, .products = products, .step_width = step_width,   \
                                 .product_width = product_width, .count = count,                   \
-                                .pass = (const pass_args *)pass, .units = CELL##_forward_units_##S}; \
+                                .pass = (const pass_args *)pass,                                  \
+                                .units = CELL##_forward_units_##S};                               \
         run_threads(&context, ((const step_args *)steps)->H);                                     \
     }
 
@@ -271,7 +278,8 @@ static void run_threads(pass_context *context, int64_t H) {
             const T *dy = ROW(T, before->a[0], 0);                                                \
             T *dh = ROW(T, before->a[1], 0);                                                      \
             for (int64_t j = u0; j < u1; j++) {                                                   \
-                SIMD for (int64_t b = 0; b < B; b++) dh[j * before->a[1].ld + b] += dy[j * before->a[0].ld + b]; \
+                SIMD for (int64_t b = 0; b < B; b++)                                              \
+                    dh[j * before->a[1].ld + b] += dy[j * before->a[0].ld + b];                   \
             }                                                                                     \
             CELL##_step_back_units_##S(s, u0, u1);                                                \
             meet(&c->meeting);                                                         \
@@ -281,14 +289,16 @@ static void run_threads(pass_context *context, int64_t H) {
             const int64_t start = pack_tail_##S(dpre, ld_dpre, n, B, tail);                       \
             for (int64_t j0 = u0; j0 < u1; j0 += PANEL_ROWS) {                                    \
                 T *rows[PANEL_ROWS];                                                              \
-                for (int r = 0; r < PANEL_ROWS; r++) rows[r] = j0 + r < u1 ? dh_prev + (j0 + r) * ld_prev : 0; \
+                for (int r = 0; r < PANEL_ROWS; r++)                                              \
+                    rows[r] = j0 + r < u1 ? dh_prev + (j0 + r) * ld_prev : 0;                     \
                 panel_product_##S(packed + j0 / PANEL_ROWS * n * PANEL_ROWS, n, dpre, ld_dpre, B,  \
                                   tail, start, rows);                                             \
             }                                                                                     \
             if (p->direct) {                                                                      \
                 const T *direct = ROW(T, s->a[0], 0);                                             \
                 for (int64_t j = u0; j < u1; j++) {                                               \
-                    SIMD for (int64_t b = 0; b < B; b++) dh_prev[j * ld_prev + b] += direct[j * s->a[0].ld + b]; \
+                    SIMD for (int64_t b = 0; b < B; b++)                                          \
+                        dh_prev[j * ld_prev + b] += direct[j * s->a[0].ld + b];                   \
                 }                                                                                 \
             }                                                                                     \
         }                                                                                         \
@@ -302,18 +312,12 @@ static void run_threads(pass_context *context, int64_t H) {
         pass_context context = {.before = before, .steps = steps, .products = products,          \
                                 .before_width = before_width, .step_width = step_width,           \
                                 .product_width = product_width, .count = count,                   \
-                                .pass = (const pass_args *)pass, .units = CELL##_backward_units_##S}; \
+                                .pass = (const pass_args *)pass,                                  \
+                                .units = CELL##_backward_units_##S};                              \
         run_threads(&context, ((const step_args *)steps)->H);                                     \
     }
 
-#define DEFINE_THREADS(S, T)                                                                      \
-    DEFINE_FORWARD_THREADS(lstm, S, T)                                                            \
-    DEFINE_FORWARD_THREADS(gru, S, T)                                                             \
-    DEFINE_FORWARD_THREADS(rnn_tanh, S, T)                                                        \
-    DEFINE_FORWARD_THREADS(rnn_relu, S, T)                                                        \
-    DEFINE_BACKWARD_THREADS(lstm, S, T)                                                           \
-    DEFINE_BACKWARD_THREADS(gru, S, T)                                                            \
-    DEFINE_BACKWARD_THREADS(rnn_tanh, S, T)                                                       \
-    DEFINE_BACKWARD_THREADS(rnn_relu, S, T)
-DEFINE_THREADS(f32, float)
-DEFINE_THREADS(f64, double)
+FOR_EACH_CELL(DEFINE_FORWARD_THREADS, f32, float)
+FOR_EACH_CELL(DEFINE_FORWARD_THREADS, f64, double)
+FOR_EACH_CELL(DEFINE_BACKWARD_THREADS, f32, float)
+FOR_EACH_CELL(DEFINE_BACKWARD_THREADS, f64, double)
