@@ -4,7 +4,7 @@ the last place; NaN passes through; a missing or failing compiler is reported as
 KernelsUnavailable; a build is cached; a plan refuses arguments that would let C touch memory
 outside its arrays.
 
-Every test that runs C builds ``cells.c`` once, into a temporary cache folder of this module,
+Every test that runs C builds the kernels once, into a temporary cache folder of this module,
 and puts the NumPy kernels back afterwards.
 
 Legend: T time steps, B batch, I input features, H hidden units, K gates per cell,
