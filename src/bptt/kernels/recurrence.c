@@ -95,7 +95,7 @@ static void meet(barrier *m) {
     typedef T vector_##S __attribute__((vector_size(VECTOR_BYTES), aligned(sizeof(T))));          \
     enum { LANES_##S = VECTOR_BYTES / sizeof(T), TILE_##S = VECTORS * LANES_##S };                \
     static inline CONTRACT void tile_##S(int64_t n, const T *restrict a, const T *restrict m,     \
-                                         int64_t ld, T *const *out, int64_t cols) {              \
+                                         int64_t ld, T *const *out, int64_t cols) {               \
         vector_##S total[PANEL_ROWS][VECTORS];                                                    \
         for (int r = 0; r < PANEL_ROWS; r++)                                                      \
             for (int v = 0; v < VECTORS; v++) total[r][v] = (vector_##S){0};                      \
@@ -144,6 +144,14 @@ static void meet(barrier *m) {
         if (start < B) {                                                                          \
             for (int r = 0; r < PANEL_ROWS; r++) out[r] = rows[r] ? rows[r] + start : 0;          \
             tile_##S(n, a, tail, TILE_##S, out, B - start);                                       \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* y[j] += x[j] for the rows j = u0 .. u1 - 1 of B numbers (rows ldy and ldx apart) */        \
+    static void add_rows_##S(T *restrict y, int64_t ldy, const T *restrict x, int64_t ldx,        \
+                             int64_t u0, int64_t u1, int64_t B) {                                 \
+        for (int64_t j = u0; j < u1; j++) {                                                       \
+            SIMD for (int64_t b = 0; b < B; b++) y[j * ldy + b] += x[j * ldx + b];                \
         }                                                                                         \
     }
 DEFINE_TILE(float, f32)
@@ -205,12 +213,26 @@ static void run_threads(pass_context *context, int64_t H) {
     for (int64_t t = 1; t < threads; t++) pthread_join(ids[t], 0);
 }
 
+/* A pass over `count` steps of the tables (rows `*_width` int64 apart; `before` only backward),
+   its units shared out by run_threads. */
+static void run_pass(const int64_t *before, int64_t before_width, const int64_t *steps,
+                     int64_t step_width, const int64_t *products, int64_t product_width,
+                     const int64_t *pass, int64_t count,
+                     void (*units)(pass_context *, int64_t, int64_t, int64_t)) {
+    if (count <= 0) return;
+    pass_context context = {.before = before, .steps = steps, .products = products,
+                            .before_width = before_width, .step_width = step_width,
+                            .product_width = product_width, .count = count,
+                            .pass = (const pass_args *)pass, .units = units};
+    run_threads(&context, ((const step_args *)steps)->H);
+}
+
 /* Forward, steps 0 .. count - 1: row i of `products` holds h_{t-1} (n rows, the product's
    input) and pre_h (K*H rows, its output), then, with an input projection, [x_t; 1] (input_n
    rows) and pre_x (K*H rows); row i of `steps` the cell's arrays. A forward panel holds
    PANEL_ROWS / K units: its rows are gate g of unit j0 + u at row g * (PANEL_ROWS / K) + u. */
 #define DEFINE_FORWARD_THREADS(CELL, S, T)                                                        \
-    static void CELL##_forward_units_##S(pass_context *c, int64_t thread, int64_t u0,       \
+    static void CELL##_forward_units_##S(pass_context *c, int64_t thread, int64_t u0,             \
                                          int64_t u1) {                                            \
         const pass_args *p = c->pass;                                                             \
         const int64_t n = p->n, n_x = p->input_n, per_panel = PANEL_ROWS / p->gates;              \
@@ -237,26 +259,22 @@ static void run_threads(pass_context *context, int64_t H) {
                     rows_x[r] = unit < j1 ? pre_x + (gate * H + unit) * ld_pre_x : 0;             \
                 }                                                                                 \
                 if (n_x) {                                                                        \
-                    panel_product_##S(packed_x + panel * n_x * PANEL_ROWS, n_x, x, ld_x, B, tail_x, \
+                    panel_product_##S(packed_x + panel * n_x * PANEL_ROWS, n_x, x, ld_x, B, tail_x,\
                                       start_x, rows_x);                                           \
                 }                                                                                 \
                 panel_product_##S(packed + panel * n * PANEL_ROWS, n, h, ld_h, B, tail, start,    \
                                   rows);                                                          \
                 CELL##_step_units_##S(s, j0, j1);                                                 \
             }                                                                                     \
-            meet(&c->meeting);                                                         \
+            meet(&c->meeting);                                                                    \
         }                                                                                         \
     }                                                                                             \
     void CELL##_forward_threads_##S(const int64_t *products, int64_t product_width,               \
                                     const int64_t *steps, int64_t step_width,                     \
                                     const int64_t *pass, int64_t pass_width, int64_t count) {     \
         (void)pass_width;                                                                         \
-        if (count <= 0) return;                                                                   \
-        pass_context context = {.steps = steps, .products = products, .step_width = step_width,   \
-                                .product_width = product_width, .count = count,                   \
-                                .pass = (const pass_args *)pass,                                  \
-                                .units = CELL##_forward_units_##S};                               \
-        run_threads(&context, ((const step_args *)steps)->H);                                     \
+        run_pass(0, 0, steps, step_width, products, product_width, pass, count,                   \
+                 CELL##_forward_units_##S);                                                       \
     }
 
 /* Backward, steps count - 1 down to 0: row i of `before` holds dy_t and dh_t (H rows each; dy_t
@@ -264,7 +282,7 @@ static void run_threads(pass_context *context, int64_t H) {
    `products` dpre_h (n = K*H rows) and dh_{t-1} (H rows), which gets W_hhᵀ dpre_h and, with
    `direct`, the cell's direct gradient left in dh_t. Backward panels are PANEL_ROWS units. */
 #define DEFINE_BACKWARD_THREADS(CELL, S, T)                                                       \
-    static void CELL##_backward_units_##S(pass_context *c, int64_t thread, int64_t u0,      \
+    static void CELL##_backward_units_##S(pass_context *c, int64_t thread, int64_t u0,            \
                                           int64_t u1) {                                           \
         const pass_args *p = c->pass;                                                             \
         const int64_t n = p->n;                                                                   \
@@ -277,12 +295,9 @@ static void run_threads(pass_context *context, int64_t H) {
             const int64_t B = s->B;                                                               \
             const T *dy = ROW(T, before->a[0], 0);                                                \
             T *dh = ROW(T, before->a[1], 0);                                                      \
-            for (int64_t j = u0; j < u1; j++) {                                                   \
-                SIMD for (int64_t b = 0; b < B; b++)                                              \
-                    dh[j * before->a[1].ld + b] += dy[j * before->a[0].ld + b];                   \
-            }                                                                                     \
+            add_rows_##S(dh, before->a[1].ld, dy, before->a[0].ld, u0, u1, B);                    \
             CELL##_step_back_units_##S(s, u0, u1);                                                \
-            meet(&c->meeting);                                                         \
+            meet(&c->meeting);                                                                    \
             const T *dpre = ROW(T, product->a[0], 0);                                             \
             T *dh_prev = ROW(T, product->a[1], 0);                                                \
             const int64_t ld_dpre = product->a[0].ld, ld_prev = product->a[1].ld;                 \
@@ -291,16 +306,11 @@ static void run_threads(pass_context *context, int64_t H) {
                 T *rows[PANEL_ROWS];                                                              \
                 for (int r = 0; r < PANEL_ROWS; r++)                                              \
                     rows[r] = j0 + r < u1 ? dh_prev + (j0 + r) * ld_prev : 0;                     \
-                panel_product_##S(packed + j0 / PANEL_ROWS * n * PANEL_ROWS, n, dpre, ld_dpre, B,  \
+                panel_product_##S(packed + j0 / PANEL_ROWS * n * PANEL_ROWS, n, dpre, ld_dpre, B, \
                                   tail, start, rows);                                             \
             }                                                                                     \
-            if (p->direct) {                                                                      \
-                const T *direct = ROW(T, s->a[0], 0);                                             \
-                for (int64_t j = u0; j < u1; j++) {                                               \
-                    SIMD for (int64_t b = 0; b < B; b++)                                          \
-                        dh_prev[j * ld_prev + b] += direct[j * s->a[0].ld + b];                   \
-                }                                                                                 \
-            }                                                                                     \
+            if (p->direct) /* GRU: z * dh, left in dh by the cell */                              \
+                add_rows_##S(dh_prev, ld_prev, ROW(T, s->a[0], 0), s->a[0].ld, u0, u1, B);        \
         }                                                                                         \
     }                                                                                             \
     void CELL##_backward_threads_##S(const int64_t *before, int64_t before_width,                 \
@@ -308,13 +318,8 @@ static void run_threads(pass_context *context, int64_t H) {
                                      const int64_t *products, int64_t product_width,              \
                                      const int64_t *pass, int64_t pass_width, int64_t count) {    \
         (void)pass_width;                                                                         \
-        if (count <= 0) return;                                                                   \
-        pass_context context = {.before = before, .steps = steps, .products = products,          \
-                                .before_width = before_width, .step_width = step_width,           \
-                                .product_width = product_width, .count = count,                   \
-                                .pass = (const pass_args *)pass,                                  \
-                                .units = CELL##_backward_units_##S};                              \
-        run_threads(&context, ((const step_args *)steps)->H);                                     \
+        run_pass(before, before_width, steps, step_width, products, product_width, pass, count,   \
+                 CELL##_backward_units_##S);                                                      \
     }
 
 FOR_EACH_CELL(DEFINE_FORWARD_THREADS, f32, float)
