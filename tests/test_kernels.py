@@ -11,8 +11,11 @@ Legend: T time steps, B batch, I input features, H hidden units, K gates per cel
 L layers, D directions, F features of a kernel array (a multiple of H).
 """
 
+import os
 import shutil
+import signal
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -521,3 +524,67 @@ def test_bptt_threads_is_read_and_checked(restore_kernels, monkeypatch):
     monkeypatch.setitem(kernels._selected, "threads", None)
     monkeypatch.delenv("BPTT_THREADS")
     assert kernels.threads() == 1  # the per-step passes unless asked
+
+
+def _lstm_gradients(seed, B=6, T=9, H=40):
+    """y and the gradients of an LSTM pass at B > 1, as the selected kernels compute them."""
+    model = make_rnn("lstm", I, H, 1, dtype=np.float64, seed=seed)
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(T, B, I))
+    y, _, cache = model.forward(x)
+    grads, dx, _ = model.backward(cache, rng.normal(size=y.shape))
+    return y, dx, grads
+
+
+def test_threaded_passes_from_several_python_threads_at_once(restore_kernels):
+    """The pool runs one pass at a time: a pass that finds it taken runs on its own thread,
+    and every pass gets the result it gets alone."""
+    import threading
+
+    kernels.use("c", threads=3)
+    want = {seed: _lstm_gradients(seed) for seed in range(4)}
+    got, failures = {}, []
+
+    def run(seed):
+        try:
+            for _ in range(5):
+                got[seed] = _lstm_gradients(seed)
+        except Exception as error:  # reported below, not lost in the thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in want]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures and not any(thread.is_alive() for thread in threads)
+    for seed, (y, dx, grads) in want.items():
+        np.testing.assert_array_equal(got[seed][0], y)
+        np.testing.assert_array_equal(got[seed][1], dx)
+        for name in grads:
+            np.testing.assert_array_equal(got[seed][2][name], grads[name], err_msg=name)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_threaded_passes_run_in_a_forked_child(restore_kernels):
+    """A child of fork() has none of the pool's workers: it starts its own, and a pass there
+    finishes with the parent's result."""
+    kernels.use("c", threads=2)
+    want = _lstm_gradients(1)  # the parent's pool is started
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only when its pass gives the parent's result
+        try:
+            y, dx, _ = _lstm_gradients(1)
+            os._exit(0 if np.array_equal(y, want[0]) and np.array_equal(dx, want[1]) else 1)
+        finally:
+            os._exit(2)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the pass in the forked child did not finish within 60 s")

@@ -157,18 +157,19 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     # with the compiled kernels and no lengths, nothing happens between the steps of a chunk but
     # C: one call runs them all, at B = 1 with the product in C, at B > 1 on kernels.threads()
     # threads where that is more than 1 (there the threads compute each step's input projection
-    # too, from [x_t; 1] feature-major, into one chunk's pre_x that every chunk reuses)
+    # too, from [x_t; 1] feature-major, into one step's pre_x that every step reuses: nothing
+    # reads it after its step, and a buffer that stays in cache leaves room for the weights)
     chunk_products = product if mask is None else None
     threaded = compiled is not None and B > 1 and mask is None and kernels.threads() > 1
     if threaded:
         x_1_steps = POOL.empty((T, I + 1, B), x.dtype)  # T,I+1,B  [x_t; 1]
         np.copyto(x_1_steps[:, :I], x.transpose(0, 2, 1))
         x_1_steps[:, I] = 1.0
-        pre_x_chunk = POOL.empty((KH, min(chunk, T) * B), x.dtype).reshape(KH, -1, B).transpose(1, 2, 0)  # chunk,B,KH
+        pre_x_step = POOL.empty((KH, B), x.dtype).T[None]  # 1,B,KH
         t_all = np.arange(T)
         chunk_products = compiled.threaded_products(
             w_hh_1, (h_hist[:rows].transpose(1, 2, 0), t_all), (pre_h_view[None], 0), T, kernels.threads(),
-            projection=(w_ih_1, (x_1_steps.transpose(0, 2, 1), t_all), (pre_x_chunk, t_all % chunk)),
+            projection=(w_ih_1, (x_1_steps.transpose(0, 2, 1), t_all), (pre_x_step, 0)),
         )
     whole_chunks = chunk_products is not None
     if compiled is not None:
@@ -180,17 +181,18 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
         if t % chunk == 0:
             n = min(chunk, T - t)
             if threaded:
-                pre_x_stack = pre_x_chunk[:n]  # the threads write it
+                pre_x_run = (pre_x_step, 0)  # the threads write it
             else:
                 x_1 = POOL.empty((n * B, I + 1), x.dtype)  # [x_t; 1] of the chunk's steps, as rows
                 x_1[:, :I] = x[t:t + n].reshape(n * B, I)
                 x_1[:, I] = 1.0
                 pre_x = np.matmul(w_ih_1, x_1.T, out=POOL.empty((KH, n * B), x.dtype))  # KH,chunk*B
                 pre_x_stack = pre_x.reshape(KH, -1, B).transpose(1, 2, 0)  # chunk,B,KH
-            if compiled is None:
-                pre_x_steps = list(pre_x_stack)  # chunk views (B, KH)
-            else:
-                run = _compiled_forward(compiled, pre_x_stack, pre_h_view, h_steps, other_steps, cache_steps, t)
+                pre_x_run = (pre_x_stack, np.arange(n))
+                if compiled is None:
+                    pre_x_steps = list(pre_x_stack)  # chunk views (B, KH)
+            if compiled is not None:
+                run = _compiled_forward(compiled, pre_x_run, pre_h_view, h_steps, other_steps, cache_steps, t, n)
             if whole_chunks:
                 compiled.forward_pass(chunk_products, run, t, n)
         if whole_chunks:
@@ -221,16 +223,16 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     return y, state, Cache(cell, weights, x, h_hist[:, :T], steps, mask, (h_steps, *other_steps), tuple(cache_steps))
 
 
-def _compiled_forward(compiled, pre_x, pre_h, h_steps, other_steps, cache_steps, start):
-    """The planned steps ``start`` to ``start + len(pre_x) - 1`` of :func:`forward`'s loop,
-    with its buffers: ``pre_x`` (n, B, KH) for those steps, ``pre_h`` (B, KH), the state
-    histories (slots, B, H) and the cache buffers (T or 1, B, width*H)."""
-    n, B, _ = pre_x.shape
-    H = h_steps.shape[2]
+def _compiled_forward(compiled, pre_x, pre_h, h_steps, other_steps, cache_steps, start, n):
+    """The planned steps ``start`` to ``start + n - 1`` of :func:`forward`'s loop, with its
+    buffers: ``pre_x`` a ``(stack, index)`` pair, ``stack`` (slots, B, KH) and ``index`` the
+    slot of each of the n steps, ``pre_h`` (B, KH), the state histories (slots, B, H) and the
+    cache buffers (T or 1, B, width*H)."""
+    B, H = h_steps.shape[1:]
     t = np.arange(start, start + n)
     histories = [(h_steps, t + 1, t)] + [(history, (t + 1) % len(history), t % len(history)) for history in other_steps]
     return compiled.forward_steps(
-        B, H, (pre_x, t - start), (pre_h[None], 0),
+        B, H, pre_x, (pre_h[None], 0),
         [(history, entering) for history, _, entering in histories],
         [(history, leaving) for history, leaving, _ in histories],
         [(buffer, t if len(buffer) > 1 else 0) for buffer in cache_steps],

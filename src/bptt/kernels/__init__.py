@@ -7,9 +7,11 @@ back. The NumPy cells in ``bptt.cells`` stay the reference the documentation der
 kernels are their arithmetic fused into one pass over memory per step.
 
 With ``threads()`` above 1 (``use("c", threads=2)``, ``BPTT_THREADS=2``), a pass at B > 1
-without lengths runs a whole chunk of steps in one call on that many threads of its own, each
-with its share of the hidden units and of W_hh, packed once per pass, and with each step's input
-projection and recurrent product in its own tile kernel instead of BLAS (``recurrence.c``). It
+without lengths runs a whole chunk of steps in one call on that many threads (the caller and
+workers started on first use and kept), each with its share of the hidden units and of W_hh,
+packed once per pass, and with each step's input projection and recurrent product in its own
+tile kernel instead of BLAS (``recurrence.c``). One pass at a time uses the workers; a pass
+started meanwhile from another Python thread runs on its own thread. It
 pays only while BLAS's own threads are idle: OpenBLAS's workers spin for a while after each
 multithreaded call, and on a 2-core machine they then take a core from these threads (an LSTM
 training loop ran 2.5x slower so), so it is off by default; docs/performance.md has the

@@ -35,6 +35,9 @@
 #define PANEL_ROWS 12
 #define MAX_THREADS 64
 #define SPINS 20000
+/* what a worker spins between passes before it sleeps, short: a spinning worker would take a
+   core from the BLAS threads working between passes */
+#define IDLE_SPINS 2000
 
 
 
@@ -62,6 +65,12 @@ typedef struct {
     int64_t threads;
 } barrier;
 
+static inline void spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 static void meet(barrier *m) {
     long long generation = atomic_load_explicit(&m->generation, memory_order_acquire);
     if (atomic_fetch_add_explicit(&m->arrived, 1, memory_order_acq_rel) == m->threads - 1) {
@@ -71,13 +80,7 @@ static void meet(barrier *m) {
     }
     for (long spins = 0;
          atomic_load_explicit(&m->generation, memory_order_acquire) == generation; spins++) {
-        if (spins < SPINS) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        } else {
-            sched_yield();
-        }
+        if (spins < SPINS) spin_pause(); else sched_yield();
     }
 }
 
@@ -163,54 +166,125 @@ typedef struct pass_context {
     int64_t before_width, step_width, product_width, count;
     const pass_args *pass;
     barrier meeting;
-    atomic_int start; /* 0 while threads are being started, 1 to go, -1 to give up */
     void (*units)(struct pass_context *, int64_t thread, int64_t u0, int64_t u1);
 } pass_context;
 
+/* The threads passes run on, started on first use and kept, so that each stays on the core
+   it ran on (a thread started anew per pass was often put on its starter's core, after the
+   machine had been idle for a while, and shared it until Linux moved it: 2-5x slower passes).
+   A pass hands out shares, moves `job` on and wakes the workers; a worker spins a little
+   after its share, then sleeps until the next job. One pass at a time has the pool (`busy`):
+   another, from another thread of the process, runs on its calling thread. */
 typedef struct {
     pass_context *context;
-    int64_t thread, u0, u1;
+    int64_t u0, u1;
 } share;
 
-static void *run_share(void *arg) {
-    const share *s = arg;
-    int go;
-    while ((go = atomic_load_explicit(&s->context->start, memory_order_acquire)) == 0) sched_yield();
-    if (go == 1) s->context->units(s->context, s->thread, s->u0, s->u1);
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    atomic_flag busy;
+    atomic_llong job, finished; /* passes handed out; workers done with the last one */
+    int64_t started, threads;   /* workers running; threads of the last job, the caller's too */
+    share shares[MAX_THREADS];
+    long long first_job[MAX_THREADS]; /* the job each worker was started after */
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .busy = ATOMIC_FLAG_INIT};
+
+static void *work(void *arg) {
+    const int64_t t = (int64_t)(intptr_t)arg;
+    long long seen = pool.first_job[t], job;
+    for (;;) {
+        for (long spins = 0; (job = atomic_load_explicit(&pool.job, memory_order_acquire)) == seen;
+             spins++) {
+            if (spins < IDLE_SPINS) {
+                spin_pause();
+                continue;
+            }
+            pthread_mutex_lock(&pool.lock);
+            while (atomic_load_explicit(&pool.job, memory_order_acquire) == seen)
+                pthread_cond_wait(&pool.wake, &pool.lock);
+            pthread_mutex_unlock(&pool.lock);
+        }
+        seen = job;
+        if (t < pool.threads) {
+            const share *s = &pool.shares[t];
+            s->context->units(s->context, t, s->u0, s->u1);
+        }
+        atomic_fetch_add_explicit(&pool.finished, 1, memory_order_release);
+    }
     return 0;
 }
 
+/* a child of fork() has none of the workers: it starts its own */
+static void forget_workers(void) {
+    pthread_mutex_init(&pool.lock, 0);
+    pthread_cond_init(&pool.wake, 0);
+    atomic_flag_clear(&pool.busy);
+    atomic_store(&pool.finished, 0);
+    pool.started = 0;
+}
+
+static void register_fork_handler(void) { pthread_atfork(0, 0, forget_workers); }
+
+/* Workers started until `wanted` are running or one cannot be; returns how many run. */
+static int64_t start_workers(int64_t wanted) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, register_fork_handler);
+    while (pool.started < wanted) {
+        const int64_t t = pool.started + 1; /* thread 0 is the caller */
+        pool.first_job[t] = atomic_load(&pool.job);
+        pthread_attr_t attributes;
+        pthread_t id;
+        if (pthread_attr_init(&attributes)) break;
+        pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+        const int failed = pthread_create(&id, &attributes, work, (void *)(intptr_t)t);
+        pthread_attr_destroy(&attributes);
+        if (failed) break;
+        pool.started++;
+    }
+    return pool.started;
+}
+
 /* Runs context->units on `threads` threads, thread t on units [u_t, u_{t+1}), each u_t a
-   multiple of PANEL_ROWS; where a thread cannot be started, the pass runs on the calling one. */
+   multiple of PANEL_ROWS: the caller and the pool's workers, fewer where the pool cannot grow
+   or is in use by another pass, which then runs on the calling thread alone. */
 static void run_threads(pass_context *context, int64_t H) {
     int64_t threads = context->pass->threads;
     const int64_t panels = (H + PANEL_ROWS - 1) / PANEL_ROWS;
     threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     threads = threads > panels ? panels : threads;
-    share shares[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    for (int64_t t = 0; t < threads; t++) {
-        shares[t] = (share){context, t, panels * t / threads * PANEL_ROWS,
-                            panels * (t + 1) / threads * PANEL_ROWS};
-    }
-    shares[threads - 1].u1 = H;
-    atomic_init(&context->start, 0);
-    int64_t started = 1;
-    while (started < threads && pthread_create(&ids[started], 0, run_share, &shares[started]) == 0) {
-        started++;
-    }
-    if (started < threads) {
-        atomic_store_explicit(&context->start, -1, memory_order_release);
-        for (int64_t t = 1; t < started; t++) pthread_join(ids[t], 0);
+    const int pooled = threads > 1 && !atomic_flag_test_and_set(&pool.busy);
+    if (pooled) {
+        const int64_t running = start_workers(threads - 1);
+        threads = running + 1 < threads ? running + 1 : threads;
+    } else {
         threads = 1;
-        shares[0].u1 = H;
     }
     atomic_init(&context->meeting.arrived, 0);
     atomic_init(&context->meeting.generation, 0);
     context->meeting.threads = threads;
-    atomic_store_explicit(&context->start, 1, memory_order_release);
+    share shares[MAX_THREADS];
+    for (int64_t t = 0; t < threads; t++) {
+        shares[t] = (share){context, panels * t / threads * PANEL_ROWS,
+                            t == threads - 1 ? H : panels * (t + 1) / threads * PANEL_ROWS};
+    }
+    if (!pooled) {
+        context->units(context, 0, shares[0].u0, shares[0].u1);
+        return;
+    }
+    memcpy(pool.shares, shares, (size_t)threads * sizeof shares[0]);
+    pool.threads = threads;
+    atomic_store_explicit(&pool.finished, 0, memory_order_relaxed);
+    pthread_mutex_lock(&pool.lock);
+    atomic_fetch_add_explicit(&pool.job, 1, memory_order_release);
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
     context->units(context, 0, shares[0].u0, shares[0].u1);
-    for (int64_t t = 1; t < threads; t++) pthread_join(ids[t], 0);
+    for (long spins = 0;
+         atomic_load_explicit(&pool.finished, memory_order_acquire) < pool.started; spins++) {
+        if (spins < SPINS) spin_pause(); else sched_yield();
+    }
+    atomic_flag_clear(&pool.busy);
 }
 
 /* A pass over `count` steps of the tables (rows `*_width` int64 apart; `before` only backward),
