@@ -322,10 +322,14 @@ def backward(dy, dstate, cache, cut=None):
             # with no lengths and no cut, nothing happens between the steps of a chunk but C:
             # one call runs them all, at B = 1 with the product in C, at B > 1 on threads
             whole_chunk = mask is None and cut is None and (product is not None or (B > 1 and kernels.threads() > 1))
-            if whole_chunk and B > 1:
-                product = compiled.threaded_products(weights.w_hh, (dpre_h.transpose(1, 2, 0), t_here - start),
-                                                     (dh_pair.transpose(0, 2, 1), 1 - (T - 1 - t_here) % 2),
-                                                     stop - start, kernels.threads(), transpose=True)
+            if whole_chunk and B > 1:  # the threads compute dx_tᵀ = W_ihᵀ dpre_x_t too
+                dx_steps = POOL.empty((chunk, I, B), x.dtype).transpose(0, 2, 1)  # chunk,B,I views
+                product = compiled.threaded_products(
+                    weights.w_hh, (dpre_h.transpose(1, 2, 0), t_here - start),
+                    (dh_pair.transpose(0, 2, 1), 1 - (T - 1 - t_here) % 2), stop - start, kernels.threads(),
+                    transpose=True,
+                    projection=(weights.w_ih, (dpre_x.transpose(1, 2, 0), t_here - start), (dx_steps, t_here - start)),
+                )
         if whole_chunk:
             compiled.backward_pass(run, product, dy_steps[:stop - start], dh_pair, (T - 1 - t_here) % 2, stop - start)
             carried[0] = dh_buffers[1 - (T - 1 - start) % 2]
@@ -384,7 +388,10 @@ def backward(dy, dstate, cache, cut=None):
         _add_product(dw_ih, dpre_x_2d, x[start:stop].reshape(n * B, I), first)  # Σ_t dpre_x_t x_tᵀ
         if not shared:
             db_ih += dpre_x_2d.sum(axis=1)
-        np.matmul(dpre_x_2d.T, weights.w_ih, out=dx[start:stop].reshape(n * B, I))  # dx_t = dpre_x_t W_ih
+        if whole_chunk and B > 1:
+            np.copyto(dx[start:stop], dx_steps[:n])
+        else:
+            np.matmul(dpre_x_2d.T, weights.w_ih, out=dx[start:stop].reshape(n * B, I))  # dx_t = dpre_x_t W_ih
     dw_hh = POOL.empty((KH, H), x.dtype)
     np.copyto(dw_hh, dw_hh_1[:, :H])
     db_hh = dw_hh_1[:, H].copy()

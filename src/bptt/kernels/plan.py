@@ -241,25 +241,31 @@ class CompiledCell:
         ``out = wᵀ v`` with ``w`` W_hh (K*H, H). ``inputs``, ``outputs``: ``(stack, index)``
         pairs of (n, B, length) stacks, ``v`` and ``out`` of each of ``count`` steps.
 
-        ``projection``: forward only, ``(w_ih_1, inputs, outputs)`` for the input projection of
-        every step as well, ``pre_x = [W_ih | b] [x_t; 1]``, with ``w_ih_1`` (K*H, I+1) and the
-        stacks of ``[x_t; 1]`` and ``pre_x`` as above."""
+        ``projection``: ``(w_ih, inputs, outputs)``, the product with the input's weights of
+        every step as well, with stacks as above: forward, the input projection ``pre_x =
+        [W_ih | b] [x_t; 1]`` with ``w_ih`` [W_ih | b] (K*H, I+1), from ``[x_t; 1]``; backward,
+        the input's gradient ``dx_tᵀ = W_ihᵀ dpre_x`` with ``w_ih`` W_ih (K*H, I), from
+        ``dpre_x``, into (I, B) matrices (``outputs`` (n, B, I) views of (n, I, B) stacks)."""
         K = self.cell.NUM_GATES
-        packed = pack_panels(w.T if transpose else w, 1 if transpose else K, self._panel_rows)
-        n = packed.shape[1]
+
+        def packed_product(w):
+            """``w``'s panels, the product's inner length and its output rows"""
+            packed = pack_panels(w.T if transpose else w, 1 if transpose else K, self._panel_rows)
+            return packed, packed.shape[1], w.shape[1] if transpose else w.shape[0]
+
+        packed, n, out_rows = packed_product(w)
         B = inputs[0].shape[1]
-        out_rows = w.shape[1] if transpose else w.shape[0]
         arrays = [(inputs[0], n, inputs[1]), (outputs[0], out_rows, outputs[1])]
-        packed_x, n_x = None, 0
+        packed_x, n_x, input_n = None, 0, 0
         if projection is not None:
-            w_x, x_in, pre_x = projection
-            packed_x = pack_panels(w_x, K, self._panel_rows)
-            n_x = packed_x.shape[1]
-            arrays += [(x_in[0], n_x, x_in[1]), (pre_x[0], out_rows, pre_x[1])]
+            w_x, x_in, x_out = projection
+            packed_x, n_x, x_rows = packed_product(w_x)
+            arrays += [(x_in[0], n_x, x_in[1]), (x_out[0], x_rows, x_out[1])]
+            input_n = x_rows if transpose else n_x
         rows = plan(B, 1, self.dtype, arrays, count)
         scratch = np.empty((threads, (n + n_x) * self._tile_columns), self.dtype)
         direct = bool(transpose and self._direct[0])
-        pass_args = np.array([threads, n, K, _address(packed), direct, _address(scratch), scratch.shape[1], n_x,
+        pass_args = np.array([threads, n, K, _address(packed), direct, _address(scratch), scratch.shape[1], input_n,
                               0 if packed_x is None else _address(packed_x)], np.int64)
         return Threaded(rows, pass_args, (packed, packed_x, scratch, arrays))
 

@@ -50,9 +50,11 @@ int64_t tile_columns(int64_t itemsize) { return VECTORS * (VECTOR_BYTES / itemsi
    product (the rows of h_{t-1} read, H, or H + 1 with GRU's row of ones; K*H backward), the
    cell's gates K, the packed panels (n x PANEL_ROWS each: element [k][r] is W's row r of the
    panel at column k), whether the cell's backward leaves a direct gradient of h_{t-1} in dh
-   (GRU), per thread `scratch_numbers` numbers of scratch, and forward, where `input_n` is not
-   0, the input projection of each step too: `pre_x = [W_ih | b] [x_t; 1]`, its weights packed
-   the same way (`input_packed`, panels of input_n = I + 1 columns). */
+   (GRU), per thread `scratch_numbers` numbers of scratch, and where `input_n` is not 0, the
+   product with the input's weights of each step too, packed the same way (`input_packed`):
+   forward, the input projection `pre_x = [W_ih | b] [x_t; 1]` (panels of input_n = I + 1
+   columns); backward, the input's gradient `dx_tᵀ = W_ihᵀ dpre_x` (input_n = I rows, panels of
+   K*H columns). */
 typedef struct {
     int64_t threads, n, gates, packed, direct, scratch, scratch_numbers, input_n, input_packed;
 } pass_args;
@@ -245,6 +247,12 @@ static int64_t start_workers(int64_t wanted) {
     return pool.started;
 }
 
+/* Where thread t of `threads` begins its share of n rows: a multiple of PANEL_ROWS, or n */
+static int64_t share_start(int64_t n, int64_t t, int64_t threads) {
+    const int64_t panels = (n + PANEL_ROWS - 1) / PANEL_ROWS, start = panels * t / threads * PANEL_ROWS;
+    return start < n ? start : n;
+}
+
 /* Runs context->units on `threads` threads, thread t on units [u_t, u_{t+1}), each u_t a
    multiple of PANEL_ROWS: the caller and the pool's workers, fewer where the pool cannot grow
    or is in use by another pass, which then runs on the calling thread alone. */
@@ -265,8 +273,7 @@ static void run_threads(pass_context *context, int64_t H) {
     context->meeting.threads = threads;
     share shares[MAX_THREADS];
     for (int64_t t = 0; t < threads; t++) {
-        shares[t] = (share){context, panels * t / threads * PANEL_ROWS,
-                            t == threads - 1 ? H : panels * (t + 1) / threads * PANEL_ROWS};
+        shares[t] = (share){context, share_start(H, t, threads), share_start(H, t + 1, threads)};
     }
     if (!pooled) {
         context->units(context, 0, shares[0].u0, shares[0].u1);
@@ -354,14 +361,19 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
 /* Backward, steps count - 1 down to 0: row i of `before` holds dy_t and dh_t (H rows each; dy_t
    is added to dh_t), row i of `steps` the cell's backward arrays (dh_t first), row i of
    `products` dpre_h (n = K*H rows) and dh_{t-1} (H rows), which gets W_hhᵀ dpre_h and, with
-   `direct`, the cell's direct gradient left in dh_t. Backward panels are PANEL_ROWS units. */
+   `direct`, the cell's direct gradient left in dh_t, then, with input_n = I, dpre_x (n rows)
+   and dx_tᵀ (I rows), which gets W_ihᵀ dpre_x. Backward panels are PANEL_ROWS units, or rows
+   of dx_tᵀ, of which each thread has a share as of its units. */
 #define DEFINE_BACKWARD_THREADS(CELL, S, T)                                                       \
     static void CELL##_backward_units_##S(pass_context *c, int64_t thread, int64_t u0,            \
                                           int64_t u1) {                                           \
         const pass_args *p = c->pass;                                                             \
-        const int64_t n = p->n;                                                                   \
+        const int64_t n = p->n, threads = c->meeting.threads;                                     \
+        const int64_t x0 = share_start(p->input_n, thread, threads);                              \
+        const int64_t x1 = share_start(p->input_n, thread + 1, threads);                          \
         const T *packed = (const T *)(intptr_t)p->packed;                                         \
-        T *tail = (T *)(intptr_t)p->scratch + thread * p->scratch_numbers;                        \
+        const T *packed_x = (const T *)(intptr_t)p->input_packed;                                 \
+        T *tail = (T *)(intptr_t)p->scratch + thread * p->scratch_numbers, *tail_x = tail + n * TILE_##S; \
         for (int64_t i = c->count - 1; i >= 0; i--) {                                             \
             const step_args *before = (const step_args *)(c->before + i * c->before_width);       \
             const step_args *s = (const step_args *)(c->steps + i * c->step_width);               \
@@ -385,6 +397,22 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
             }                                                                                     \
             if (p->direct) /* GRU: z * dh, left in dh by the cell */                              \
                 add_rows_##S(dh_prev, ld_prev, ROW(T, s->a[0], 0), s->a[0].ld, u0, u1, B);        \
+            if (x0 < x1) {                                                                        \
+                const T *dpre_x = ROW(T, product->a[2], 0);                                       \
+                T *dx = ROW(T, product->a[3], 0);                                                 \
+                const int64_t ld_dpre_x = product->a[2].ld, ld_dx = product->a[3].ld;            \
+                const int64_t start_x = dpre_x == dpre && ld_dpre_x == ld_dpre                    \
+                                            ? start                                               \
+                                            : pack_tail_##S(dpre_x, ld_dpre_x, n, B, tail_x);     \
+                const T *tail_dpre_x = dpre_x == dpre && ld_dpre_x == ld_dpre ? tail : tail_x;    \
+                for (int64_t i0 = x0; i0 < x1; i0 += PANEL_ROWS) {                                \
+                    T *rows[PANEL_ROWS];                                                          \
+                    for (int r = 0; r < PANEL_ROWS; r++)                                          \
+                        rows[r] = i0 + r < x1 ? dx + (i0 + r) * ld_dx : 0;                        \
+                    panel_product_##S(packed_x + i0 / PANEL_ROWS * n * PANEL_ROWS, n, dpre_x,     \
+                                      ld_dpre_x, B, tail_dpre_x, start_x, rows);                  \
+                }                                                                                 \
+            }                                                                                     \
         }                                                                                         \
     }                                                                                             \
     void CELL##_backward_threads_##S(const int64_t *before, int64_t before_width,                 \
