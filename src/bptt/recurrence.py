@@ -60,6 +60,7 @@ class Cache(NamedTuple):
     mask: np.ndarray | None  # T,B,1
     states: tuple  # per part of the state, (T+1, B, H): slot t enters step t
     buffers: tuple  # per CACHE_WIDTHS array of the cell, (T, B, width*H)
+    h_rows: np.ndarray | None = None  # T,B,H  h_{t-1} with contiguous rows, from the threaded passes
 
 
 def length_mask(lengths, steps, dtype=bool):
@@ -167,9 +168,14 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
         x_1_steps[:, I] = 1.0
         pre_x_step = POOL.empty((KH, B), x.dtype).T[None]  # 1,B,KH
         t_all = np.arange(T)
+        # the threads also copy each h_t into rows of H: y, and the backward's sums over time
+        h_rows = POOL.empty((T + 1, B, H), x.dtype)  # T+1,B,H  slot t enters step t
+        h_rows[0] = state0[0]
+        h_stack = h_hist[:rows].transpose(1, 2, 0)  # T+1,B,rows
         chunk_products = compiled.threaded_products(
-            w_hh_1, (h_hist[:rows].transpose(1, 2, 0), t_all), (pre_h_view[None], 0), T, kernels.threads(),
+            w_hh_1, (h_stack, t_all), (pre_h_view[None], 0), T, kernels.threads(),
             projection=(w_ih_1, (x_1_steps.transpose(0, 2, 1), t_all), (pre_x_step, 0)),
+            h_rows=((h_stack, t_all + 1), (h_rows, t_all + 1)),
         )
     whole_chunks = chunk_products is not None
     if compiled is not None:
@@ -214,13 +220,14 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
         if keep_cache:
             steps.append(step_cache)
     y = POOL.empty((T, B, H), x.dtype)
-    np.copyto(y, h_steps[1:])
+    np.copyto(y, h_rows[1:] if threaded else h_steps[1:])
     if mask is not None:
         y *= mask
     state = tuple(part.copy() for part in states[T])
     if not keep_cache:
         return y, state, None
-    return y, state, Cache(cell, weights, x, h_hist[:, :T], steps, mask, (h_steps, *other_steps), tuple(cache_steps))
+    return y, state, Cache(cell, weights, x, h_hist[:, :T], steps, mask, (h_steps, *other_steps), tuple(cache_steps),
+                           h_rows[:T] if threaded else None)
 
 
 def _compiled_forward(compiled, pre_x, pre_h, h_steps, other_steps, cache_steps, start, n):
@@ -251,6 +258,7 @@ def slice_cache(cache, start, stop):
         x=cache.x[start:stop], h_prev=cache.h_prev[:, start:stop], steps=cache.steps[start:stop], mask=mask,
         states=tuple(history[start:stop + 1] for history in cache.states),
         buffers=tuple(buffer[start:stop] for buffer in cache.buffers),
+        h_rows=None if cache.h_rows is None else cache.h_rows[start:stop],
     )
 
 
@@ -273,7 +281,7 @@ def backward(dy, dstate, cache, cut=None):
     dx : (T, B, I)
     dstate0 : tuple of (B, H), gradient of the initial state
     """
-    cell, weights, x, h_prev, steps, mask, _, _ = cache
+    cell, weights, x, h_prev, steps, mask = cache[:6]
     T, B, I = x.shape
     KH, H = weights.w_hh.shape
     shared = cell.SUMMED_GATES == cell.NUM_GATES  # dpre_x is dpre_h
@@ -324,11 +332,13 @@ def backward(dy, dstate, cache, cut=None):
             whole_chunk = mask is None and cut is None and (product is not None or (B > 1 and kernels.threads() > 1))
             if whole_chunk and B > 1:  # the threads compute dx_tᵀ = W_ihᵀ dpre_x_t too
                 dx_steps = POOL.empty((chunk, I, B), x.dtype).transpose(0, 2, 1)  # chunk,B,I views
+                sums = _threaded_sums(cache, dpre_x, dpre_h, dw_hh_1, dw_ih, db_ih, start, stop)
                 product = compiled.threaded_products(
                     weights.w_hh, (dpre_h.transpose(1, 2, 0), t_here - start),
                     (dh_pair.transpose(0, 2, 1), 1 - (T - 1 - t_here) % 2), stop - start, kernels.threads(),
                     transpose=True,
                     projection=(weights.w_ih, (dpre_x.transpose(1, 2, 0), t_here - start), (dx_steps, t_here - start)),
+                    gradients=sums,
                 )
         if whole_chunk:
             compiled.backward_pass(run, product, dy_steps[:stop - start], dh_pair, (T - 1 - t_here) % 2, stop - start)
@@ -378,8 +388,12 @@ def backward(dy, dstate, cache, cut=None):
             if mask is not None:
                 for d, k in zip(carried, kept):
                     d += k
-        # this chunk's share of the sums over time
+        # this chunk's share of the sums over time (the threads added them up where they ran)
         n = stop - start
+        if whole_chunk and B > 1:
+            np.copyto(dx[start:stop], dx_steps[:n])
+            if sums is not None:
+                continue
         dpre_x_2d = dpre_x[:, :n].reshape(KH, n * B)
         dpre_h_2d = dpre_h[:, :n].reshape(KH, n * B)
         first = stop == T
@@ -388,9 +402,7 @@ def backward(dy, dstate, cache, cut=None):
         _add_product(dw_ih, dpre_x_2d, x[start:stop].reshape(n * B, I), first)  # Σ_t dpre_x_t x_tᵀ
         if not shared:
             db_ih += dpre_x_2d.sum(axis=1)
-        if whole_chunk and B > 1:
-            np.copyto(dx[start:stop], dx_steps[:n])
-        else:
+        if not (whole_chunk and B > 1):
             np.matmul(dpre_x_2d.T, weights.w_ih, out=dx[start:stop].reshape(n * B, I))  # dx_t = dpre_x_t W_ih
     dw_hh = POOL.empty((KH, H), x.dtype)
     np.copyto(dw_hh, dw_hh_1[:, :H])
@@ -415,6 +427,20 @@ def _compiled_backward(compiled, cache, dh_pair, carried, dpre_x, dpre_h, start,
         [(store.transpose(1, 2, 0), t - start) for store in stores],
         stop - start,
     )
+
+
+def _threaded_sums(cache, dpre_x, dpre_h, dw_hh_1, dw_ih, db_ih, start, stop):
+    """The sums over steps ``start`` to ``stop - 1`` (:func:`plan.gradient_args`) that the
+    threads of a backward pass add up, into the gradients, after the pass's steps; None where
+    the forward left no ``h_rows`` (it did not run on threads), and BLAS adds them up."""
+    if cache.h_rows is None:
+        return None
+    B, H = cache.h_rows.shape[1:]
+    KH, I, n = dw_ih.shape[0], dw_ih.shape[1], stop - start
+    x_rows = np.ascontiguousarray(cache.x[start:stop]).reshape(n * B, I)
+    h_rows = cache.h_rows[start:stop].reshape(n * B, H)
+    return kernels.plan.gradient_args(dpre_h[:, :n].reshape(KH, n * B), dpre_x[:, :n].reshape(KH, n * B), h_rows, x_rows,
+                                      dw_hh_1, dw_ih, db_ih, accumulate=stop != len(cache.x))
 
 
 def _vector_product(compiled, w, v, out, B, count, transpose=False):

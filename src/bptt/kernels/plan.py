@@ -102,6 +102,47 @@ def matvec_plan(w, v, out, scratch, count, transpose=False):
     return rows
 
 
+def _row_major(stack, index, count, shape, dtype, what):
+    """The addresses and row stride of ``stack[index]``, ``shape`` (B, F) matrices whose rows
+    are contiguous (the forward's h_t as the backward's sums over time read it)."""
+    if stack.dtype != dtype or stack.ndim != 3 or stack.shape[1:] != shape or stack.strides[2] != stack.itemsize:
+        raise ValueError(f"{what}: expected (n, {shape[0]}, {shape[1]}) {np.dtype(dtype)} with contiguous rows, "
+                         f"got {stack.shape} {stack.dtype} with strides {stack.strides}")
+    index = _steps(index, stack, count, what)
+    return _address(stack) + index * stack.strides[0], stack.strides[1] // stack.itemsize
+
+
+def gradient_args(dpre_h, dpre_x, h_rows, x_rows, dw_hh_1, dw_ih, db_ih, accumulate):
+    """The ``gradient_args`` of ``recurrence.c``: the sums over the steps of a threaded backward
+    pass, ``[dW_hh | db_hh] (+)= dpre_h [h_rows | 1]``, ``dW_ih (+)= dpre_x x_rows`` and, unless
+    ``db_ih`` is None, ``db_ih (+)= dpre_x 1``, added to what the outputs hold with
+    ``accumulate``, else written.
+
+    ``dpre_h``, ``dpre_x``: (K*H, n) with n = steps x B contiguous; ``h_rows`` (n, H) and
+    ``x_rows`` (n, I) C-contiguous; ``dw_hh_1`` (K*H, H+1), ``dw_ih`` (K*H, I) with contiguous
+    rows; ``db_ih`` (K*H,) contiguous or None.
+
+    Returns the row of int64 and the arrays it points into, which must outlive the pass.
+    """
+    KH, n = dpre_h.shape
+    H, I = h_rows.shape[1], x_rows.shape[1]
+    shapes = {"dpre_h": (dpre_h, (KH, n)), "dpre_x": (dpre_x, (KH, n)), "h_rows": (h_rows, (n, H)),
+              "x_rows": (x_rows, (n, I)), "dw_hh_1": (dw_hh_1, (KH, H + 1)), "dw_ih": (dw_ih, (KH, I))}
+    for name, (a, shape) in shapes.items():
+        contiguous = a.strides[1] == a.itemsize and (name not in ("h_rows", "x_rows") or a.flags.c_contiguous)
+        if a.dtype != dpre_h.dtype or a.shape != shape or not contiguous:
+            raise ValueError(f"gradients {name}: expected {shape} {dpre_h.dtype} with contiguous rows, "
+                             f"got {a.shape} {a.dtype} with strides {a.strides}")
+    if db_ih is not None and (db_ih.dtype != dpre_h.dtype or db_ih.shape != (KH,) or not db_ih.flags.c_contiguous):
+        raise ValueError(f"gradients db_ih: expected ({KH},) {dpre_h.dtype}, got {db_ih.shape} {db_ih.dtype}")
+    item = dpre_h.itemsize
+    row = np.array([n, _address(dpre_h), dpre_h.strides[0] // item, _address(dpre_x), dpre_x.strides[0] // item,
+                    _address(h_rows), _address(x_rows), I, _address(dw_hh_1), dw_hh_1.strides[0] // item,
+                    _address(dw_ih), dw_ih.strides[0] // item, 0 if db_ih is None else _address(db_ih),
+                    int(bool(accumulate))], np.int64)
+    return row, (dpre_h, dpre_x, h_rows, x_rows, dw_hh_1, dw_ih, db_ih)
+
+
 def add_plan(n, dtype, x, y, count):
     """The argument rows of ``count`` sums ``y += x`` of ``n`` numbers: ``x``, ``y`` are
     ``(stack, index)`` pairs of (k, n) vector stacks of ``dtype``."""
@@ -197,6 +238,7 @@ class CompiledCell:
         self._backward_threads = _function(library, f"{name}_backward_threads_{suffix}", 9)
         self._panel_rows = library.panel_rows()
         self._tile_columns = library.tile_columns(ctypes.c_int64(self.dtype.itemsize))
+        self._gradient_scratch = library.gradient_scratch(ctypes.c_int64(self.dtype.itemsize))
         self.cache_state = CACHE_STATE[name]
         self._direct = DIRECT[name]
 
@@ -235,7 +277,8 @@ class CompiledCell:
         rows = matvec_plan(w, v, out, scratch, count, transpose)
         return Steps(self._matvec_t if transpose else self._matvec, rows, (w, v, out, scratch))
 
-    def threaded_products(self, w, inputs, outputs, count, threads, transpose=False, projection=None):
+    def threaded_products(self, w, inputs, outputs, count, threads, transpose=False, projection=None, h_rows=None,
+                          gradients=None):
         """The recurrent products of a pass at B > 1 on ``threads`` threads, in place of BLAS:
         forward ``out = w v`` with ``w`` [W_hh | b] (K*H, n); with ``transpose``, backward
         ``out = wᵀ v`` with ``w`` W_hh (K*H, H). ``inputs``, ``outputs``: ``(stack, index)``
@@ -245,7 +288,12 @@ class CompiledCell:
         every step as well, with stacks as above: forward, the input projection ``pre_x =
         [W_ih | b] [x_t; 1]`` with ``w_ih`` [W_ih | b] (K*H, I+1), from ``[x_t; 1]``; backward,
         the input's gradient ``dx_tᵀ = W_ihᵀ dpre_x`` with ``w_ih`` W_ih (K*H, I), from
-        ``dpre_x``, into (I, B) matrices (``outputs`` (n, B, I) views of (n, I, B) stacks)."""
+        ``dpre_x``, into (I, B) matrices (``outputs`` (n, B, I) views of (n, I, B) stacks).
+
+        ``h_rows``: forward, with a projection, ``((stack, index), (rows, index))``: each step
+        copies h_t from the stack (n, B, H or H+1), where its cell wrote it, into ``rows`` (m, B,
+        H) with contiguous rows. ``gradients``: backward, what :func:`gradient_args` returns,
+        the sums over the pass's steps that its threads add up after them."""
         K = self.cell.NUM_GATES
 
         def packed_product(w):
@@ -262,12 +310,23 @@ class CompiledCell:
             packed_x, n_x, x_rows = packed_product(w_x)
             arrays += [(x_in[0], n_x, x_in[1]), (x_out[0], x_rows, x_out[1])]
             input_n = x_rows if transpose else n_x
+        if h_rows is not None:
+            if projection is None or transpose:
+                raise ValueError("h_rows: the forward copies h_t only beside its input projection")
+            (h_t, t_index), (rows_stack, rows_index) = h_rows
+            arrays.append((h_t, n, t_index))
         rows = plan(B, 1, self.dtype, arrays, count)
-        scratch = np.empty((threads, (n + n_x) * self._tile_columns), self.dtype)
+        if h_rows is not None:
+            H = w.shape[0] // K
+            column = HEADER + 2 * len(arrays)  # the next kernel array, as plan() numbers them
+            rows[:, column], rows[:, column + 1] = _row_major(rows_stack, rows_index, count, (B, H), self.dtype, "h_rows")
+        numbers = max((n + n_x) * self._tile_columns, self._gradient_scratch if gradients is not None else 0)
+        scratch = np.empty((threads, numbers), self.dtype)
         direct = bool(transpose and self._direct[0])
         pass_args = np.array([threads, n, K, _address(packed), direct, _address(scratch), scratch.shape[1], input_n,
-                              0 if packed_x is None else _address(packed_x)], np.int64)
-        return Threaded(rows, pass_args, (packed, packed_x, scratch, arrays))
+                              0 if packed_x is None else _address(packed_x),
+                              0 if gradients is None else _address(gradients[0])], np.int64)
+        return Threaded(rows, pass_args, (packed, packed_x, scratch, arrays, h_rows, gradients))
 
     def forward_pass(self, products, steps, start, count):
         """Steps ``start`` to ``start + count - 1`` in one call at B = 1: row ``start + i`` of

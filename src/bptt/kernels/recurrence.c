@@ -35,6 +35,9 @@
 #define PANEL_ROWS 12
 #define MAX_THREADS 64
 #define SPINS 20000
+/* the steps x batch of one block of the sums over time: a panel of dpre (GRADIENT_BLOCK x
+   PANEL_ROWS) stays in L1 while it meets every tile of h or x */
+#define GRADIENT_BLOCK 128
 /* what a worker spins between passes before it sleeps, short: a spinning worker would take a
    core from the BLAS threads working between passes */
 #define IDLE_SPINS 2000
@@ -45,6 +48,11 @@ int64_t panel_rows(void) { return PANEL_ROWS; }
 
 /* the columns of one tile for numbers of `itemsize` bytes */
 int64_t tile_columns(int64_t itemsize) { return VECTORS * (VECTOR_BYTES / itemsize); }
+
+/* the scratch numbers a thread's sums over time need: a panel and a tail of GRADIENT_BLOCK */
+int64_t gradient_scratch(int64_t itemsize) {
+    return GRADIENT_BLOCK * (PANEL_ROWS + tile_columns(itemsize));
+}
 
 /* What a pass takes besides its tables: the threads to run on, the inner length `n` of the
    product (the rows of h_{t-1} read, H, or H + 1 with GRU's row of ones; K*H backward), the
@@ -57,7 +65,19 @@ int64_t tile_columns(int64_t itemsize) { return VECTORS * (VECTOR_BYTES / itemsi
    K*H columns). */
 typedef struct {
     int64_t threads, n, gates, packed, direct, scratch, scratch_numbers, input_n, input_packed;
+    int64_t gradients; /* backward: a gradient_args, or 0 */
 } pass_args;
+
+/* Backward, what a pass adds up over its steps once they have run, each thread for the rows
+   of its units (`K` = steps x B; rows of the matrices `ld_*` numbers apart):
+   [dW_hh | db_hh] (K*H, H+1) += Σ_k dpre_h[:, k] [h_{t-1}; 1]ᵀ and dW_ih (K*H, I) +=
+   Σ_k dpre_x[:, k] x_kᵀ, and, where `db_ih` is not 0, db_ih += Σ_k dpre_x[:, k]; dpre_h and
+   dpre_x (K*H, K) hold k contiguous, h_rows (K, H) and x_rows (K, I) a step's features. They
+   are overwritten instead where `accumulate` is 0. */
+typedef struct {
+    int64_t K, dpre_h, ld_dpre_h, dpre_x, ld_dpre_x, h_rows, x_rows, I;
+    int64_t dw_hh, ld_dw_hh, dw_ih, ld_dw_ih, db_ih, accumulate;
+} gradient_args;
 
 /* The threads of a pass meet at a barrier once per step: a count of arrivals and a generation
    that the last one to arrive moves on. Waiting spins (a step takes microseconds), then yields
@@ -93,14 +113,15 @@ static void meet(barrier *m) {
 #define CONTRACT
 #endif
 
-/* out[r][0 .. cols) = Σ_k a[k][r] m[k][...], for the PANEL_ROWS rows r of a packed panel `a`
-   (n x PANEL_ROWS) and a tile of columns of m (n rows, `ld` apart); a NULL out[r] is a padding
-   row of the panel, not written. */
+/* out[r][0 .. cols) = Σ_k a[k][r] m[k][...] (+= with `accumulate`), for the PANEL_ROWS rows r
+   of a packed panel `a` (n x PANEL_ROWS) and a tile of columns of m (n rows, `ld` apart); a
+   NULL out[r] is a padding row of the panel, not written. */
 #define DEFINE_TILE(T, S)                                                                         \
     typedef T vector_##S __attribute__((vector_size(VECTOR_BYTES), aligned(sizeof(T))));          \
     enum { LANES_##S = VECTOR_BYTES / sizeof(T), TILE_##S = VECTORS * LANES_##S };                \
     static inline CONTRACT void tile_##S(int64_t n, const T *restrict a, const T *restrict m,     \
-                                         int64_t ld, T *const *out, int64_t cols) {               \
+                                         int64_t ld, T *const *out, int64_t cols,                 \
+                                         int accumulate) {                                        \
         vector_##S total[PANEL_ROWS][VECTORS];                                                    \
         for (int r = 0; r < PANEL_ROWS; r++)                                                      \
             for (int v = 0; v < VECTORS; v++) total[r][v] = (vector_##S){0};                      \
@@ -115,11 +136,11 @@ static void meet(barrier *m) {
         }                                                                                         \
         for (int r = 0; r < PANEL_ROWS; r++) {                                                    \
             if (!out[r]) continue;                                                                \
-            if (cols == TILE_##S) {                                                               \
-                memcpy(out[r], total[r], sizeof total[r]);                                        \
+            T whole[TILE_##S];                                                                    \
+            memcpy(whole, total[r], sizeof whole);                                                \
+            if (accumulate) {                                                                     \
+                for (int64_t c = 0; c < cols; c++) out[r][c] += whole[c];                         \
             } else {                                                                              \
-                T whole[TILE_##S];                                                                \
-                memcpy(whole, total[r], sizeof whole);                                            \
                 memcpy(out[r], whole, (size_t)cols * sizeof(T));                                  \
             }                                                                                     \
         }                                                                                         \
@@ -137,18 +158,19 @@ static void meet(barrier *m) {
         return start;                                                                             \
     }                                                                                             \
                                                                                                   \
-    /* out rows (PANEL_ROWS, B each, NULL for padding) = panel a (n x PANEL_ROWS) times m (n      \
-       rows of B, `ld` apart), whose last columns pack_tail_ put in `tail` from `start` on */     \
+    /* out rows (PANEL_ROWS, B each, NULL for padding) = (+= with `accumulate`) panel a (n x      \
+       PANEL_ROWS) times m (n rows of B, `ld` apart), whose last columns pack_tail_ put in `tail` \
+       from `start` on */                                                                         \
     static void panel_product_##S(const T *a, int64_t n, const T *m, int64_t ld, int64_t B,       \
-                                  const T *tail, int64_t start, T *const *rows) {                 \
+                                  const T *tail, int64_t start, T *const *rows, int accumulate) { \
         T *out[PANEL_ROWS];                                                                       \
         for (int64_t c = 0; c < start; c += TILE_##S) {                                           \
             for (int r = 0; r < PANEL_ROWS; r++) out[r] = rows[r] ? rows[r] + c : 0;              \
-            tile_##S(n, a, m + c, ld, out, TILE_##S);                                             \
+            tile_##S(n, a, m + c, ld, out, TILE_##S, accumulate);                                 \
         }                                                                                         \
         if (start < B) {                                                                          \
             for (int r = 0; r < PANEL_ROWS; r++) out[r] = rows[r] ? rows[r] + start : 0;          \
-            tile_##S(n, a, tail, TILE_##S, out, B - start);                                       \
+            tile_##S(n, a, tail, TILE_##S, out, B - start, accumulate);                           \
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
@@ -158,6 +180,67 @@ static void meet(barrier *m) {
         for (int64_t j = u0; j < u1; j++) {                                                       \
             SIMD for (int64_t b = 0; b < B; b++) y[j * ldy + b] += x[j * ldx + b];                \
         }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* dw[r][0 .. N) (+= with `accumulate`) Σ_k dpre[r][k] m[k][0 .. N), k < K, for the rows     \
+       r = g * H + j of the gates g < `gates` and the units u0 <= j < u1 (dpre's rows `ld_dpre`   \
+       apart, k contiguous; m's rows `ld_m` apart), a block of GRADIENT_BLOCK k at a time: a      \
+       panel of PANEL_ROWS rows of dpre packed into `panel`, m's last columns into `tail`. */     \
+    static void gradient_rows_##S(const T *dpre, int64_t ld_dpre, int64_t K, const T *m,          \
+                                  int64_t ld_m, int64_t N, T *dw, int64_t ld_dw, int64_t gates,   \
+                                  int64_t H, int64_t u0, int64_t u1, int accumulate, T *panel,    \
+                                  T *tail) {                                                      \
+        for (int64_t k0 = 0; k0 < K; k0 += GRADIENT_BLOCK) {                                      \
+            const int64_t kc = K - k0 < GRADIENT_BLOCK ? K - k0 : GRADIENT_BLOCK;                 \
+            const T *block = m + k0 * ld_m;                                                       \
+            const int64_t start = pack_tail_##S(block, ld_m, kc, N, tail);                        \
+            for (int64_t g = 0; g < gates; g++) {                                                 \
+                for (int64_t j0 = u0; j0 < u1; j0 += PANEL_ROWS) {                                \
+                    T *out[PANEL_ROWS];                                                           \
+                    for (int r = 0; r < PANEL_ROWS; r++) {                                        \
+                        const int64_t row = g * H + j0 + r;                                       \
+                        out[r] = j0 + r < u1 ? dw + row * ld_dw : 0;                              \
+                        for (int64_t k = 0; k < kc; k++)                                          \
+                            panel[k * PANEL_ROWS + r] = out[r] ? dpre[row * ld_dpre + k0 + k] : 0;\
+                    }                                                                             \
+                    panel_product_##S(panel, kc, block, ld_m, N, tail, start, out,                \
+                                      accumulate || k0 > 0);                                      \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* out[r * stride] (+= with `accumulate`) Σ_k dpre[r][k], k < K, for the rows of            \
+       gradient_rows_ */                                                                          \
+    static void row_sums_##S(const T *dpre, int64_t ld_dpre, int64_t K, T *out, int64_t stride,  \
+                             int64_t gates, int64_t H, int64_t u0, int64_t u1, int accumulate) {  \
+        for (int64_t g = 0; g < gates; g++) {                                                     \
+            for (int64_t j = u0; j < u1; j++) {                                                   \
+                const T *row = dpre + (g * H + j) * ld_dpre;                                      \
+                T sum = 0;                                                                        \
+                _Pragma("omp simd reduction(+ : sum)") for (int64_t k = 0; k < K; k++) sum += row[k]; \
+                T *to = out + (g * H + j) * stride;                                               \
+                *to = accumulate ? *to + sum : sum;                                               \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* a thread's share of the sums over time of a backward pass (gradient_args) */              \
+    static void gradients_##S(const gradient_args *d, int64_t gates, int64_t H, int64_t u0,       \
+                              int64_t u1, T *scratch) {                                           \
+        T *panel = scratch, *tail = scratch + GRADIENT_BLOCK * PANEL_ROWS;                        \
+        const T *dpre_h = (const T *)(intptr_t)d->dpre_h, *dpre_x = (const T *)(intptr_t)d->dpre_x;\
+        T *dw_hh = (T *)(intptr_t)d->dw_hh;                                                       \
+        gradient_rows_##S(dpre_h, d->ld_dpre_h, d->K, (const T *)(intptr_t)d->h_rows, H, H, dw_hh,\
+                          d->ld_dw_hh, gates, H, u0, u1, (int)d->accumulate, panel, tail);        \
+        row_sums_##S(dpre_h, d->ld_dpre_h, d->K, dw_hh + H, d->ld_dw_hh, gates, H, u0, u1,       \
+                     (int)d->accumulate);                                                         \
+        gradient_rows_##S(dpre_x, d->ld_dpre_x, d->K, (const T *)(intptr_t)d->x_rows, d->I, d->I, \
+                          (T *)(intptr_t)d->dw_ih, d->ld_dw_ih, gates, H, u0, u1,                 \
+                          (int)d->accumulate, panel, tail);                                       \
+        if (d->db_ih)                                                                             \
+            row_sums_##S(dpre_x, d->ld_dpre_x, d->K, (T *)(intptr_t)d->db_ih, 1, gates, H, u0, u1,\
+                         (int)d->accumulate);                                                     \
     }
 DEFINE_TILE(float, f32)
 DEFINE_TILE(double, f64)
@@ -310,7 +393,9 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
 
 /* Forward, steps 0 .. count - 1: row i of `products` holds h_{t-1} (n rows, the product's
    input) and pre_h (K*H rows, its output), then, with an input projection, [x_t; 1] (input_n
-   rows) and pre_x (K*H rows); row i of `steps` the cell's arrays. A forward panel holds
+   rows) and pre_x (K*H rows), then, where the address of the last is not 0, h_t (H rows, as
+   the cell writes it) and h_t as B rows of H (`h_rows`, what the backward's sums over time
+   read); row i of `steps` the cell's arrays. A forward panel holds
    PANEL_ROWS / K units: its rows are gate g of unit j0 + u at row g * (PANEL_ROWS / K) + u. */
 #define DEFINE_FORWARD_THREADS(CELL, S, T)                                                        \
     static void CELL##_forward_units_##S(pass_context *c, int64_t thread, int64_t u0,             \
@@ -325,6 +410,7 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
             const step_args *product = (const step_args *)(c->products + i * c->product_width);   \
             const step_args *s = (const step_args *)(c->steps + i * c->step_width);               \
             const int64_t B = s->B, H = s->H, ld_h = product->a[0].ld, ld_pre = product->a[1].ld; \
+            const int rows_out = product->a[5].addr != 0;                                         \
             const int64_t ld_x = product->a[2].ld, ld_pre_x = product->a[3].ld;                   \
             const T *h = ROW(T, product->a[0], 0), *x = ROW(T, product->a[2], 0);                 \
             T *pre_h = ROW(T, product->a[1], 0), *pre_x = ROW(T, product->a[3], 0);               \
@@ -341,11 +427,18 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
                 }                                                                                 \
                 if (n_x) {                                                                        \
                     panel_product_##S(packed_x + panel * n_x * PANEL_ROWS, n_x, x, ld_x, B, tail_x,\
-                                      start_x, rows_x);                                           \
+                                      start_x, rows_x, 0);                                        \
                 }                                                                                 \
                 panel_product_##S(packed + panel * n * PANEL_ROWS, n, h, ld_h, B, tail, start,    \
-                                  rows);                                                          \
+                                  rows, 0);                                                       \
                 CELL##_step_units_##S(s, j0, j1);                                                 \
+                if (rows_out) {                                                                   \
+                    const T *h_t = ROW(T, product->a[4], 0);                                      \
+                    T *h_rows = ROW(T, product->a[5], 0);                                         \
+                    const int64_t ld_t = product->a[4].ld, ld_rows = product->a[5].ld;            \
+                    for (int64_t j = j0; j < j1; j++)                                             \
+                        for (int64_t b = 0; b < B; b++) h_rows[b * ld_rows + j] = h_t[j * ld_t + b]; \
+                }                                                                                 \
             }                                                                                     \
             meet(&c->meeting);                                                                    \
         }                                                                                         \
@@ -393,7 +486,7 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
                 for (int r = 0; r < PANEL_ROWS; r++)                                              \
                     rows[r] = j0 + r < u1 ? dh_prev + (j0 + r) * ld_prev : 0;                     \
                 panel_product_##S(packed + j0 / PANEL_ROWS * n * PANEL_ROWS, n, dpre, ld_dpre, B, \
-                                  tail, start, rows);                                             \
+                                  tail, start, rows, 0);                                          \
             }                                                                                     \
             if (p->direct) /* GRU: z * dh, left in dh by the cell */                              \
                 add_rows_##S(dh_prev, ld_prev, ROW(T, s->a[0], 0), s->a[0].ld, u0, u1, B);        \
@@ -410,9 +503,14 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
                     for (int r = 0; r < PANEL_ROWS; r++)                                          \
                         rows[r] = i0 + r < x1 ? dx + (i0 + r) * ld_dx : 0;                        \
                     panel_product_##S(packed_x + i0 / PANEL_ROWS * n * PANEL_ROWS, n, dpre_x,     \
-                                      ld_dpre_x, B, tail_dpre_x, start_x, rows);                  \
+                                      ld_dpre_x, B, tail_dpre_x, start_x, rows, 0);               \
                 }                                                                                 \
             }                                                                                     \
+        }                                                                                         \
+        if (p->gradients) {                                                                       \
+            const step_args *s = (const step_args *)c->steps;                                     \
+            gradients_##S((const gradient_args *)(intptr_t)p->gradients, p->gates, s->H, u0, u1,  \
+                          tail);                                                                  \
         }                                                                                         \
     }                                                                                             \
     void CELL##_backward_threads_##S(const int64_t *before, int64_t before_width,                 \
