@@ -3,7 +3,9 @@
 Legend: T time steps, B batch, I input features, H hidden units, K gates per cell, V vocabulary.
 
 Method (see BENCHMARKING.md in the project notes): both libraries run in this process with the
-same thread count (``threadpoolctl`` for NumPy's BLAS, ``torch.set_num_threads``). Each case is
+same thread count (``threadpoolctl`` for NumPy's BLAS, ``torch.set_num_threads``, and
+``bptt.kernels.use(..., threads=)`` for the compiled passes, which run on threads of their own
+where they can: at B > 1 without lengths). Each case is
 warmed up, then every repetition runs each library once untimed and once timed, after a pause
 (``pause`` seconds) that lets the other library's spinning BLAS/OpenMP threads go to sleep; the
 order of the two libraries alternates between repetitions. We report medians and the median of
@@ -453,17 +455,29 @@ def run(cases=None, threads=2, repeat=7, pause=0.25, vs_torch=True, memory=True,
     each finished row (the CLI prints them). ``peak_size``: the side of the square GEMM whose
     rate is the peak (smaller only to check the harness quickly).
     """
-    from threadpoolctl import threadpool_limits
-
     torch_available = vs_torch and torch_importable()
     cases = default_cases() if cases is None else cases
-    report = {"machine": machine(), "kernels": kernels.selected(), "kernel_threads": kernels.threads(),
+    report = {"machine": machine(), "kernels": kernels.selected(), "kernel_threads": threads,
               "threads": threads, "repeat": repeat,
               "pause_s": pause, "quiet": quiet, "vs_torch": torch_available}
     if torch_available:
         import torch
 
         torch.set_num_threads(threads)
+    threads_before = kernels.threads()
+    kernels.use(kernels.selected(), threads=threads)
+    try:
+        return _measure_cases(report, cases, threads, repeat, pause, torch_available, memory, sample, quiet,
+                              retries, progress, peak_size)
+    finally:
+        kernels.use(kernels.selected(), threads=threads_before)
+
+
+def _measure_cases(report, cases, threads, repeat, pause, torch_available, memory, sample, quiet, retries,
+                   progress, peak_size):
+    """:func:`run`'s measurements, into ``report``, with the thread counts set."""
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(limits=threads):
         report["gemm_peak_gflops"] = {"f32": gemm_peak(np.float32, peak_size), "f64": gemm_peak(np.float64, peak_size)}
         rows = []
