@@ -439,7 +439,8 @@ def _threaded_sums(cache, dpre_x, dpre_h, dw_hh_1, dw_ih, db_ih, start, stop):
     KH, I, n = dw_ih.shape[0], dw_ih.shape[1], stop - start
     x_rows = np.ascontiguousarray(cache.x[start:stop]).reshape(n * B, I)
     h_rows = cache.h_rows[start:stop].reshape(n * B, H)
-    return kernels.plan.gradient_args(dpre_h[:, :n].reshape(KH, n * B), dpre_x[:, :n].reshape(KH, n * B), h_rows, x_rows,
+    steps = (KH, n * B)
+    return kernels.plan.gradient_args(dpre_h[:, :n].reshape(steps), dpre_x[:, :n].reshape(steps), h_rows, x_rows,
                                       dw_hh_1, dw_ih, db_ih, accumulate=stop != len(cache.x))
 
 

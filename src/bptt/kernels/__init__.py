@@ -9,13 +9,18 @@ kernels are their arithmetic fused into one pass over memory per step.
 With ``threads()`` above 1 (``use("c", threads=2)``, ``BPTT_THREADS=2``), a pass at B > 1
 without lengths runs a whole chunk of steps in one call on that many threads (the caller and
 workers started on first use and kept), each with its share of the hidden units and of W_hh,
-packed once per pass, and with each step's input projection and recurrent product in its own
-tile kernel instead of BLAS (``recurrence.c``). One pass at a time uses the workers; a pass
-started meanwhile from another Python thread runs on its own thread. It
-pays only while BLAS's own threads are idle: OpenBLAS's workers spin for a while after each
-multithreaded call, and on a 2-core machine they then take a core from these threads (an LSTM
-training loop ran 2.5x slower so), so it is off by default; docs/performance.md has the
-measurements and the settings under which it wins.
+packed once per pass, and with each step's products in its own tile kernel instead of BLAS
+(``recurrence.c``): forward, the input projection and the recurrent product; backward, the
+recurrent product and dx, and after the steps the parameter gradients, each thread those of
+its units. A training step of a layer then calls no BLAS at all. One pass at a time uses the
+workers; a pass started meanwhile from another Python thread runs on its own thread.
+
+It stays off by default: in a loop that also calls BLAS between passes (a model's output
+layer, the optimizer), OpenBLAS's workers spin for about 0.1 s after each multithreaded call
+and take a core from these threads on a 2-core machine. 60 updates of ``bptt train --kernels
+c`` took 6.5 s on 2 threads against 4.9 on one; with BLAS limited to one thread
+(``threadpoolctl`` or ``OPENBLAS_NUM_THREADS=1``), 3.5 s. docs/performance.md has the
+measurements.
 """
 
 import os

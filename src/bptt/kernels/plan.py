@@ -319,7 +319,8 @@ class CompiledCell:
         if h_rows is not None:
             H = w.shape[0] // K
             column = HEADER + 2 * len(arrays)  # the next kernel array, as plan() numbers them
-            rows[:, column], rows[:, column + 1] = _row_major(rows_stack, rows_index, count, (B, H), self.dtype, "h_rows")
+            rows[:, column], rows[:, column + 1] = _row_major(rows_stack, rows_index, count, (B, H), self.dtype,
+                                                              "h_rows")
         numbers = max((n + n_x) * self._tile_columns, self._gradient_scratch if gradients is not None else 0)
         scratch = np.empty((threads, numbers), self.dtype)
         direct = bool(transpose and self._direct[0])

@@ -218,7 +218,8 @@ static void meet(barrier *m) {
             for (int64_t j = u0; j < u1; j++) {                                                   \
                 const T *row = dpre + (g * H + j) * ld_dpre;                                      \
                 T sum = 0;                                                                        \
-                _Pragma("omp simd reduction(+ : sum)") for (int64_t k = 0; k < K; k++) sum += row[k]; \
+                _Pragma("omp simd reduction(+ : sum)")                                            \
+                for (int64_t k = 0; k < K; k++) sum += row[k];                                    \
                 T *to = out + (g * H + j) * stride;                                               \
                 *to = accumulate ? *to + sum : sum;                                               \
             }                                                                                     \
@@ -273,7 +274,8 @@ static struct {
     int64_t started, threads;   /* workers running; threads of the last job, the caller's too */
     share shares[MAX_THREADS];
     long long first_job[MAX_THREADS]; /* the job each worker was started after */
-} pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .busy = ATOMIC_FLAG_INIT};
+} pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
+          .busy = ATOMIC_FLAG_INIT};
 
 static void *work(void *arg) {
     const int64_t t = (int64_t)(intptr_t)arg;
@@ -332,7 +334,8 @@ static int64_t start_workers(int64_t wanted) {
 
 /* Where thread t of `threads` begins its share of n rows: a multiple of PANEL_ROWS, or n */
 static int64_t share_start(int64_t n, int64_t t, int64_t threads) {
-    const int64_t panels = (n + PANEL_ROWS - 1) / PANEL_ROWS, start = panels * t / threads * PANEL_ROWS;
+    const int64_t panels = (n + PANEL_ROWS - 1) / PANEL_ROWS;
+    const int64_t start = panels * t / threads * PANEL_ROWS;
     return start < n ? start : n;
 }
 
@@ -437,7 +440,8 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
                     T *h_rows = ROW(T, product->a[5], 0);                                         \
                     const int64_t ld_t = product->a[4].ld, ld_rows = product->a[5].ld;            \
                     for (int64_t j = j0; j < j1; j++)                                             \
-                        for (int64_t b = 0; b < B; b++) h_rows[b * ld_rows + j] = h_t[j * ld_t + b]; \
+                        for (int64_t b = 0; b < B; b++)                                           \
+                            h_rows[b * ld_rows + j] = h_t[j * ld_t + b];                          \
                 }                                                                                 \
             }                                                                                     \
             meet(&c->meeting);                                                                    \
@@ -466,7 +470,8 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
         const int64_t x1 = share_start(p->input_n, thread + 1, threads);                          \
         const T *packed = (const T *)(intptr_t)p->packed;                                         \
         const T *packed_x = (const T *)(intptr_t)p->input_packed;                                 \
-        T *tail = (T *)(intptr_t)p->scratch + thread * p->scratch_numbers, *tail_x = tail + n * TILE_##S; \
+        T *tail = (T *)(intptr_t)p->scratch + thread * p->scratch_numbers;                        \
+        T *tail_x = tail + n * TILE_##S;                                                          \
         for (int64_t i = c->count - 1; i >= 0; i--) {                                             \
             const step_args *before = (const step_args *)(c->before + i * c->before_width);       \
             const step_args *s = (const step_args *)(c->steps + i * c->step_width);               \
