@@ -9,7 +9,9 @@ gradient arriving from the future (``dstate``) is added to the gradient from the
 that step, the cell's ``step_back`` turns it into gradients of the pre-activations, and one
 GEMM with ``W_hh`` carries it to ``h_{t-1}``. The parameter gradients are the sums over all
 steps of per-step outer products; each is computed once, after the loop, as one GEMM over
-the stacked steps: ``dW_hh = Σ_t dpre_h_tᵀ h_{t-1}`` is the "sum over time" that BPTT is.
+the stacked steps: ``dW_hh = Σ_t dpre_h_tᵀ h_{t-1}`` is the "sum over time" that BPTT is. (With
+the compiled kernels on threads, ``kernels/recurrence.c`` runs whole chunks of steps, and its
+threads add these sums up themselves after a chunk's steps: the same products, in C.)
 
 A right-padded batch is run with a boolean ``mask`` (T, B, 1): where it is False the state is
 carried through unchanged, the output is zero, and neither gets any gradient, which is the
