@@ -323,7 +323,7 @@ def backward(dy, dstate, cache, cut=None):
     for stop in range(T, 0, -chunk):
         start = max(0, stop - chunk)
         np.copyto(dy_steps[:stop - start], dy[start:stop].transpose(0, 2, 1))
-        whole_chunk = False
+        whole_chunk = threaded = False
         if compiled is not None:
             run = _compiled_backward(compiled, cache, dh_pair, carried[1:], dpre_x, None if shared else dpre_h, start, stop)
             t_here = np.arange(start, stop)
@@ -332,7 +332,8 @@ def backward(dy, dstate, cache, cut=None):
             # with no lengths and no cut, nothing happens between the steps of a chunk but C:
             # one call runs them all, at B = 1 with the product in C, at B > 1 on threads
             whole_chunk = mask is None and cut is None and (product is not None or (B > 1 and kernels.threads() > 1))
-            if whole_chunk and B > 1:  # the threads compute dx_tᵀ = W_ihᵀ dpre_x_t too
+            threaded = whole_chunk and B > 1
+            if threaded:  # the threads compute dx_tᵀ = W_ihᵀ dpre_x_t too
                 dx_steps = POOL.empty((chunk, I, B), x.dtype).transpose(0, 2, 1)  # chunk,B,I views
                 sums = _threaded_sums(cache, dpre_x, dpre_h, dw_hh_1, dw_ih, db_ih, start, stop)
                 product = compiled.threaded_products(
@@ -392,7 +393,7 @@ def backward(dy, dstate, cache, cut=None):
                     d += k
         # this chunk's share of the sums over time (the threads added them up where they ran)
         n = stop - start
-        if whole_chunk and B > 1:
+        if threaded:
             np.copyto(dx[start:stop], dx_steps[:n])
             if sums is not None:
                 continue
@@ -404,7 +405,7 @@ def backward(dy, dstate, cache, cut=None):
         _add_product(dw_ih, dpre_x_2d, x[start:stop].reshape(n * B, I), first)  # Σ_t dpre_x_t x_tᵀ
         if not shared:
             db_ih += dpre_x_2d.sum(axis=1)
-        if not (whole_chunk and B > 1):
+        if not threaded:
             np.matmul(dpre_x_2d.T, weights.w_ih, out=dx[start:stop].reshape(n * B, I))  # dx_t = dpre_x_t W_ih
     dw_hh = POOL.empty((KH, H), x.dtype)
     np.copyto(dw_hh, dw_hh_1[:, :H])

@@ -38,6 +38,8 @@
 /* the steps x batch of one block of the sums over time: a panel of dpre (GRADIENT_BLOCK x
    PANEL_ROWS) stays in L1 while it meets every tile of h or x */
 #define GRADIENT_BLOCK 128
+/* the sums one packed panel of dpre feeds at most: dW_hh and dW_ih */
+#define GRADIENT_TARGETS 2
 /* what a worker spins between passes before it sleeps, short: a spinning worker would take a
    core from the BLAS threads working between passes */
 #define IDLE_SPINS 2000
@@ -49,9 +51,10 @@ int64_t panel_rows(void) { return PANEL_ROWS; }
 /* the columns of one tile for numbers of `itemsize` bytes */
 int64_t tile_columns(int64_t itemsize) { return VECTORS * (VECTOR_BYTES / itemsize); }
 
-/* the scratch numbers a thread's sums over time need: a panel and a tail of GRADIENT_BLOCK */
+/* the scratch numbers a thread's sums over time need: a panel and a tail per target, each of
+   GRADIENT_BLOCK rows */
 int64_t gradient_scratch(int64_t itemsize) {
-    return GRADIENT_BLOCK * (PANEL_ROWS + tile_columns(itemsize));
+    return GRADIENT_BLOCK * (PANEL_ROWS + GRADIENT_TARGETS * tile_columns(itemsize));
 }
 
 /* What a pass takes besides its tables: the threads to run on, the inner length `n` of the
@@ -182,29 +185,60 @@ static void meet(barrier *m) {
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
-    /* dw[r][0 .. N) (+= with `accumulate`) Σ_k dpre[r][k] m[k][0 .. N), k < K, for the rows     \
-       r = g * H + j of the gates g < `gates` and the units u0 <= j < u1 (dpre's rows `ld_dpre`   \
-       apart, k contiguous; m's rows `ld_m` apart), a block of GRADIENT_BLOCK k at a time: a      \
-       panel of PANEL_ROWS rows of dpre packed into `panel`, m's last columns into `tail`. */     \
-    static void gradient_rows_##S(const T *dpre, int64_t ld_dpre, int64_t K, const T *m,          \
-                                  int64_t ld_m, int64_t N, T *dw, int64_t ld_dw, int64_t gates,   \
+    /* the rows r0 .. r1 - 1 of out (B each, `ld_out` apart; r0 a multiple of PANEL_ROWS) = the   \
+       panels of those rows in `packed` (n x PANEL_ROWS each) times m, as panel_product_ */        \
+    static void row_range_product_##S(const T *packed, int64_t n, const T *m, int64_t ld,         \
+                                      int64_t B, const T *tail, int64_t start, T *out,            \
+                                      int64_t ld_out, int64_t r0, int64_t r1) {                   \
+        for (int64_t j0 = r0; j0 < r1; j0 += PANEL_ROWS) {                                        \
+            T *rows[PANEL_ROWS];                                                                  \
+            for (int r = 0; r < PANEL_ROWS; r++)                                                  \
+                rows[r] = j0 + r < r1 ? out + (j0 + r) * ld_out : 0;                              \
+            panel_product_##S(packed + j0 / PANEL_ROWS * n * PANEL_ROWS, n, m, ld, B, tail, start,\
+                              rows, 0);                                                           \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* One sum over time of gradient_rows_: dw[r][0 .. N) from m (rows `ld_m` apart) */          \
+    typedef struct {                                                                              \
+        const T *m;                                                                               \
+        int64_t ld_m, N;                                                                          \
+        T *dw;                                                                                    \
+        int64_t ld_dw;                                                                            \
+    } gradient_target_##S;                                                                        \
+                                                                                                  \
+    /* For each of the `count` (at most GRADIENT_TARGETS) targets, dw[r][0 .. N) (+= with        \
+       `accumulate`) Σ_k dpre[r][k] m[k][0 .. N), k < K, for the rows r = g * H + j of the gates \
+       g < `gates` and the units u0 <= j < u1 (dpre's rows `ld_dpre` apart, k contiguous), a     \
+       block of GRADIENT_BLOCK k at a time: each panel of PANEL_ROWS rows of dpre packed once    \
+       into `panel` for every target, each m's last columns into its own of the `tails`. */      \
+    static void gradient_rows_##S(const T *dpre, int64_t ld_dpre, int64_t K,                      \
+                                  const gradient_target_##S *targets, int count, int64_t gates,   \
                                   int64_t H, int64_t u0, int64_t u1, int accumulate, T *panel,    \
-                                  T *tail) {                                                      \
+                                  T *tails) {                                                     \
         for (int64_t k0 = 0; k0 < K; k0 += GRADIENT_BLOCK) {                                      \
             const int64_t kc = K - k0 < GRADIENT_BLOCK ? K - k0 : GRADIENT_BLOCK;                 \
-            const T *block = m + k0 * ld_m;                                                       \
-            const int64_t start = pack_tail_##S(block, ld_m, kc, N, tail);                        \
+            int64_t starts[GRADIENT_TARGETS];                                                     \
+            for (int t = 0; t < count; t++) {                                                     \
+                starts[t] = pack_tail_##S(targets[t].m + k0 * targets[t].ld_m, targets[t].ld_m, kc,\
+                                          targets[t].N, tails + t * GRADIENT_BLOCK * TILE_##S);   \
+            }                                                                                     \
             for (int64_t g = 0; g < gates; g++) {                                                 \
                 for (int64_t j0 = u0; j0 < u1; j0 += PANEL_ROWS) {                                \
-                    T *out[PANEL_ROWS];                                                           \
                     for (int r = 0; r < PANEL_ROWS; r++) {                                        \
-                        const int64_t row = g * H + j0 + r;                                       \
-                        out[r] = j0 + r < u1 ? dw + row * ld_dw : 0;                              \
+                        const T *row = dpre + (g * H + j0 + r) * ld_dpre + k0;                    \
                         for (int64_t k = 0; k < kc; k++)                                          \
-                            panel[k * PANEL_ROWS + r] = out[r] ? dpre[row * ld_dpre + k0 + k] : 0;\
+                            panel[k * PANEL_ROWS + r] = j0 + r < u1 ? row[k] : 0;                 \
                     }                                                                             \
-                    panel_product_##S(panel, kc, block, ld_m, N, tail, start, out,                \
-                                      accumulate || k0 > 0);                                      \
+                    for (int t = 0; t < count; t++) {                                             \
+                        const gradient_target_##S *to = &targets[t];                              \
+                        T *out[PANEL_ROWS];                                                       \
+                        for (int r = 0; r < PANEL_ROWS; r++)                                      \
+                            out[r] = j0 + r < u1 ? to->dw + (g * H + j0 + r) * to->ld_dw : 0;     \
+                        panel_product_##S(panel, kc, to->m + k0 * to->ld_m, to->ld_m, to->N,      \
+                                          tails + t * GRADIENT_BLOCK * TILE_##S, starts[t], out,  \
+                                          accumulate || k0 > 0);                                  \
+                    }                                                                             \
                 }                                                                                 \
             }                                                                                     \
         }                                                                                         \
@@ -226,22 +260,31 @@ static void meet(barrier *m) {
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
-    /* a thread's share of the sums over time of a backward pass (gradient_args) */              \
+    /* a thread's share of the sums over time of a backward pass (gradient_args); where dpre_x \
+       is dpre_h (LSTM, RNN) both weights' sums read each packed panel of it */                   \
     static void gradients_##S(const gradient_args *d, int64_t gates, int64_t H, int64_t u0,       \
                               int64_t u1, T *scratch) {                                           \
-        T *panel = scratch, *tail = scratch + GRADIENT_BLOCK * PANEL_ROWS;                        \
+        T *panel = scratch, *tails = scratch + GRADIENT_BLOCK * PANEL_ROWS;                       \
         const T *dpre_h = (const T *)(intptr_t)d->dpre_h, *dpre_x = (const T *)(intptr_t)d->dpre_x;\
         T *dw_hh = (T *)(intptr_t)d->dw_hh;                                                       \
-        gradient_rows_##S(dpre_h, d->ld_dpre_h, d->K, (const T *)(intptr_t)d->h_rows, H, H, dw_hh,\
-                          d->ld_dw_hh, gates, H, u0, u1, (int)d->accumulate, panel, tail);        \
+        const int accumulate = (int)d->accumulate;                                                \
+        const gradient_target_##S targets[GRADIENT_TARGETS] = {                                   \
+            {(const T *)(intptr_t)d->h_rows, H, H, dw_hh, d->ld_dw_hh},                           \
+            {(const T *)(intptr_t)d->x_rows, d->I, d->I, (T *)(intptr_t)d->dw_ih, d->ld_dw_ih}};  \
+        if (dpre_x == dpre_h && d->ld_dpre_x == d->ld_dpre_h) {                                   \
+            gradient_rows_##S(dpre_h, d->ld_dpre_h, d->K, targets, 2, gates, H, u0, u1,           \
+                              accumulate, panel, tails);                                          \
+        } else {                                                                                  \
+            gradient_rows_##S(dpre_h, d->ld_dpre_h, d->K, targets, 1, gates, H, u0, u1,           \
+                              accumulate, panel, tails);                                          \
+            gradient_rows_##S(dpre_x, d->ld_dpre_x, d->K, targets + 1, 1, gates, H, u0, u1,       \
+                              accumulate, panel, tails);                                          \
+        }                                                                                         \
         row_sums_##S(dpre_h, d->ld_dpre_h, d->K, dw_hh + H, d->ld_dw_hh, gates, H, u0, u1,       \
-                     (int)d->accumulate);                                                         \
-        gradient_rows_##S(dpre_x, d->ld_dpre_x, d->K, (const T *)(intptr_t)d->x_rows, d->I, d->I, \
-                          (T *)(intptr_t)d->dw_ih, d->ld_dw_ih, gates, H, u0, u1,                 \
-                          (int)d->accumulate, panel, tail);                                       \
+                     accumulate);                                                                 \
         if (d->db_ih)                                                                             \
             row_sums_##S(dpre_x, d->ld_dpre_x, d->K, (T *)(intptr_t)d->db_ih, 1, gates, H, u0, u1,\
-                         (int)d->accumulate);                                                     \
+                         accumulate);                                                             \
     }
 DEFINE_TILE(float, f32)
 DEFINE_TILE(double, f64)
@@ -486,30 +529,19 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
             T *dh_prev = ROW(T, product->a[1], 0);                                                \
             const int64_t ld_dpre = product->a[0].ld, ld_prev = product->a[1].ld;                 \
             const int64_t start = pack_tail_##S(dpre, ld_dpre, n, B, tail);                       \
-            for (int64_t j0 = u0; j0 < u1; j0 += PANEL_ROWS) {                                    \
-                T *rows[PANEL_ROWS];                                                              \
-                for (int r = 0; r < PANEL_ROWS; r++)                                              \
-                    rows[r] = j0 + r < u1 ? dh_prev + (j0 + r) * ld_prev : 0;                     \
-                panel_product_##S(packed + j0 / PANEL_ROWS * n * PANEL_ROWS, n, dpre, ld_dpre, B, \
-                                  tail, start, rows, 0);                                          \
-            }                                                                                     \
+            row_range_product_##S(packed, n, dpre, ld_dpre, B, tail, start, dh_prev, ld_prev, u0, \
+                                  u1);                                                            \
             if (p->direct) /* GRU: z * dh, left in dh by the cell */                              \
                 add_rows_##S(dh_prev, ld_prev, ROW(T, s->a[0], 0), s->a[0].ld, u0, u1, B);        \
             if (x0 < x1) {                                                                        \
                 const T *dpre_x = ROW(T, product->a[2], 0);                                       \
                 T *dx = ROW(T, product->a[3], 0);                                                 \
-                const int64_t ld_dpre_x = product->a[2].ld, ld_dx = product->a[3].ld;            \
-                const int64_t start_x = dpre_x == dpre && ld_dpre_x == ld_dpre                    \
-                                            ? start                                               \
-                                            : pack_tail_##S(dpre_x, ld_dpre_x, n, B, tail_x);     \
-                const T *tail_dpre_x = dpre_x == dpre && ld_dpre_x == ld_dpre ? tail : tail_x;    \
-                for (int64_t i0 = x0; i0 < x1; i0 += PANEL_ROWS) {                                \
-                    T *rows[PANEL_ROWS];                                                          \
-                    for (int r = 0; r < PANEL_ROWS; r++)                                          \
-                        rows[r] = i0 + r < x1 ? dx + (i0 + r) * ld_dx : 0;                        \
-                    panel_product_##S(packed_x + i0 / PANEL_ROWS * n * PANEL_ROWS, n, dpre_x,     \
-                                      ld_dpre_x, B, tail_dpre_x, start_x, rows, 0);               \
-                }                                                                                 \
+                const int64_t ld_dpre_x = product->a[2].ld;                                       \
+                const int same = dpre_x == dpre && ld_dpre_x == ld_dpre; /* LSTM, RNN */           \
+                const int64_t start_x =                                                           \
+                    same ? start : pack_tail_##S(dpre_x, ld_dpre_x, n, B, tail_x);                \
+                row_range_product_##S(packed_x, n, dpre_x, ld_dpre_x, B, same ? tail : tail_x,    \
+                                      start_x, dx, product->a[3].ld, x0, x1);                     \
             }                                                                                     \
         }                                                                                         \
         if (p->gradients) {                                                                       \
