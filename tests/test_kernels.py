@@ -491,21 +491,7 @@ def test_vector_product_only_for_a_small_w_at_batch_one(restore_kernels, monkeyp
     assert recurrence._vector_product(compiled, w, v, out, 1, 1) is None
 
 
-# 4. the threaded passes' packing and settings
-
-@pytest.mark.parametrize("gates", [1, 3, 4])
-def test_pack_panels_puts_each_gate_of_a_unit_in_its_panel(gates):
-    H, n, panel_rows = 7, 5, 12
-    units = panel_rows // gates
-    w = np.arange(gates * H * n, dtype=np.float64).reshape(gates * H, n) + 1  # K*H,n, no zero
-    packed = plan.pack_panels(w, gates, panel_rows)  # P,n,panel_rows
-    assert packed.shape == (-(-H // units), n, panel_rows) and packed.flags.c_contiguous
-    for p in range(packed.shape[0]):
-        for r in range(panel_rows):
-            unit = p * units + r % units
-            want = w[r // units * H + unit] if unit < H else np.zeros(n)
-            np.testing.assert_array_equal(packed[p, :, r], want, err_msg=f"panel {p}, row {r}")
-
+# 4. the threaded passes' settings
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, True, "2"])
 def test_thread_counts_must_be_positive_integers(value, restore_kernels):

@@ -155,28 +155,6 @@ def add_plan(n, dtype, x, y, count):
     return rows
 
 
-def pack_panels(w, gates, panel_rows):
-    """``w`` (K*H, n) repacked for the threaded passes of ``recurrence.c``: panels of
-    ``panel_rows`` rows, each (n, panel_rows) with a panel's rows side by side, so that the
-    tile kernel reads one row of every panel row per step of its inner loop.
-
-    A panel holds ``panel_rows // gates`` units: its row ``g * units + u`` is ``w``'s row
-    ``g * H + p * units + u`` (gate g of unit p * units + u), zero past the last unit. With
-    ``gates=1`` (and ``w`` = W_hhᵀ, (H, K*H)) a panel is ``panel_rows`` consecutive rows.
-
-    Returns (P, n, panel_rows), P = ceil(H / units), contiguous.
-    """
-    KH, n = w.shape
-    H, units = KH // gates, panel_rows // gates
-    panels = -(-H // units)
-    r = np.arange(panel_rows)
-    unit = np.arange(panels)[:, None] * units + r % units  # P,panel_rows
-    valid = unit < H
-    packed = np.zeros((panels, panel_rows, n), w.dtype)
-    packed[valid] = w[(r // units * H + unit)[valid]]
-    return np.ascontiguousarray(packed.transpose(0, 2, 1))
-
-
 class Steps:
     """A planned run of steps of one kernel: ``steps(i)`` runs the i-th row of the plan."""
 
@@ -297,17 +275,23 @@ class CompiledCell:
         K = self.cell.NUM_GATES
 
         def packed_product(w):
-            """``w``'s panels, the product's inner length and its output rows"""
-            packed = pack_panels(w.T if transpose else w, 1 if transpose else K, self._panel_rows)
-            return packed, packed.shape[1], w.shape[1] if transpose else w.shape[0]
+            """``w`` with contiguous rows, room for its panels (the pass's threads pack them),
+            the product's inner length and its output rows"""
+            if w.dtype != self.dtype or w.ndim != 2:
+                raise ValueError(f"threaded weights: expected a matrix of {self.dtype}, got {w.shape} {w.dtype}")
+            w = w if w.strides[1] == w.itemsize else np.ascontiguousarray(w)
+            rows, n = (w.shape[1], w.shape[0]) if transpose else w.shape
+            units, panel_units = (rows, self._panel_rows) if transpose else (rows // K, self._panel_rows // K)
+            packed = np.empty((-(-units // panel_units), n, self._panel_rows), self.dtype)
+            return w, packed, n, rows
 
-        packed, n, out_rows = packed_product(w)
+        w, packed, n, out_rows = packed_product(w)
         B = inputs[0].shape[1]
         arrays = [(inputs[0], n, inputs[1]), (outputs[0], out_rows, outputs[1])]
-        packed_x, n_x, input_n = None, 0, 0
+        w_x, packed_x, n_x, input_n = None, None, 0, 0
         if projection is not None:
             w_x, x_in, x_out = projection
-            packed_x, n_x, x_rows = packed_product(w_x)
+            w_x, packed_x, n_x, x_rows = packed_product(w_x)
             arrays += [(x_in[0], n_x, x_in[1]), (x_out[0], x_rows, x_out[1])]
             input_n = x_rows if transpose else n_x
         if h_rows is not None:
@@ -326,8 +310,10 @@ class CompiledCell:
         direct = bool(transpose and self._direct[0])
         pass_args = np.array([threads, n, K, _address(packed), direct, _address(scratch), scratch.shape[1], input_n,
                               0 if packed_x is None else _address(packed_x),
-                              0 if gradients is None else _address(gradients[0])], np.int64)
-        return Threaded(rows, pass_args, (packed, packed_x, scratch, arrays, h_rows, gradients))
+                              0 if gradients is None else _address(gradients[0]), _address(w),
+                              w.strides[0] // w.itemsize, 0 if w_x is None else _address(w_x),
+                              0 if w_x is None else w_x.strides[0] // w_x.itemsize], np.int64)
+        return Threaded(rows, pass_args, (w, w_x, packed, packed_x, scratch, arrays, h_rows, gradients))
 
     def forward_pass(self, products, steps, start, count):
         """Steps ``start`` to ``start + count - 1`` in one call at B = 1: row ``start + i`` of

@@ -69,6 +69,10 @@ int64_t gradient_scratch(int64_t itemsize) {
 typedef struct {
     int64_t threads, n, gates, packed, direct, scratch, scratch_numbers, input_n, input_packed;
     int64_t gradients; /* backward: a gradient_args, or 0 */
+    /* the weights the threads pack their own panels of, at the start of the pass, with their
+       row strides: forward [W_hh | b] (K*H, n) and [W_ih | b] (K*H, input_n); backward W_hh
+       (K*H, H) and W_ih (K*H, I), whose columns are the rows of W_hhᵀ and W_ihᵀ */
+    int64_t weights, ld_weights, input_weights, ld_input_weights;
 } pass_args;
 
 /* Backward, what a pass adds up over its steps once they have run, each thread for the rows
@@ -177,6 +181,42 @@ static void meet(barrier *m) {
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
+    /* panel (n x PANEL_ROWS) [k][r] = w[offsets[r] + k * stride], 0 where offsets[r] < 0 */      \
+    static void pack_panel_##S(const T *w, const int64_t *offsets, int64_t stride, int64_t n,     \
+                               T *panel) {                                                        \
+        for (int64_t k = 0; k < n; k++) {                                                         \
+            for (int r = 0; r < PANEL_ROWS; r++)                                                  \
+                panel[k * PANEL_ROWS + r] = offsets[r] < 0 ? 0 : w[offsets[r] + k * stride];      \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* Forward, the panels of the units u0 .. u1 - 1 of w (K*H rows of n, `ld` apart) into        \
+       `packed` (n x PANEL_ROWS each): panel p holds the `gates` gates of PANEL_ROWS / gates      \
+       units, its row g * units + u being w's row g * H + p * units + u, zero past u1. */         \
+    static void pack_gate_panels_##S(const T *w, int64_t ld, int64_t n, int64_t gates, int64_t H, \
+                                     int64_t u0, int64_t u1, T *packed) {                         \
+        const int64_t units = PANEL_ROWS / gates;                                                 \
+        for (int64_t j0 = u0; j0 < u1; j0 += units) {                                             \
+            int64_t offsets[PANEL_ROWS];                                                          \
+            for (int r = 0; r < PANEL_ROWS; r++) {                                                \
+                const int64_t unit = j0 + r % units;                                              \
+                offsets[r] = unit < u1 ? (r / units * H + unit) * ld : -1;                        \
+            }                                                                                     \
+            pack_panel_##S(w, offsets, 1, n, packed + j0 / units * n * PANEL_ROWS);               \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* Backward, the panels of the rows r0 .. r1 - 1 of wᵀ, for w (n rows, `ld` apart): panel p   \
+       holds wᵀ's rows p * PANEL_ROWS + r, w's columns, zero past r1. */                          \
+    static void pack_column_panels_##S(const T *w, int64_t ld, int64_t n, int64_t r0, int64_t r1, \
+                                       T *packed) {                                               \
+        for (int64_t j0 = r0; j0 < r1; j0 += PANEL_ROWS) {                                        \
+            int64_t offsets[PANEL_ROWS];                                                          \
+            for (int r = 0; r < PANEL_ROWS; r++) offsets[r] = j0 + r < r1 ? j0 + r : -1;          \
+            pack_panel_##S(w, offsets, ld, n, packed + j0 / PANEL_ROWS * n * PANEL_ROWS);         \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
     /* y[j] += x[j] for the rows j = u0 .. u1 - 1 of B numbers (rows ldy and ldx apart) */        \
     static void add_rows_##S(T *restrict y, int64_t ldy, const T *restrict x, int64_t ldx,        \
                              int64_t u0, int64_t u1, int64_t B) {                                 \
@@ -186,7 +226,7 @@ static void meet(barrier *m) {
     }                                                                                             \
                                                                                                   \
     /* the rows r0 .. r1 - 1 of out (B each, `ld_out` apart; r0 a multiple of PANEL_ROWS) = the   \
-       panels of those rows in `packed` (n x PANEL_ROWS each) times m, as panel_product_ */        \
+       panels of those rows in `packed` (n x PANEL_ROWS each) times m, as panel_product_ */       \
     static void row_range_product_##S(const T *packed, int64_t n, const T *m, int64_t ld,         \
                                       int64_t B, const T *tail, int64_t start, T *out,            \
                                       int64_t ld_out, int64_t r0, int64_t r1) {                   \
@@ -199,7 +239,7 @@ static void meet(barrier *m) {
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
-    /* One sum over time of gradient_rows_: dw[r][0 .. N) from m (rows `ld_m` apart) */          \
+    /* One sum over time of gradient_rows_: dw[r][0 .. N) from m (rows `ld_m` apart) */           \
     typedef struct {                                                                              \
         const T *m;                                                                               \
         int64_t ld_m, N;                                                                          \
@@ -207,11 +247,11 @@ static void meet(barrier *m) {
         int64_t ld_dw;                                                                            \
     } gradient_target_##S;                                                                        \
                                                                                                   \
-    /* For each of the `count` (at most GRADIENT_TARGETS) targets, dw[r][0 .. N) (+= with        \
-       `accumulate`) Σ_k dpre[r][k] m[k][0 .. N), k < K, for the rows r = g * H + j of the gates \
-       g < `gates` and the units u0 <= j < u1 (dpre's rows `ld_dpre` apart, k contiguous), a     \
-       block of GRADIENT_BLOCK k at a time: each panel of PANEL_ROWS rows of dpre packed once    \
-       into `panel` for every target, each m's last columns into its own of the `tails`. */      \
+    /* For each of the `count` (at most GRADIENT_TARGETS) targets, dw[r][0 .. N) (+= with         \
+       `accumulate`) Σ_k dpre[r][k] m[k][0 .. N), k < K, for the rows r = g * H + j of the gates  \
+       g < `gates` and the units u0 <= j < u1 (dpre's rows `ld_dpre` apart, k contiguous), a      \
+       block of GRADIENT_BLOCK k at a time: each panel of PANEL_ROWS rows of dpre packed once     \
+       into `panel` for every target, each m's last columns into its own of the `tails`. */       \
     static void gradient_rows_##S(const T *dpre, int64_t ld_dpre, int64_t K,                      \
                                   const gradient_target_##S *targets, int count, int64_t gates,   \
                                   int64_t H, int64_t u0, int64_t u1, int accumulate, T *panel,    \
@@ -244,9 +284,9 @@ static void meet(barrier *m) {
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
-    /* out[r * stride] (+= with `accumulate`) Σ_k dpre[r][k], k < K, for the rows of            \
+    /* out[r * stride] (+= with `accumulate`) Σ_k dpre[r][k], k < K, for the rows of              \
        gradient_rows_ */                                                                          \
-    static void row_sums_##S(const T *dpre, int64_t ld_dpre, int64_t K, T *out, int64_t stride,  \
+    static void row_sums_##S(const T *dpre, int64_t ld_dpre, int64_t K, T *out, int64_t stride,   \
                              int64_t gates, int64_t H, int64_t u0, int64_t u1, int accumulate) {  \
         for (int64_t g = 0; g < gates; g++) {                                                     \
             for (int64_t j = u0; j < u1; j++) {                                                   \
@@ -260,7 +300,7 @@ static void meet(barrier *m) {
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
-    /* a thread's share of the sums over time of a backward pass (gradient_args); where dpre_x \
+    /* a thread's share of the sums over time of a backward pass (gradient_args); where dpre_x    \
        is dpre_h (LSTM, RNN) both weights' sums read each packed panel of it */                   \
     static void gradients_##S(const gradient_args *d, int64_t gates, int64_t H, int64_t u0,       \
                               int64_t u1, T *scratch) {                                           \
@@ -280,7 +320,7 @@ static void meet(barrier *m) {
             gradient_rows_##S(dpre_x, d->ld_dpre_x, d->K, targets + 1, 1, gates, H, u0, u1,       \
                               accumulate, panel, tails);                                          \
         }                                                                                         \
-        row_sums_##S(dpre_h, d->ld_dpre_h, d->K, dw_hh + H, d->ld_dw_hh, gates, H, u0, u1,       \
+        row_sums_##S(dpre_h, d->ld_dpre_h, d->K, dw_hh + H, d->ld_dw_hh, gates, H, u0, u1,        \
                      accumulate);                                                                 \
         if (d->db_ih)                                                                             \
             row_sums_##S(dpre_x, d->ld_dpre_x, d->K, (T *)(intptr_t)d->db_ih, 1, gates, H, u0, u1,\
@@ -448,10 +488,16 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
                                          int64_t u1) {                                            \
         const pass_args *p = c->pass;                                                             \
         const int64_t n = p->n, n_x = p->input_n, per_panel = PANEL_ROWS / p->gates;              \
-        const T *packed = (const T *)(intptr_t)p->packed;                                         \
-        const T *packed_x = (const T *)(intptr_t)p->input_packed;                                 \
+        T *packed = (T *)(intptr_t)p->packed, *packed_x = (T *)(intptr_t)p->input_packed;         \
         T *tail = (T *)(intptr_t)p->scratch + thread * p->scratch_numbers;                        \
         T *tail_x = tail + n * TILE_##S;                                                          \
+        const int64_t H_cell = ((const step_args *)c->steps)->H;                                  \
+        pack_gate_panels_##S((const T *)(intptr_t)p->weights, p->ld_weights, n, p->gates, H_cell, \
+                             u0, u1, packed);                                                     \
+        if (n_x) {                                                                                \
+            pack_gate_panels_##S((const T *)(intptr_t)p->input_weights, p->ld_input_weights, n_x, \
+                                 p->gates, H_cell, u0, u1, packed_x);                             \
+        }                                                                                         \
         for (int64_t i = 0; i < c->count; i++) {                                                  \
             const step_args *product = (const step_args *)(c->products + i * c->product_width);   \
             const step_args *s = (const step_args *)(c->steps + i * c->step_width);               \
@@ -511,10 +557,15 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
         const int64_t n = p->n, threads = c->meeting.threads;                                     \
         const int64_t x0 = share_start(p->input_n, thread, threads);                              \
         const int64_t x1 = share_start(p->input_n, thread + 1, threads);                          \
-        const T *packed = (const T *)(intptr_t)p->packed;                                         \
-        const T *packed_x = (const T *)(intptr_t)p->input_packed;                                 \
+        T *packed = (T *)(intptr_t)p->packed, *packed_x = (T *)(intptr_t)p->input_packed;         \
         T *tail = (T *)(intptr_t)p->scratch + thread * p->scratch_numbers;                        \
         T *tail_x = tail + n * TILE_##S;                                                          \
+        pack_column_panels_##S((const T *)(intptr_t)p->weights, p->ld_weights, n, u0, u1,         \
+                               packed);                                                           \
+        if (x0 < x1) {                                                                            \
+            pack_column_panels_##S((const T *)(intptr_t)p->input_weights, p->ld_input_weights, n, \
+                                   x0, x1, packed_x);                                             \
+        }                                                                                         \
         for (int64_t i = c->count - 1; i >= 0; i--) {                                             \
             const step_args *before = (const step_args *)(c->before + i * c->before_width);       \
             const step_args *s = (const step_args *)(c->steps + i * c->step_width);               \
@@ -537,7 +588,7 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
                 const T *dpre_x = ROW(T, product->a[2], 0);                                       \
                 T *dx = ROW(T, product->a[3], 0);                                                 \
                 const int64_t ld_dpre_x = product->a[2].ld;                                       \
-                const int same = dpre_x == dpre && ld_dpre_x == ld_dpre; /* LSTM, RNN */           \
+                const int same = dpre_x == dpre && ld_dpre_x == ld_dpre; /* LSTM, RNN */          \
                 const int64_t start_x =                                                           \
                     same ? start : pack_tail_##S(dpre_x, ld_dpre_x, n, B, tail_x);                \
                 row_range_product_##S(packed_x, n, dpre_x, ld_dpre_x, B, same ? tail : tail_x,    \
