@@ -160,24 +160,27 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     # with the compiled kernels and no lengths, nothing happens between the steps of a chunk but
     # C: one call runs them all, at B = 1 with the product in C, at B > 1 on kernels.threads()
     # threads where that is more than 1 (there the threads compute each step's input projection
-    # too, from [x_t; 1] feature-major, into one step's pre_x that every step reuses: nothing
-    # reads it after its step, and a buffer that stays in cache leaves room for the weights)
+    # too, from [x_t; 1] feature-major, and the cell takes pre_x and pre_h from their scratch)
     chunk_products = product if mask is None else None
     threaded = compiled is not None and B > 1 and mask is None and kernels.threads() > 1
     if threaded:
         x_1_steps = POOL.empty((T, I + 1, B), x.dtype)  # T,I+1,B  [x_t; 1]
         np.copyto(x_1_steps[:, :I], x.transpose(0, 2, 1))
         x_1_steps[:, I] = 1.0
-        pre_x_step = POOL.empty((KH, B), x.dtype).T[None]  # 1,B,KH
         t_all = np.arange(T)
         # the threads also copy each h_t into rows of H: y, and the backward's sums over time
         h_rows = POOL.empty((T + 1, B, H), x.dtype)  # T+1,B,H  slot t enters step t
         h_rows[0] = state0[0]
         h_stack = h_hist[:rows].transpose(1, 2, 0)  # T+1,B,rows
-        chunk_products = compiled.threaded_products(
-            w_hh_1, (h_stack, t_all), (pre_h_view[None], 0), T, kernels.threads(),
-            projection=(w_ih_1, (x_1_steps.transpose(0, 2, 1), t_all), (pre_x_step, 0)),
-            h_rows=((h_stack, t_all + 1), (h_rows, t_all + 1)),
+        # and into one of two buffers of [h_t; 1], B contiguous, that the next step reads
+        h_next = POOL.empty((2, rows, B), x.dtype)  # 2,rows,B
+        h_next[:, H:] = 1.0  # GRU's row of ones, where rows = H + 1
+        h_next[0, :H] = state0[0].T
+        h_next_steps = h_next.transpose(0, 2, 1)  # 2,B,rows
+        chunk_products = compiled.threaded_forward(
+            w_hh_1, w_ih_1, (h_next_steps, t_all % 2), (x_1_steps.transpose(0, 2, 1), t_all),
+            (h_stack, t_all + 1), (h_next_steps, (t_all + 1) % 2), (h_rows, t_all + 1), T, kernels.threads(),
+            keep_cache,
         )
     whole_chunks = chunk_products is not None
     if compiled is not None:
@@ -189,7 +192,7 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
         if t % chunk == 0:
             n = min(chunk, T - t)
             if threaded:
-                pre_x_run = (pre_x_step, 0)  # the threads write it
+                pre_x_run = (pre_h_view[None], 0)  # in the table only: the threads have their own
             else:
                 x_1 = POOL.empty((n * B, I + 1), x.dtype)  # [x_t; 1] of the chunk's steps, as rows
                 x_1[:, :I] = x[t:t + n].reshape(n * B, I)
@@ -336,12 +339,11 @@ def backward(dy, dstate, cache, cut=None):
             if threaded:  # the threads compute dx_tᵀ = W_ihᵀ dpre_x_t too
                 dx_steps = POOL.empty((chunk, I, B), x.dtype).transpose(0, 2, 1)  # chunk,B,I views
                 sums = _threaded_sums(cache, dpre_x, dpre_h, dw_hh_1, dw_ih, db_ih, start, stop)
-                product = compiled.threaded_products(
-                    weights.w_hh, (dpre_h.transpose(1, 2, 0), t_here - start),
-                    (dh_pair.transpose(0, 2, 1), 1 - (T - 1 - t_here) % 2), stop - start, kernels.threads(),
-                    transpose=True,
-                    projection=(weights.w_ih, (dpre_x.transpose(1, 2, 0), t_here - start), (dx_steps, t_here - start)),
-                    gradients=sums,
+                product = compiled.threaded_backward(
+                    weights.w_hh, weights.w_ih, (dpre_h.transpose(1, 2, 0), t_here - start),
+                    (dh_pair.transpose(0, 2, 1), 1 - (T - 1 - t_here) % 2),
+                    (dpre_x.transpose(1, 2, 0), t_here - start), (dx_steps, t_here - start), stop - start,
+                    kernels.threads(), sums,
                 )
         if whole_chunk:
             compiled.backward_pass(run, product, dy_steps[:stop - start], dh_pair, (T - 1 - t_here) % 2, stop - start)

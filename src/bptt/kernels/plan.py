@@ -255,71 +255,83 @@ class CompiledCell:
         rows = matvec_plan(w, v, out, scratch, count, transpose)
         return Steps(self._matvec_t if transpose else self._matvec, rows, (w, v, out, scratch))
 
-    def threaded_products(self, w, inputs, outputs, count, threads, transpose=False, projection=None, h_rows=None,
-                          gradients=None):
-        """The recurrent products of a pass at B > 1 on ``threads`` threads, in place of BLAS:
-        forward ``out = w v`` with ``w`` [W_hh | b] (K*H, n); with ``transpose``, backward
-        ``out = wᵀ v`` with ``w`` W_hh (K*H, H). ``inputs``, ``outputs``: ``(stack, index)``
-        pairs of (n, B, length) stacks, ``v`` and ``out`` of each of ``count`` steps.
-
-        ``projection``: ``(w_ih, inputs, outputs)``, the product with the input's weights of
-        every step as well, with stacks as above: forward, the input projection ``pre_x =
-        [W_ih | b] [x_t; 1]`` with ``w_ih`` [W_ih | b] (K*H, I+1), from ``[x_t; 1]``; backward,
-        the input's gradient ``dx_tᵀ = W_ihᵀ dpre_x`` with ``w_ih`` W_ih (K*H, I), from
-        ``dpre_x``, into (I, B) matrices (``outputs`` (n, B, I) views of (n, I, B) stacks).
-
-        ``h_rows``: forward, with a projection, ``((stack, index), (rows, index))``: each step
-        copies h_t from the stack (n, B, H or H+1), where its cell wrote it, into ``rows`` (m, B,
-        H) with contiguous rows. ``gradients``: backward, what :func:`gradient_args` returns,
-        the sums over the pass's steps that its threads add up after them."""
+    def _weights_and_room(self, w, transpose):
+        """``w`` with contiguous rows, and room for its panels, which the pass's threads pack:
+        forward ``w`` (K*H, n), panels of the K gates of units; backward (``transpose``) the
+        rows of ``wᵀ``."""
+        if w.dtype != self.dtype or w.ndim != 2:
+            raise ValueError(f"threaded weights: expected a matrix of {self.dtype}, got {w.shape} {w.dtype}")
+        w = w if w.strides[1] == w.itemsize else np.ascontiguousarray(w)
         K = self.cell.NUM_GATES
+        rows, n = (w.shape[1], w.shape[0]) if transpose else w.shape
+        units, panel_units = (rows, self._panel_rows) if transpose else (rows // K, self._panel_rows // K)
+        return w, np.empty((-(-units // panel_units), n, self._panel_rows), self.dtype)
 
-        def packed_product(w):
-            """``w`` with contiguous rows, room for its panels (the pass's threads pack them),
-            the product's inner length and its output rows"""
-            if w.dtype != self.dtype or w.ndim != 2:
-                raise ValueError(f"threaded weights: expected a matrix of {self.dtype}, got {w.shape} {w.dtype}")
-            w = w if w.strides[1] == w.itemsize else np.ascontiguousarray(w)
-            rows, n = (w.shape[1], w.shape[0]) if transpose else w.shape
-            units, panel_units = (rows, self._panel_rows) if transpose else (rows // K, self._panel_rows // K)
-            packed = np.empty((-(-units // panel_units), n, self._panel_rows), self.dtype)
-            return w, packed, n, rows
-
-        w, packed, n, out_rows = packed_product(w)
-        B = inputs[0].shape[1]
-        arrays = [(inputs[0], n, inputs[1]), (outputs[0], out_rows, outputs[1])]
-        w_x, packed_x, n_x, input_n = None, None, 0, 0
-        if projection is not None:
-            w_x, x_in, x_out = projection
-            w_x, packed_x, n_x, x_rows = packed_product(w_x)
-            arrays += [(x_in[0], n_x, x_in[1]), (x_out[0], x_rows, x_out[1])]
-            input_n = x_rows if transpose else n_x
-        if h_rows is not None:
-            if projection is None or transpose:
-                raise ValueError("h_rows: the forward copies h_t only beside its input projection")
-            (h_t, t_index), (rows_stack, rows_index) = h_rows
-            arrays.append((h_t, n, t_index))
-        rows = plan(B, 1, self.dtype, arrays, count)
-        if h_rows is not None:
-            H = w.shape[0] // K
-            column = HEADER + 2 * len(arrays)  # the next kernel array, as plan() numbers them
-            rows[:, column], rows[:, column + 1] = _row_major(rows_stack, rows_index, count, (B, H), self.dtype,
-                                                              "h_rows")
-        numbers = max((n + n_x) * self._tile_columns, self._gradient_scratch if gradients is not None else 0)
-        scratch = np.empty((threads, numbers), self.dtype)
-        direct = bool(transpose and self._direct[0])
-        pass_args = np.array([threads, n, K, _address(packed), direct, _address(scratch), scratch.shape[1], input_n,
-                              0 if packed_x is None else _address(packed_x),
+    def _threaded(self, rows, weights, scratch_numbers, threads, *, direct=False, input_n, gradients=None,
+                  discard=0, arrays):
+        """The :class:`Threaded` pass of the product table ``rows``: ``weights`` (W_hh's and
+        W_ih's, as :meth:`_weights_and_room` checks them)."""
+        K = self.cell.NUM_GATES
+        (w, packed), (w_x, packed_x) = weights
+        scratch = np.empty((threads, scratch_numbers), self.dtype)
+        pass_args = np.array([threads, packed.shape[1], K, _address(packed), direct, _address(scratch),
+                              scratch_numbers, input_n, _address(packed_x),
                               0 if gradients is None else _address(gradients[0]), _address(w),
-                              w.strides[0] // w.itemsize, 0 if w_x is None else _address(w_x),
-                              0 if w_x is None else w_x.strides[0] // w_x.itemsize], np.int64)
-        return Threaded(rows, pass_args, (w, w_x, packed, packed_x, scratch, arrays, h_rows, gradients))
+                              w.strides[0] // w.itemsize, _address(w_x), w_x.strides[0] // w_x.itemsize, discard],
+                             np.int64)
+        return Threaded(rows, pass_args, (weights, scratch, arrays, gradients))
+
+    def threaded_forward(self, w, w_x, h_prev, x, h_t, h_next, h_rows, count, threads, keep_cache=True):
+        """The products and cells of ``count`` forward steps at B > 1 on ``threads`` threads,
+        in place of BLAS and a call per step: ``pre_h = w [h_{t-1}; 1]`` with ``w`` [W_hh | b]
+        (K*H, n), and ``pre_x = w_x [x_t; 1]`` with ``w_x`` [W_ih | b] (K*H, I+1), each tile of
+        them handed to the cell while it is in cache.
+
+        ``(stack, index)`` pairs, for each step: ``h_prev``, h_{t-1} as the product reads it (n
+        = H, or H+1 with a row of ones below), of an (m, B, n) stack, and ``x``, [x_t; 1] of an
+        (m, B, I+1) stack, with contiguous rows; ``h_t``, where the cell writes h_t (m, B, n),
+        which each step copies into ``h_next``, the next step's ``h_prev``, and into ``h_rows``,
+        (m, B, H) with contiguous rows. Without ``keep_cache`` (inference) the threads write the
+        cell's cache into their scratch."""
+        K, H = self.cell.NUM_GATES, w.shape[0] // self.cell.NUM_GATES
+        weights = self._weights_and_room(w, False), self._weights_and_room(w_x, False)
+        n, n_x = w.shape[1], w_x.shape[1]
+        B = h_prev[0].shape[1]
+        arrays = [(h_prev[0], n, h_prev[1]), (x[0], n_x, x[1]), (h_t[0], n, h_t[1]), (h_next[0], n, h_next[1])]
+        rows = plan(B, 1, self.dtype, arrays, count)
+        column = HEADER + 2 * len(arrays)  # the next kernel array, as plan() numbers them
+        rows[:, column], rows[:, column + 1] = _row_major(*h_rows, count, (B, H), self.dtype, "h_rows")
+        # the step's arrays: pre_x, pre_h, the states entering and leaving, the cache
+        first_cache = 2 + 2 * len(self.cell.STATE_NAMES)
+        kept = () if keep_cache else range(first_cache, first_cache + len(self.cell.CACHE_WIDTHS))
+        regions = 2 + len(kept)  # pre_x, pre_h and what is not kept, K*H + panel rows of a tile each
+        scratch = ((n + n_x) + regions * (K * H + self._panel_rows)) * self._tile_columns
+        return self._threaded(rows, weights, scratch, threads, input_n=n_x, discard=sum(1 << k for k in kept),
+                              arrays=(arrays, h_rows))
+
+    def threaded_backward(self, w, w_x, dpre_h, dh_prev, dpre_x, dx, count, threads, gradients):
+        """The products of ``count`` backward steps at B > 1 on ``threads`` threads, in place
+        of BLAS: ``dh_{t-1} = wᵀ dpre_h`` with ``w`` W_hh (K*H, H) and ``dx_tᵀ = w_xᵀ dpre_x``
+        with ``w_x`` W_ih (K*H, I); then the sums over the steps that ``gradients``
+        (:func:`gradient_args`) describes.
+
+        ``dpre_h``, ``dpre_x``: ``(stack, index)`` pairs of (m, B, K*H) stacks; ``dh_prev``,
+        ``dx``: of (m, B, H) and (m, B, I) views of (m, H, B) and (m, I, B) stacks."""
+        weights = self._weights_and_room(w, True), self._weights_and_room(w_x, True)
+        KH, (H, I) = w.shape[0], (w.shape[1], w_x.shape[1])
+        B = dpre_h[0].shape[1]
+        arrays = [(dpre_h[0], KH, dpre_h[1]), (dh_prev[0], H, dh_prev[1]), (dpre_x[0], KH, dpre_x[1]),
+                  (dx[0], I, dx[1])]
+        rows = plan(B, 1, self.dtype, arrays, count)
+        scratch = max(2 * KH * self._tile_columns, self._gradient_scratch)
+        return self._threaded(rows, weights, scratch, threads, direct=bool(self._direct[0]), input_n=I,
+                              gradients=gradients, arrays=arrays)
 
     def forward_pass(self, products, steps, start, count):
         """Steps ``start`` to ``start + count - 1`` in one call at B = 1: row ``start + i`` of
         ``products`` (the recurrent products of the whole pass, :meth:`product_steps`), then row
         ``i`` of ``steps`` (the cells of these steps, :meth:`forward_steps`). At B > 1,
-        ``products`` are :meth:`threaded_products` and the steps run on its threads."""
+        ``products`` are :meth:`threaded_forward` and the steps run on its threads."""
         if isinstance(products, Threaded):
             self._forward_threads(*products.row(start), *steps.row(0), *products.pass_args, count)
         else:
@@ -329,7 +341,7 @@ class CompiledCell:
         """Steps ``count - 1`` down to 0 of a chunk in one call: ``dy`` (chunk, H, B) adds row
         i, the output's gradient, to ``dh[parity[i]]`` (of the two (H, B) buffers of h's
         gradient, the one step i reads); then row i of ``steps`` (:meth:`backward_steps`) and
-        of ``products`` (:meth:`product_steps` at B = 1, :meth:`threaded_products` at B > 1,
+        of ``products`` (:meth:`product_steps` at B = 1, :meth:`threaded_backward` at B > 1,
         with ``transpose``, into the other buffer); and where the cell has a direct path to
         h_{t-1} (GRU), it is added to that buffer."""
         if isinstance(products, Threaded):

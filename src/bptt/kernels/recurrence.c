@@ -73,6 +73,7 @@ typedef struct {
        row strides: forward [W_hh | b] (K*H, n) and [W_ih | b] (K*H, input_n); backward W_hh
        (K*H, H) and W_ih (K*H, I), whose columns are the rows of W_hhᵀ and W_ihᵀ */
     int64_t weights, ld_weights, input_weights, ld_input_weights;
+    int64_t discard; /* forward: bit k marks the step's array k, of the cache, as not kept */
 } pass_args;
 
 /* Backward, what a pass adds up over its steps once they have run, each thread for the rows
@@ -415,19 +416,19 @@ static int64_t start_workers(int64_t wanted) {
     return pool.started;
 }
 
-/* Where thread t of `threads` begins its share of n rows: a multiple of PANEL_ROWS, or n */
-static int64_t share_start(int64_t n, int64_t t, int64_t threads) {
-    const int64_t panels = (n + PANEL_ROWS - 1) / PANEL_ROWS;
-    const int64_t start = panels * t / threads * PANEL_ROWS;
+/* Where thread t of `threads` begins its share of n rows: a multiple of `rows`, or n */
+static int64_t share_start(int64_t n, int64_t t, int64_t threads, int64_t rows) {
+    const int64_t panels = (n + rows - 1) / rows;
+    const int64_t start = panels * t / threads * rows;
     return start < n ? start : n;
 }
 
 /* Runs context->units on `threads` threads, thread t on units [u_t, u_{t+1}), each u_t a
-   multiple of PANEL_ROWS: the caller and the pool's workers, fewer where the pool cannot grow
-   or is in use by another pass, which then runs on the calling thread alone. */
-static void run_threads(pass_context *context, int64_t H) {
+   multiple of the `rows` of a panel: the caller and the pool's workers, fewer where the pool
+   cannot grow or is in use by another pass, which then runs on the calling thread alone. */
+static void run_threads(pass_context *context, int64_t H, int64_t rows) {
     int64_t threads = context->pass->threads;
-    const int64_t panels = (H + PANEL_ROWS - 1) / PANEL_ROWS;
+    const int64_t panels = (H + rows - 1) / rows;
     threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     threads = threads > panels ? panels : threads;
     const int pooled = threads > 1 && !atomic_flag_test_and_set(&pool.busy);
@@ -442,7 +443,8 @@ static void run_threads(pass_context *context, int64_t H) {
     context->meeting.threads = threads;
     share shares[MAX_THREADS];
     for (int64_t t = 0; t < threads; t++) {
-        shares[t] = (share){context, share_start(H, t, threads), share_start(H, t + 1, threads)};
+        shares[t] = (share){context, share_start(H, t, threads, rows),
+                            share_start(H, t + 1, threads, rows)};
     }
     if (!pooled) {
         context->units(context, 0, shares[0].u0, shares[0].u1);
@@ -464,73 +466,85 @@ static void run_threads(pass_context *context, int64_t H) {
 }
 
 /* A pass over `count` steps of the tables (rows `*_width` int64 apart; `before` only backward),
-   its units shared out by run_threads. */
+   its units shared out by run_threads in panels of `rows` units. */
 static void run_pass(const int64_t *before, int64_t before_width, const int64_t *steps,
                      int64_t step_width, const int64_t *products, int64_t product_width,
-                     const int64_t *pass, int64_t count,
+                     const int64_t *pass, int64_t count, int64_t rows,
                      void (*units)(pass_context *, int64_t, int64_t, int64_t)) {
     if (count <= 0) return;
     pass_context context = {.before = before, .steps = steps, .products = products,
                             .before_width = before_width, .step_width = step_width,
                             .product_width = product_width, .count = count,
                             .pass = (const pass_args *)pass, .units = units};
-    run_threads(&context, ((const step_args *)steps)->H);
+    run_threads(&context, ((const step_args *)steps)->H, rows);
 }
 
 /* Forward, steps 0 .. count - 1: row i of `products` holds h_{t-1} (n rows, the product's
-   input) and pre_h (K*H rows, its output), then, with an input projection, [x_t; 1] (input_n
-   rows) and pre_x (K*H rows), then, where the address of the last is not 0, h_t (H rows, as
-   the cell writes it) and h_t as B rows of H (`h_rows`, what the backward's sums over time
-   read); row i of `steps` the cell's arrays. A forward panel holds
-   PANEL_ROWS / K units: its rows are gate g of unit j0 + u at row g * (PANEL_ROWS / K) + u. */
+   input), [x_t; 1] (input_n rows), h_t (H rows, as the cell writes it), where the next step
+   reads h_t (n rows) and h_t as B rows of H (`h_rows`, y and what the backward's sums over time
+   read); row i of `steps` the cell's arrays, whose pre_x and pre_h the threads replace with
+   their own. The product reads h_{t-1} from two buffers taken in turn, B contiguous numbers a
+   row, not from where the cell writes h_t, rows of a history far apart (one TLB entry per row
+   made a pass 10 % slower). A forward panel holds PANEL_ROWS / K units: its rows are gate g of
+   unit j0 + u at row g * (PANEL_ROWS / K) + u.
+   Each tile of the products goes to the thread's scratch, and the cell runs on it while it is
+   in L1: pre_x and pre_h, and the arrays of the cache that `discard` marks (bit k: the step's
+   array k; inference keeps no cache), each have a `region` of K*H + PANEL_ROWS rows of a tile,
+   where row g * H + j of a panel's units lies at H + g * H + j - j0: the same few rows for
+   every panel, so that neither pushes the weights out of L2. */
 #define DEFINE_FORWARD_THREADS(CELL, S, T)                                                        \
     static void CELL##_forward_units_##S(pass_context *c, int64_t thread, int64_t u0,             \
                                          int64_t u1) {                                            \
         const pass_args *p = c->pass;                                                             \
-        const int64_t n = p->n, n_x = p->input_n, per_panel = PANEL_ROWS / p->gates;              \
+        const int64_t n = p->n, n_x = p->input_n, gates = p->gates, per_panel = PANEL_ROWS / gates;\
+        const int64_t H = ((const step_args *)c->steps)->H;                                       \
+        const int64_t region = (gates * H + PANEL_ROWS) * TILE_##S;                               \
         T *packed = (T *)(intptr_t)p->packed, *packed_x = (T *)(intptr_t)p->input_packed;         \
         T *tail = (T *)(intptr_t)p->scratch + thread * p->scratch_numbers;                        \
-        T *tail_x = tail + n * TILE_##S;                                                          \
-        const int64_t H_cell = ((const step_args *)c->steps)->H;                                  \
-        pack_gate_panels_##S((const T *)(intptr_t)p->weights, p->ld_weights, n, p->gates, H_cell, \
-                             u0, u1, packed);                                                     \
-        if (n_x) {                                                                                \
-            pack_gate_panels_##S((const T *)(intptr_t)p->input_weights, p->ld_input_weights, n_x, \
-                                 p->gates, H_cell, u0, u1, packed_x);                             \
-        }                                                                                         \
+        T *tail_x = tail + n * TILE_##S, *regions = tail_x + n_x * TILE_##S;                      \
+        pack_gate_panels_##S((const T *)(intptr_t)p->weights, p->ld_weights, n, gates, H, u0, u1, \
+                             packed);                                                             \
+        pack_gate_panels_##S((const T *)(intptr_t)p->input_weights, p->ld_input_weights, n_x,     \
+                             gates, H, u0, u1, packed_x);                                         \
         for (int64_t i = 0; i < c->count; i++) {                                                  \
             const step_args *product = (const step_args *)(c->products + i * c->product_width);   \
             const step_args *s = (const step_args *)(c->steps + i * c->step_width);               \
-            const int64_t B = s->B, H = s->H, ld_h = product->a[0].ld, ld_pre = product->a[1].ld; \
-            const int rows_out = product->a[5].addr != 0;                                         \
-            const int64_t ld_x = product->a[2].ld, ld_pre_x = product->a[3].ld;                   \
-            const T *h = ROW(T, product->a[0], 0), *x = ROW(T, product->a[2], 0);                 \
-            T *pre_h = ROW(T, product->a[1], 0), *pre_x = ROW(T, product->a[3], 0);               \
+            const int64_t B = s->B, ld_h = product->a[0].ld, ld_x = product->a[1].ld;             \
+            const T *h = ROW(T, product->a[0], 0), *x = ROW(T, product->a[1], 0);                 \
             const int64_t start = pack_tail_##S(h, ld_h, n, B, tail);                             \
-            const int64_t start_x = n_x ? pack_tail_##S(x, ld_x, n_x, B, tail_x) : 0;             \
+            pack_tail_##S(x, ld_x, n_x, B, tail_x);                                               \
             for (int64_t j0 = u0; j0 < u1; j0 += per_panel) {                                     \
                 const int64_t j1 = j0 + per_panel < u1 ? j0 + per_panel : u1;                     \
                 const int64_t panel = j0 / per_panel;                                             \
-                T *rows[PANEL_ROWS], *rows_x[PANEL_ROWS];                                         \
+                T *base = regions + (H - j0) * TILE_##S, *rows_x[PANEL_ROWS], *rows_h[PANEL_ROWS];\
                 for (int r = 0; r < PANEL_ROWS; r++) {                                            \
                     const int64_t gate = r / per_panel, unit = j0 + r % per_panel;                \
-                    rows[r] = unit < j1 ? pre_h + (gate * H + unit) * ld_pre : 0;                 \
-                    rows_x[r] = unit < j1 ? pre_x + (gate * H + unit) * ld_pre_x : 0;             \
+                    rows_x[r] = unit < j1 ? base + (gate * H + unit) * TILE_##S : 0;              \
+                    rows_h[r] = unit < j1 ? rows_x[r] + region : 0;                               \
                 }                                                                                 \
-                if (n_x) {                                                                        \
-                    panel_product_##S(packed_x + panel * n_x * PANEL_ROWS, n_x, x, ld_x, B, tail_x,\
-                                      start_x, rows_x, 0);                                        \
+                for (int64_t c0 = 0; c0 < B; c0 += TILE_##S) {                                    \
+                    const int in_tail = c0 >= start;                                              \
+                    const int64_t cols = B - c0 < TILE_##S ? B - c0 : TILE_##S;                   \
+                    tile_##S(n_x, packed_x + panel * n_x * PANEL_ROWS, in_tail ? tail_x : x + c0, \
+                             in_tail ? TILE_##S : ld_x, rows_x, cols, 0);                         \
+                    tile_##S(n, packed + panel * n * PANEL_ROWS, in_tail ? tail : h + c0,         \
+                             in_tail ? TILE_##S : ld_h, rows_h, cols, 0);                         \
+                    step_args local = *s;                                                         \
+                    local.B = cols;                                                               \
+                    for (int k = 0, d = 2; k < 8; k++) {                                          \
+                        local.a[k].addr += c0 * (int64_t)sizeof(T);                               \
+                        if (k < 2 || (p->discard >> k & 1))                                       \
+                            local.a[k] = (array_arg){(intptr_t)(base + (k < 2 ? k : d++) * region),\
+                                                     TILE_##S};                                   \
+                    }                                                                             \
+                    CELL##_step_units_##S(&local, j0, j1);                                        \
                 }                                                                                 \
-                panel_product_##S(packed + panel * n * PANEL_ROWS, n, h, ld_h, B, tail, start,    \
-                                  rows, 0);                                                       \
-                CELL##_step_units_##S(s, j0, j1);                                                 \
-                if (rows_out) {                                                                   \
-                    const T *h_t = ROW(T, product->a[4], 0);                                      \
-                    T *h_rows = ROW(T, product->a[5], 0);                                         \
-                    const int64_t ld_t = product->a[4].ld, ld_rows = product->a[5].ld;            \
-                    for (int64_t j = j0; j < j1; j++)                                             \
-                        for (int64_t b = 0; b < B; b++)                                           \
-                            h_rows[b * ld_rows + j] = h_t[j * ld_t + b];                          \
+                const T *h_t = ROW(T, product->a[2], 0);                                          \
+                T *h_next = ROW(T, product->a[3], 0), *h_rows = ROW(T, product->a[4], 0);         \
+                const int64_t ld_t = product->a[2].ld, ld_rows = product->a[4].ld;               \
+                for (int64_t j = j0; j < j1; j++) {                                               \
+                    memcpy(h_next + j * product->a[3].ld, h_t + j * ld_t, (size_t)B * sizeof(T)); \
+                    for (int64_t b = 0; b < B; b++) h_rows[b * ld_rows + j] = h_t[j * ld_t + b];  \
                 }                                                                                 \
             }                                                                                     \
             meet(&c->meeting);                                                                    \
@@ -541,7 +555,7 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
                                     const int64_t *pass, int64_t pass_width, int64_t count) {     \
         (void)pass_width;                                                                         \
         run_pass(0, 0, steps, step_width, products, product_width, pass, count,                   \
-                 CELL##_forward_units_##S);                                                       \
+                 PANEL_ROWS / ((const pass_args *)pass)->gates, CELL##_forward_units_##S);         \
     }
 
 /* Backward, steps count - 1 down to 0: row i of `before` holds dy_t and dh_t (H rows each; dy_t
@@ -555,8 +569,8 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
                                           int64_t u1) {                                           \
         const pass_args *p = c->pass;                                                             \
         const int64_t n = p->n, threads = c->meeting.threads;                                     \
-        const int64_t x0 = share_start(p->input_n, thread, threads);                              \
-        const int64_t x1 = share_start(p->input_n, thread + 1, threads);                          \
+        const int64_t x0 = share_start(p->input_n, thread, threads, PANEL_ROWS);                  \
+        const int64_t x1 = share_start(p->input_n, thread + 1, threads, PANEL_ROWS);              \
         T *packed = (T *)(intptr_t)p->packed, *packed_x = (T *)(intptr_t)p->input_packed;         \
         T *tail = (T *)(intptr_t)p->scratch + thread * p->scratch_numbers;                        \
         T *tail_x = tail + n * TILE_##S;                                                          \
@@ -607,7 +621,7 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
                                      const int64_t *pass, int64_t pass_width, int64_t count) {    \
         (void)pass_width;                                                                         \
         run_pass(before, before_width, steps, step_width, products, product_width, pass, count,   \
-                 CELL##_backward_units_##S);                                                      \
+                 PANEL_ROWS, CELL##_backward_units_##S);                                          \
     }
 
 FOR_EACH_CELL(DEFINE_FORWARD_THREADS, f32, float)
