@@ -112,40 +112,15 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     """
     T, B, I = x.shape
     KH, H = weights.w_hh.shape
-    summed = cell.SUMMED_GATES * H
     compiled = kernels.compiled(cell, x.dtype, T)  # None: the NumPy cell
-    # pre_x = [W_ih | b] [x_t; 1] with b = b_ih (+ the summed blocks of b_hh): the bias rides in
-    # the GEMM on a column of ones, computed for a chunk of steps at a time: one GEMM for short
-    # sequences, bounded memory for long ones
-    w_ih_1 = np.empty((KH, I + 1), x.dtype)  # [W_ih | b]
-    w_ih_1[:, :I] = weights.w_ih
-    w_ih_1[:, I] = weights.b_ih
-    w_ih_1[:summed, I] += weights.b_hh[:summed]
+    w_ih_1, w_hh_1 = _with_biases(cell, weights, x.dtype)
+    rows = w_hh_1.shape[1]
+    if compiled is not None and B > 1 and mask is None and kernels.threads() > 1:
+        return _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, keep_cache)
+    # pre_x for a chunk of steps at a time: one GEMM for short sequences, bounded memory for long
     chunk = max(1, GEMM_COLUMNS // B)
-    # pre_h = [W_hh | b] [h_{t-1}; 1] likewise, where b_hh has blocks that are not summed (GRU's
-    # b_hn, which the reset gate scales); elsewhere the row of ones is left out of the product
-    rows = H + 1 if summed < KH else H
-    w_hh_1 = weights.w_hh
-    if summed < KH:
-        w_hh_1 = np.zeros((KH, H + 1), x.dtype)  # [W_hh | 0 ... b_hh_rest]
-        w_hh_1[:, :H] = weights.w_hh
-        w_hh_1[summed:, H] = weights.b_hh[summed:]
-    # the states by step: slot t holds the state entering step t (for h with a row of ones
-    # below, [h_{t-1}; 1]), step t writes slot t+1. h keeps every step even without a cache: it
-    # becomes y with one copy at the end (a transposing copy per step cost more than the pass's
-    # cell arithmetic); the other states (LSTM's c) then keep two slots, taken in turn
-    h_hist = POOL.empty((H + 1, T + 1, B), x.dtype)  # H+1,T+1,B
-    h_hist[H] = 1.0
-    h_steps = h_hist[:H].transpose(1, 2, 0)  # T+1,B,H views
-    h_steps[0] = state0[0]
-    slots = T + 1 if keep_cache else 2
-    other_steps = [POOL.empty((slots, H, B), x.dtype).transpose(0, 2, 1) for _ in state0[1:]]  # slots,B,H
-    for history, s in zip(other_steps, state0[1:]):
-        history[0] = s
-    cache_steps = [
-        POOL.empty((T if keep_cache else 1, width * H, B), x.dtype).transpose(0, 2, 1)  # T,B,width*H
-        for width in cell.CACHE_WIDTHS
-    ]
+    h_hist, h_steps, other_steps, cache_steps = _state_buffers(cell, x, state0, keep_cache)
+    slots = T + 1 if keep_cache else 2  # of the states other than h
     pre_h = POOL.empty((KH, B), x.dtype)  # KH,B
     # every view a step reads or writes, made once before the loop: at B=1 a step is ~15 calls
     # of a microsecond, and building these per step cost a third of that again
@@ -158,30 +133,8 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     pre_h_view = pre_h.T  # B,KH
     product = _vector_product(compiled, w_hh_1, (h_hist[:rows, :, 0].T, np.arange(T)), (pre_h[:, 0][None], 0), B, T)
     # with the compiled kernels and no lengths, nothing happens between the steps of a chunk but
-    # C: one call runs them all, at B = 1 with the product in C, at B > 1 on kernels.threads()
-    # threads where that is more than 1 (there the threads compute each step's input projection
-    # too, from [x_t; 1] feature-major, and the cell takes pre_x and pre_h from their scratch)
+    # C: one call runs them all, at B = 1 with the product in C
     chunk_products = product if mask is None else None
-    threaded = compiled is not None and B > 1 and mask is None and kernels.threads() > 1
-    if threaded:
-        x_1_steps = POOL.empty((T, I + 1, B), x.dtype)  # T,I+1,B  [x_t; 1]
-        np.copyto(x_1_steps[:, :I], x.transpose(0, 2, 1))
-        x_1_steps[:, I] = 1.0
-        t_all = np.arange(T)
-        # the threads also copy each h_t into rows of H: y, and the backward's sums over time
-        h_rows = POOL.empty((T + 1, B, H), x.dtype)  # T+1,B,H  slot t enters step t
-        h_rows[0] = state0[0]
-        h_stack = h_hist[:rows].transpose(1, 2, 0)  # T+1,B,rows
-        # and into one of two buffers of [h_t; 1], B contiguous, that the next step reads
-        h_next = POOL.empty((2, rows, B), x.dtype)  # 2,rows,B
-        h_next[:, H:] = 1.0  # GRU's row of ones, where rows = H + 1
-        h_next[0, :H] = state0[0].T
-        h_next_steps = h_next.transpose(0, 2, 1)  # 2,B,rows
-        chunk_products = compiled.threaded_forward(
-            w_hh_1, w_ih_1, (h_next_steps, t_all % 2), (x_1_steps.transpose(0, 2, 1), t_all),
-            (h_stack, t_all + 1), (h_next_steps, (t_all + 1) % 2), (h_rows, t_all + 1), T, kernels.threads(),
-            keep_cache,
-        )
     whole_chunks = chunk_products is not None
     if compiled is not None:
         part, offset = compiled.cache_state  # the state the cell's step cache ends with
@@ -191,19 +144,16 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     for t in range(T):
         if t % chunk == 0:
             n = min(chunk, T - t)
-            if threaded:
-                pre_x_run = (pre_h_view[None], 0)  # in the table only: the threads have their own
+            x_1 = POOL.empty((n * B, I + 1), x.dtype)  # [x_t; 1] of the chunk's steps, as rows
+            x_1[:, :I] = x[t:t + n].reshape(n * B, I)
+            x_1[:, I] = 1.0
+            pre_x = np.matmul(w_ih_1, x_1.T, out=POOL.empty((KH, n * B), x.dtype))  # KH,chunk*B
+            pre_x_stack = pre_x.reshape(KH, -1, B).transpose(1, 2, 0)  # chunk,B,KH
+            if compiled is None:
+                pre_x_steps = list(pre_x_stack)  # chunk views (B, KH)
             else:
-                x_1 = POOL.empty((n * B, I + 1), x.dtype)  # [x_t; 1] of the chunk's steps, as rows
-                x_1[:, :I] = x[t:t + n].reshape(n * B, I)
-                x_1[:, I] = 1.0
-                pre_x = np.matmul(w_ih_1, x_1.T, out=POOL.empty((KH, n * B), x.dtype))  # KH,chunk*B
-                pre_x_stack = pre_x.reshape(KH, -1, B).transpose(1, 2, 0)  # chunk,B,KH
-                pre_x_run = (pre_x_stack, np.arange(n))
-                if compiled is None:
-                    pre_x_steps = list(pre_x_stack)  # chunk views (B, KH)
-            if compiled is not None:
-                run = _compiled_forward(compiled, pre_x_run, pre_h_view, h_steps, other_steps, cache_steps, t, n)
+                run = _compiled_forward(compiled, (pre_x_stack, np.arange(n)), pre_h_view, h_steps, other_steps,
+                                        cache_steps, t, n)
             if whole_chunks:
                 compiled.forward_pass(chunk_products, run, t, n)
         if whole_chunks:
@@ -225,14 +175,102 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
         if keep_cache:
             steps.append(step_cache)
     y = POOL.empty((T, B, H), x.dtype)
-    np.copyto(y, h_rows[1:] if threaded else h_steps[1:])
+    np.copyto(y, h_steps[1:])
     if mask is not None:
         y *= mask
     state = tuple(part.copy() for part in states[T])
     if not keep_cache:
         return y, state, None
-    return y, state, Cache(cell, weights, x, h_hist[:, :T], steps, mask, (h_steps, *other_steps), tuple(cache_steps),
-                           h_rows[:T] if threaded else None)
+    return y, state, Cache(cell, weights, x, h_hist[:, :T], steps, mask, (h_steps, *other_steps), tuple(cache_steps))
+
+
+def _with_biases(cell, weights, dtype):
+    """``[W_ih | b]`` (K*H, I+1) with b = b_ih (+ the summed blocks of b_hh): the input
+    projection's bias rides in its product on a row of ones below x; and W_hh, or where b_hh has
+    blocks that are not summed (GRU's b_hn, which the reset gate scales), ``[W_hh | 0 ...
+    b_hh_rest]`` (K*H, H+1), for a row of ones below h."""
+    KH, H = weights.w_hh.shape
+    I = weights.w_ih.shape[1]
+    summed = cell.SUMMED_GATES * H
+    w_ih_1 = np.empty((KH, I + 1), dtype)
+    w_ih_1[:, :I] = weights.w_ih
+    w_ih_1[:, I] = weights.b_ih
+    w_ih_1[:summed, I] += weights.b_hh[:summed]
+    if summed == KH:
+        return w_ih_1, weights.w_hh
+    w_hh_1 = np.zeros((KH, H + 1), dtype)
+    w_hh_1[:, :H] = weights.w_hh
+    w_hh_1[summed:, H] = weights.b_hh[summed:]
+    return w_ih_1, w_hh_1
+
+
+def _state_buffers(cell, x, state0, keep_cache):
+    """The states and the cell's cache by step, for :func:`forward`.
+
+    Slot t of a state holds the state entering step t (for h with a row of ones below,
+    [h_{t-1}; 1]), step t writes slot t+1. h keeps every step even without a cache (it becomes y
+    with one copy at the end: a transposing copy per step cost more than the pass's cell
+    arithmetic); the other states (LSTM's c) then keep two slots, taken in turn, and the cache
+    one, which every step overwrites.
+
+    Returns h_hist (H+1, T+1, B), its views h_steps (T+1, B, H), the other states (slots, B,
+    H) and the cache buffers (T or 1, B, width*H), slots 0 holding ``state0``.
+    """
+    T, B, _ = x.shape
+    H = state0[0].shape[1]
+    h_hist = POOL.empty((H + 1, T + 1, B), x.dtype)  # H+1,T+1,B
+    h_hist[H] = 1.0
+    h_steps = h_hist[:H].transpose(1, 2, 0)  # T+1,B,H views
+    h_steps[0] = state0[0]
+    slots = T + 1 if keep_cache else 2
+    other_steps = [POOL.empty((slots, H, B), x.dtype).transpose(0, 2, 1) for _ in state0[1:]]  # slots,B,H
+    for history, s in zip(other_steps, state0[1:]):
+        history[0] = s
+    cache_steps = [
+        POOL.empty((T if keep_cache else 1, width * H, B), x.dtype).transpose(0, 2, 1)  # T,B,width*H
+        for width in cell.CACHE_WIDTHS
+    ]
+    return h_hist, h_steps, other_steps, cache_steps
+
+
+def _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, keep_cache):
+    """:func:`forward` at B > 1 without lengths on ``kernels.threads()`` threads: one call of
+    ``recurrence.c`` runs every step, its input projection from [x_t; 1] feature-major, its
+    recurrent product, and its cell, which takes pre_x and pre_h from the threads' scratch."""
+    cell = compiled.cell
+    T, B, I = x.shape
+    KH, H = weights.w_hh.shape
+    rows = w_hh_1.shape[1]
+    h_hist, h_steps, other_steps, cache_steps = _state_buffers(cell, x, state0, keep_cache)
+    x_1_steps = POOL.empty((T, I + 1, B), x.dtype)  # T,I+1,B  [x_t; 1]
+    np.copyto(x_1_steps[:, :I], x.transpose(0, 2, 1))
+    x_1_steps[:, I] = 1.0
+    t_all = np.arange(T)
+    # the threads copy each h_t into rows of H, y and the backward's sums over time, and into
+    # one of two buffers of [h_t; 1], B contiguous, that the next step reads
+    h_rows = POOL.empty((T + 1, B, H), x.dtype)  # T+1,B,H  slot t enters step t
+    h_rows[0] = state0[0]
+    h_next = POOL.empty((2, rows, B), x.dtype)  # 2,rows,B
+    h_next[:, H:] = 1.0  # GRU's row of ones, where rows = H + 1
+    h_next[0, :H] = state0[0].T
+    h_next_steps = h_next.transpose(0, 2, 1)  # 2,B,rows
+    products = compiled.threaded_forward(
+        w_hh_1, w_ih_1, (h_next_steps, t_all % 2), (x_1_steps.transpose(0, 2, 1), t_all),
+        (h_hist[:rows].transpose(1, 2, 0), t_all + 1), (h_next_steps, (t_all + 1) % 2), (h_rows, t_all + 1), T,
+        kernels.threads(), keep_cache,
+    )
+    unused = POOL.empty((KH, B), x.dtype).T  # B,KH  pre_x and pre_h of the table: the threads have their own
+    run = _compiled_forward(compiled, (unused[None], 0), unused, h_steps, other_steps, cache_steps, 0, T)
+    compiled.forward_pass(products, run, 0, T)
+    slots = T + 1 if keep_cache else 2  # of the states other than h
+    state = (h_steps[T].copy(), *(history[T % slots].copy() for history in other_steps))
+    if not keep_cache:
+        return h_rows[1:], state, None  # y: a view no one else holds
+    part, offset = compiled.cache_state  # the state the cell's step cache ends with
+    histories = (h_steps, *other_steps)
+    steps = [tuple(buffer[t] for buffer in cache_steps) + (histories[part][t + offset],) for t in range(T)]
+    return h_rows[1:].copy(), state, Cache(cell, weights, x, h_hist[:, :T], steps, None, histories,
+                                           tuple(cache_steps), h_rows[:T])
 
 
 def _compiled_forward(compiled, pre_x, pre_h, h_steps, other_steps, cache_steps, start, n):
