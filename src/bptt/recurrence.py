@@ -204,21 +204,25 @@ def _with_biases(cell, weights, dtype):
     return w_ih_1, w_hh_1
 
 
-def _state_buffers(cell, x, state0, keep_cache):
+def _state_buffers(cell, x, state0, keep_cache, step_major=False):
     """The states and the cell's cache by step, for :func:`forward`.
 
     Slot t of a state holds the state entering step t (for h with a row of ones below,
     [h_{t-1}; 1]), step t writes slot t+1. h keeps every step even without a cache (it becomes y
     with one copy at the end: a transposing copy per step cost more than the pass's cell
     arithmetic); the other states (LSTM's c) then keep two slots, taken in turn, and the cache
-    one, which every step overwrites.
+    one, which every step overwrites. ``step_major``: h_hist is a view of (T+1, H+1, B), each
+    step's [h; 1] contiguous, as the threaded forward's products read it.
 
     Returns h_hist (H+1, T+1, B), its views h_steps (T+1, B, H), the other states (slots, B,
     H) and the cache buffers (T or 1, B, width*H), slots 0 holding ``state0``.
     """
     T, B, _ = x.shape
     H = state0[0].shape[1]
-    h_hist = POOL.empty((H + 1, T + 1, B), x.dtype)  # H+1,T+1,B
+    if step_major:
+        h_hist = POOL.empty((T + 1, H + 1, B), x.dtype).transpose(1, 0, 2)  # H+1,T+1,B
+    else:
+        h_hist = POOL.empty((H + 1, T + 1, B), x.dtype)  # H+1,T+1,B
     h_hist[H] = 1.0
     h_steps = h_hist[:H].transpose(1, 2, 0)  # T+1,B,H views
     h_steps[0] = state0[0]
@@ -241,23 +245,18 @@ def _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, keep_cache):
     T, B, I = x.shape
     KH, H = weights.w_hh.shape
     rows = w_hh_1.shape[1]
-    h_hist, h_steps, other_steps, cache_steps = _state_buffers(cell, x, state0, keep_cache)
+    h_hist, h_steps, other_steps, cache_steps = _state_buffers(cell, x, state0, keep_cache, step_major=True)
     x_1_steps = POOL.empty((T, I + 1, B), x.dtype)  # T,I+1,B  [x_t; 1]
     np.copyto(x_1_steps[:, :I], x.transpose(0, 2, 1))
     x_1_steps[:, I] = 1.0
     t_all = np.arange(T)
-    # the threads copy each h_t into rows of H, y and the backward's sums over time, and into
-    # one of two buffers of [h_t; 1], B contiguous, that the next step reads
+    # the threads copy each h_t into rows of H: y, and the backward's sums over time
     h_rows = POOL.empty((T + 1, B, H), x.dtype)  # T+1,B,H  slot t enters step t
     h_rows[0] = state0[0]
-    h_next = POOL.empty((2, rows, B), x.dtype)  # 2,rows,B
-    h_next[:, H:] = 1.0  # GRU's row of ones, where rows = H + 1
-    h_next[0, :H] = state0[0].T
-    h_next_steps = h_next.transpose(0, 2, 1)  # 2,B,rows
+    h_stack = h_hist[:rows].transpose(1, 2, 0)  # T+1,B,rows
     products = compiled.threaded_forward(
-        w_hh_1, w_ih_1, (h_next_steps, t_all % 2), (x_1_steps.transpose(0, 2, 1), t_all),
-        (h_hist[:rows].transpose(1, 2, 0), t_all + 1), (h_next_steps, (t_all + 1) % 2), (h_rows, t_all + 1), T,
-        kernels.threads(), keep_cache,
+        w_hh_1, w_ih_1, (h_stack, t_all), (x_1_steps.transpose(0, 2, 1), t_all), (h_stack, t_all + 1),
+        (h_rows, t_all + 1), T, kernels.threads(), keep_cache,
     )
     unused = POOL.empty((KH, B), x.dtype).T  # B,KH  pre_x and pre_h of the table: the threads have their own
     run = _compiled_forward(compiled, (unused[None], 0), unused, h_steps, other_steps, cache_steps, 0, T)

@@ -281,23 +281,23 @@ class CompiledCell:
                              np.int64)
         return Threaded(rows, pass_args, (weights, scratch, arrays, gradients))
 
-    def threaded_forward(self, w, w_x, h_prev, x, h_t, h_next, h_rows, count, threads, keep_cache=True):
+    def threaded_forward(self, w, w_x, h_prev, x, h_t, h_rows, count, threads, keep_cache=True):
         """The products and cells of ``count`` forward steps at B > 1 on ``threads`` threads,
         in place of BLAS and a call per step: ``pre_h = w [h_{t-1}; 1]`` with ``w`` [W_hh | b]
         (K*H, n), and ``pre_x = w_x [x_t; 1]`` with ``w_x`` [W_ih | b] (K*H, I+1), each tile of
         them handed to the cell while it is in cache.
 
-        ``(stack, index)`` pairs, for each step: ``h_prev``, h_{t-1} as the product reads it (n
-        = H, or H+1 with a row of ones below), of an (m, B, n) stack, and ``x``, [x_t; 1] of an
-        (m, B, I+1) stack, with contiguous rows; ``h_t``, where the cell writes h_t (m, B, n),
-        which each step copies into ``h_next``, the next step's ``h_prev``, and into ``h_rows``,
-        (m, B, H) with contiguous rows. Without ``keep_cache`` (inference) the threads write the
-        cell's cache into their scratch."""
+        ``(stack, index)`` pairs, for each step: ``h_prev``, h_{t-1} (n = H, or H+1 with a row of
+        ones below), of an (m, B, n) stack, and ``x``, [x_t; 1] of an (m, B, I+1) stack, each
+        with its B contiguous and its rows close (one step's rows far apart cost a TLB entry
+        each); ``h_t``, where the cell writes h_t (m, B, n), which each step copies into
+        ``h_rows``, (m, B, H) with contiguous rows. Without ``keep_cache`` (inference) the
+        threads write the cell's cache into their scratch."""
         K, H = self.cell.NUM_GATES, w.shape[0] // self.cell.NUM_GATES
         weights = self._weights_and_room(w, False), self._weights_and_room(w_x, False)
         n, n_x = w.shape[1], w_x.shape[1]
         B = h_prev[0].shape[1]
-        arrays = [(h_prev[0], n, h_prev[1]), (x[0], n_x, x[1]), (h_t[0], n, h_t[1]), (h_next[0], n, h_next[1])]
+        arrays = [(h_prev[0], n, h_prev[1]), (x[0], n_x, x[1]), (h_t[0], n, h_t[1])]
         rows = plan(B, 1, self.dtype, arrays, count)
         column = HEADER + 2 * len(arrays)  # the next kernel array, as plan() numbers them
         rows[:, column], rows[:, column + 1] = _row_major(*h_rows, count, (B, H), self.dtype, "h_rows")

@@ -480,13 +480,10 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
 }
 
 /* Forward, steps 0 .. count - 1: row i of `products` holds h_{t-1} (n rows, the product's
-   input), [x_t; 1] (input_n rows), h_t (H rows, as the cell writes it), where the next step
-   reads h_t (n rows) and h_t as B rows of H (`h_rows`, y and what the backward's sums over time
-   read); row i of `steps` the cell's arrays, whose pre_x and pre_h the threads replace with
-   their own. The product reads h_{t-1} from two buffers taken in turn, B contiguous numbers a
-   row, not from where the cell writes h_t, rows of a history far apart (one TLB entry per row
-   made a pass 10 % slower). A forward panel holds PANEL_ROWS / K units: its rows are gate g of
-   unit j0 + u at row g * (PANEL_ROWS / K) + u.
+   input), [x_t; 1] (input_n rows), h_t (H rows, as the cell writes it) and h_t as B rows of H
+   (`h_rows`, y and what the backward's sums over time read); row i of `steps` the cell's
+   arrays, whose pre_x and pre_h the threads replace with their own. A forward panel holds
+   PANEL_ROWS / K units: its rows are gate g of unit j0 + u at row g * (PANEL_ROWS / K) + u.
    Each tile of the products goes to the thread's scratch, and the cell runs on it while it is
    in L1: pre_x and pre_h, and the arrays of the cache that `discard` marks (bit k: the step's
    array k; inference keeps no cache), each have a `region` of K*H + PANEL_ROWS rows of a tile,
@@ -540,12 +537,10 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
                     CELL##_step_units_##S(&local, j0, j1);                                        \
                 }                                                                                 \
                 const T *h_t = ROW(T, product->a[2], 0);                                          \
-                T *h_next = ROW(T, product->a[3], 0), *h_rows = ROW(T, product->a[4], 0);         \
-                const int64_t ld_t = product->a[2].ld, ld_rows = product->a[4].ld;               \
-                for (int64_t j = j0; j < j1; j++) {                                               \
-                    memcpy(h_next + j * product->a[3].ld, h_t + j * ld_t, (size_t)B * sizeof(T)); \
+                T *h_rows = ROW(T, product->a[3], 0);                                             \
+                const int64_t ld_t = product->a[2].ld, ld_rows = product->a[3].ld;                \
+                for (int64_t j = j0; j < j1; j++)                                                 \
                     for (int64_t b = 0; b < B; b++) h_rows[b * ld_rows + j] = h_t[j * ld_t + b];  \
-                }                                                                                 \
             }                                                                                     \
             meet(&c->meeting);                                                                    \
         }                                                                                         \
