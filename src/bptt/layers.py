@@ -368,8 +368,8 @@ class _Recurrent:
         T, B = x.shape[:2]
         state0 = self._check_state(h0, "h0", (T, B))
         shape = (self.num_layers * self.num_directions, B, self.hidden_size)
-        # x and h0 are copied: the cache must not share memory with arrays that the caller may
-        # refill (the next batch) before this pass's backward
+        # x (for a cache) and h0 are copied: the cache must not share memory with arrays that the
+        # caller may refill (the next batch) before this pass's backward
         state0 = tuple(np.zeros(shape, self.dtype) if s is None else s.copy() for s in state0)
         if lengths is not None:
             lengths = check_lengths(lengths, B, T)
@@ -378,7 +378,7 @@ class _Recurrent:
             shape = (T, B, self.num_directions * self.hidden_size)
             masks = dropout_masks(dropout_rng, self.dropout, shape, self.num_layers, self.dtype)
         y, state_n, cache = stack_forward(
-            self.cell, self.params, np.array(x, order="C"), state0, lengths,
+            self.cell, self.params, np.array(x, order="C") if keep_cache else np.ascontiguousarray(x), state0, lengths,
             self.num_layers, self.num_directions, masks, keep_cache,
         )
         if self.batch_first:

@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..pool import POOL
+
 MAX_ARRAYS = 8  # as step_args in cells.c
 
 # the state a cell's step cache ends with: (its index in STATE_NAMES, 0 for the state entering
@@ -265,7 +267,7 @@ class CompiledCell:
         K = self.cell.NUM_GATES
         rows, n = (w.shape[1], w.shape[0]) if transpose else w.shape
         units, panel_units = (rows, self._panel_rows) if transpose else (rows // K, self._panel_rows // K)
-        return w, np.empty((-(-units // panel_units), n, self._panel_rows), self.dtype)
+        return w, POOL.empty((-(-units // panel_units), n, self._panel_rows), self.dtype)
 
     def _threaded(self, rows, weights, scratch_numbers, threads, *, direct=False, input_n, gradients=None,
                   discard=0, arrays):
@@ -273,7 +275,7 @@ class CompiledCell:
         W_ih's, as :meth:`_weights_and_room` checks them)."""
         K = self.cell.NUM_GATES
         (w, packed), (w_x, packed_x) = weights
-        scratch = np.empty((threads, scratch_numbers), self.dtype)
+        scratch = POOL.empty((threads, scratch_numbers), self.dtype)
         pass_args = np.array([threads, packed.shape[1], K, _address(packed), direct, _address(scratch),
                               scratch_numbers, input_n, _address(packed_x),
                               0 if gradients is None else _address(gradients[0]), _address(w),

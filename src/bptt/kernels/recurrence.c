@@ -12,7 +12,7 @@
 
    One translation unit with cells.c, so that the cells' arithmetic inlines into these loops. */
 
-#define _POSIX_C_SOURCE 200809L /* pthreads, sched_yield */
+#define _GNU_SOURCE /* pthreads, sched_yield; on Linux sched_getcpu and CPU affinity */
 #include "cells.c"
 
 #include <pthread.h>
@@ -358,8 +358,10 @@ static struct {
     int64_t started, threads;   /* workers running; threads of the last job, the caller's too */
     share shares[MAX_THREADS];
     long long first_job[MAX_THREADS]; /* the job each worker was started after */
+    pthread_t ids[MAX_THREADS];       /* the workers, 1 .. started */
+    int away_from;                    /* the CPU the workers are kept off, -1 for none */
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
-          .busy = ATOMIC_FLAG_INIT};
+          .busy = ATOMIC_FLAG_INIT, .away_from = -1};
 
 static void *work(void *arg) {
     const int64_t t = (int64_t)(intptr_t)arg;
@@ -393,6 +395,7 @@ static void forget_workers(void) {
     atomic_flag_clear(&pool.busy);
     atomic_store(&pool.finished, 0);
     pool.started = 0;
+    pool.away_from = -1;
 }
 
 static void register_fork_handler(void) { pthread_atfork(0, 0, forget_workers); }
@@ -411,9 +414,29 @@ static int64_t start_workers(int64_t wanted) {
         const int failed = pthread_create(&id, &attributes, work, (void *)(intptr_t)t);
         pthread_attr_destroy(&attributes);
         if (failed) break;
+        pool.ids[t] = id;
         pool.started++;
+        pool.away_from = -1; /* the new worker may run anywhere its starter may */
     }
     return pool.started;
+}
+
+/* Keeps the workers off the CPU the caller runs on. After the machine had been idle for a
+   while, Linux often put a worker woken by the caller on the caller's CPU, where it began its
+   share 0.7 ms late and the two shared the CPU until one was moved: passes 1.5-3x slower. A
+   mask without the caller's CPU leaves the scheduler the others. Linux only; it costs a system
+   call per worker only when the caller has moved to another CPU. */
+static void keep_off_callers_cpu(void) {
+#if defined(__linux__)
+    const int cpu = sched_getcpu();
+    cpu_set_t set;
+    if (cpu < 0 || cpu == pool.away_from || sched_getaffinity(0, sizeof set, &set)) return;
+    CPU_CLR(cpu, &set);
+    if (CPU_COUNT(&set) == 0) return;
+    for (int64_t t = 1; t <= pool.started; t++)
+        pthread_setaffinity_np(pool.ids[t], sizeof set, &set);
+    pool.away_from = cpu;
+#endif
 }
 
 /* Where thread t of `threads` begins its share of n rows: a multiple of `rows`, or n */
@@ -435,6 +458,7 @@ static void run_threads(pass_context *context, int64_t H, int64_t rows) {
     if (pooled) {
         const int64_t running = start_workers(threads - 1);
         threads = running + 1 < threads ? running + 1 : threads;
+        keep_off_callers_cpu();
     } else {
         threads = 1;
     }
