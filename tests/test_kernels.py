@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -574,3 +575,27 @@ def test_threaded_passes_run_in_a_forked_child(restore_kernels):
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     pytest.fail("the pass in the forked child did not finish within 60 s")
+
+
+def _allowed_cpus(task):
+    """The CPUs thread ``task`` of this process may run on, from /proc."""
+    with open(f"/proc/self/task/{task}/status") as status:
+        line = next(line for line in status if line.startswith("Cpus_allowed_list:"))
+    cpus = set()
+    for part in line.split(":", 1)[1].strip().split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two CPUs")
+def test_the_pools_workers_are_kept_off_the_callers_cpu(restore_kernels):
+    """After a threaded pass the pool's worker may run on every CPU of the caller's but one,
+    the CPU the caller ran the pass on, so that Linux cannot wake it onto the caller's."""
+    kernels.use("c", threads=2)
+    caller = os.sched_getaffinity(0)
+    _lstm_gradients(1)
+    others = [task for task in os.listdir("/proc/self/task") if int(task) != threading.get_native_id()]
+    masks = [_allowed_cpus(task) for task in others]
+    assert any(len(caller - mask) == 1 and mask < caller for mask in masks), (caller, masks)
