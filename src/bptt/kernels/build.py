@@ -20,7 +20,11 @@ from pathlib import Path
 
 # one translation unit: the file compiled includes the other
 SOURCES = (Path(__file__).with_name("recurrence.c"), Path(__file__).with_name("cells.c"))
-FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fopenmp-simd", "-std=c11", "-shared", "-fPIC", "-pthread")
+# -ffp-contract=fast: GCC fuses a * b + c into one FMA only when told to in ISO C mode (clang
+# does by default); the tile's products and the activations' polynomials are chains of them
+# (an LSTM cell's step took 1.89 ns an element without, 1.54 with)
+FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-trapping-math", "-fopenmp-simd", "-std=c11", "-shared",
+         "-fPIC", "-pthread")
 
 
 class KernelsUnavailable(RuntimeError):

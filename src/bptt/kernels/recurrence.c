@@ -114,22 +114,15 @@ static void meet(barrier *m) {
     }
 }
 
-/* GCC contracts a * b + c into one FMA only when told to in ISO C mode; clang does by default */
-#if defined(__GNUC__) && !defined(__clang__)
-#define CONTRACT __attribute__((optimize("fp-contract=fast")))
-#else
-#define CONTRACT
-#endif
-
 /* out[r][0 .. cols) = Σ_k a[k][r] m[k][...] (+= with `accumulate`), for the PANEL_ROWS rows r
    of a packed panel `a` (n x PANEL_ROWS) and a tile of columns of m (n rows, `ld` apart); a
    NULL out[r] is a padding row of the panel, not written. */
 #define DEFINE_TILE(T, S)                                                                         \
     typedef T vector_##S __attribute__((vector_size(VECTOR_BYTES), aligned(sizeof(T))));          \
     enum { LANES_##S = VECTOR_BYTES / sizeof(T), TILE_##S = VECTORS * LANES_##S };                \
-    static inline CONTRACT void tile_##S(int64_t n, const T *restrict a, const T *restrict m,     \
-                                         int64_t ld, T *const *out, int64_t cols,                 \
-                                         int accumulate) {                                        \
+    static inline void tile_##S(int64_t n, const T *restrict a, const T *restrict m,              \
+                                  int64_t ld, T *const *out, int64_t cols,                        \
+                                  int accumulate) {                                               \
         vector_##S total[PANEL_ROWS][VECTORS];                                                    \
         for (int r = 0; r < PANEL_ROWS; r++)                                                      \
             for (int v = 0; v < VECTORS; v++) total[r][v] = (vector_##S){0};                      \
