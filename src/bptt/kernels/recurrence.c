@@ -137,6 +137,17 @@ static void meet(barrier *m) {
         }                                                                                         \
         for (int r = 0; r < PANEL_ROWS; r++) {                                                    \
             if (!out[r]) continue;                                                                \
+            if (cols == TILE_##S) { /* whole vectors: a memcpy of variable size is a call */      \
+                for (int v = 0; v < VECTORS; v++) {                                               \
+                    vector_##S sum = total[r][v], before;                                         \
+                    if (accumulate) {                                                             \
+                        memcpy(&before, out[r] + v * LANES_##S, sizeof before);                   \
+                        sum += before;                                                            \
+                    }                                                                             \
+                    memcpy(out[r] + v * LANES_##S, &sum, sizeof sum);                             \
+                }                                                                                 \
+                continue;                                                                         \
+            }                                                                                     \
             T whole[TILE_##S];                                                                    \
             memcpy(whole, total[r], sizeof whole);                                                \
             if (accumulate) {                                                                     \
