@@ -7,10 +7,11 @@ back. The NumPy cells in ``bptt.cells`` stay the reference the documentation der
 kernels are their arithmetic fused into one pass over memory per step.
 
 With ``threads()`` above 1 (``use("c", threads=2)``, ``BPTT_THREADS=2``), a pass at B > 1
-without lengths runs a whole chunk of steps in one call on that many threads (the caller and
-workers started on first use and kept), each with its share of the hidden units and of W_hh,
-packed once per pass, and with each step's products in its own tile kernel instead of BLAS
-(``recurrence.c``): forward, the input projection and the recurrent product; backward, the
+without lengths runs its steps in one call on that many threads (the caller and workers
+started on first use and kept, off the caller's CPU), each with its share of the hidden units
+and of the weights, which it packs at the pass's start, and with each step's products in its
+own tile kernel instead of BLAS (``recurrence.c``): forward, the input projection and the
+recurrent product, each tile handed to the cell while it is in cache; backward, the
 recurrent product and dx, and after the steps the parameter gradients, each thread those of
 its units. A training step of a layer then calls no BLAS at all. One pass at a time uses the
 workers; a pass started meanwhile from another Python thread runs on its own thread.

@@ -3,12 +3,14 @@
    Per step the engine otherwise calls BLAS for `pre_h = W_hh h_{t-1}` (forward) or
    `dh_{t-1} = W_hhᵀ dpre_h` (backward) and then the cell on one core. BLAS packs W_hh anew at
    every call and reads it from memory, and the cell's arithmetic leaves the second core idle.
-   Here W_hh is packed once per pass (plan.py, `pack_panels`), each thread owns a range of hidden
-   units, multiples of PANEL_ROWS: forward, it computes the rows of the product that feed its
-   units' gates, then runs its units' cells; backward, its units' cells, then its units' rows of
-   W_hhᵀ dpre_h. Its share of the packed weights stays in its core's cache from step to step.
-   The threads meet once per step, where one step needs what all threads wrote in the one
-   before: all of h_t (forward) or all of dpre_h (backward).
+   Here each thread owns a range of hidden units, whole panels of them, and packs its share of
+   the weights once per pass, at its start (pack_gate_panels_, pack_column_panels_): forward, it
+   computes the rows of the products that feed its units' gates, tile by tile, and runs its
+   units' cell on each tile while it is in L1; backward, its units' cells, then its units' rows
+   of W_hhᵀ dpre_h and its rows of dx. Its share of the packed weights stays in its core's
+   cache from step to step. The threads meet once per step, where one step needs what all
+   threads wrote in the one before: all of h_t (forward) or all of dpre_h (backward). After a
+   backward's steps each adds up its units' rows of the parameter gradients.
 
    One translation unit with cells.c, so that the cells' arithmetic inlines into these loops. */
 
