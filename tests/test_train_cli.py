@@ -9,7 +9,9 @@ import shutil
 import numpy as np
 import pytest
 
+from bptt import kernels
 from bptt.cli import main
+from bptt.kernels.build import find_compiler
 from bptt.training.checkpoint import load_checkpoint, save_checkpoint
 from bptt.training.trainer import TrainConfig, Trainer
 
@@ -112,6 +114,58 @@ def test_bad_settings_are_named(tmp_path, capsys):
     (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
     refused(capsys, tmp_path, ["train", "--corpus", "corpus.txt", *TINY, "--k2", "2", "--hidden", "0"],
             "bad training settings", "hidden_size 0", "k2 2 (expected an integer >= k1 = 4)")
+
+
+# the threads of the compiled passes
+
+
+@pytest.fixture
+def kernels_restored(monkeypatch):
+    """The kernels and threads a verb selects are put back after the test."""
+    for key in ("name", "library", "threads"):
+        monkeypatch.setitem(kernels._selected, key, kernels._selected[key])
+    monkeypatch.delenv("BPTT_THREADS", raising=False)
+
+
+@pytest.mark.parametrize("verb", [["train", "--corpus", "corpus.txt", *TINY], ["task", "adding", "--steps", "2"]])
+def test_threads_without_the_compiled_kernels_are_refused(verb, tmp_path, capsys, kernels_restored):
+    (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    kernels.use("numpy")
+    refused(capsys, tmp_path, [*verb, "--threads", "2"], "--threads sets the threads of the compiled passes",
+            "give --kernels c")
+
+
+@pytest.mark.skipif(find_compiler() is None, reason="no C compiler here for the compiled kernels")
+def test_a_bad_thread_count_is_refused(tmp_path, capsys, kernels_restored):
+    (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    refused(capsys, tmp_path, ["train", "--corpus", "corpus.txt", *TINY, "--kernels", "c", "--threads", "0"],
+            "expected --threads to be a positive integer but got 0")
+
+
+@pytest.mark.skipif(find_compiler() is None, reason="no C compiler here for the compiled kernels")
+def test_training_runs_the_passes_on_threads_and_blas_on_one(tmp_path, capsys, kernels_restored, monkeypatch):
+    """While the passes are threaded, BLAS runs on one thread (its spinning workers would take
+    the cores from them), and gets its threads back after training."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+
+    before, during, run = blas_threads(), [], Trainer.run
+    if not before:
+        pytest.skip("threadpoolctl finds no BLAS here")
+
+    def watched(trainer):
+        during.append(blas_threads())
+        yield from run(trainer)
+
+    monkeypatch.setattr(Trainer, "run", watched)
+    assert main(["train", "--corpus", "corpus.txt", *TINY, "--kernels", "c", "--threads", "2"]) == 0
+    assert "compiled passes on 2 threads, BLAS on 1" in capsys.readouterr().out
+    assert kernels.threads() == 2
+    assert during and all(threads == 1 for threads in during[0]), during
+    assert blas_threads() == before
 
 
 # the run folder

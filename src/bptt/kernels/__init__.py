@@ -19,9 +19,10 @@ workers; a pass started meanwhile from another Python thread runs on its own thr
 It stays off by default: in a loop that also calls BLAS between passes (a model's output
 layer, the optimizer), OpenBLAS's workers spin for about 0.1 s after each multithreaded call
 and take a core from these threads on a 2-core machine. 60 updates of ``bptt train --kernels
-c`` took 6.5 s on 2 threads against 4.9 on one; with BLAS limited to one thread
-(``threadpoolctl`` or ``OPENBLAS_NUM_THREADS=1``), 3.5 s. docs/performance.md has the
-measurements.
+c`` took 5.7 s on 2 threads against 5.3 on one; with BLAS limited to one thread
+(``threadpoolctl`` or ``OPENBLAS_NUM_THREADS=1``), 3.6 s, which is what ``bptt train`` and
+``bptt task`` do with the compiled kernels (``cli._training_threads``). docs/performance.md
+has the measurements.
 """
 
 import os
