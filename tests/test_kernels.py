@@ -606,3 +606,18 @@ def test_the_pools_workers_are_kept_off_the_callers_cpu(restore_kernels):
     others = [task for task in os.listdir("/proc/self/task") if int(task) != threading.get_native_id()]
     masks = [_allowed_cpus(task) for task in others]
     assert any(len(caller - mask) == 1 and mask < caller for mask in masks), (caller, masks)
+
+
+def test_a_threaded_pass_refuses_cell_steps_that_do_not_go_with_its_products():
+    """The threads size what they read and write by the cells' B and H: a pass whose two
+    tables disagree, or that asks for more steps than they hold, is refused before C runs."""
+    products = plan.Threaded(np.array([[32, 1], [32, 1]], np.int64), np.zeros(15, np.int64), (), units=12)
+
+    def cells(B, H, count):
+        return plan.Steps(None, np.tile(np.array([[B, H]], np.int64), (count, 1)), ())
+
+    products.check(cells(32, 12, 2), 0, 2)
+    with pytest.raises(ValueError, match=r"the cells' steps have B, H = \(32, 24\), the products \(32, 12\)"):
+        products.check(cells(32, 24, 2), 0, 2)
+    with pytest.raises(ValueError, match="threaded pass: steps 1..2 of 2 products and 2 cell steps"):
+        products.check(cells(32, 12, 2), 1, 2)

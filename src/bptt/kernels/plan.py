@@ -179,14 +179,26 @@ class Steps:
 
 class Threaded(Steps):
     """Planned recurrent products on threads: the rows of :class:`Steps` (never called one by
-    one), the packed weights and scratch they point into, and the row of ``pass_args`` of
-    ``recurrence.c``."""
+    one), the packed weights and scratch they point into, the row of ``pass_args`` of
+    ``recurrence.c`` and the hidden units H of the layer."""
 
-    __slots__ = ("pass_args",)
+    __slots__ = ("pass_args", "units")
 
-    def __init__(self, rows, pass_args, arrays):
+    def __init__(self, rows, pass_args, arrays, units):
         super().__init__(None, rows, (arrays, pass_args))
         self.pass_args = (_address(pass_args), len(pass_args))
+        self.units = units
+
+    def check(self, steps, start, count):
+        """That ``steps``, the cells' plan of a pass (rows of B, H, ...), go with these
+        products for steps ``start`` to ``start + count - 1``: the threads size what they
+        read and write by the cells' B and H."""
+        if start < 0 or start + count > len(self._rows) or count > len(steps._rows):
+            raise ValueError(f"threaded pass: steps {start}..{start + count - 1} of {len(self._rows)} products and "
+                             f"{len(steps._rows)} cell steps")
+        cells, products = tuple(int(v) for v in steps._rows[0, :2]), (int(self._rows[0, 0]), self.units)
+        if cells != products:
+            raise ValueError(f"threaded pass: the cells' steps have B, H = {cells}, the products {products}")
 
 
 @lru_cache(maxsize=None)
@@ -269,19 +281,21 @@ class CompiledCell:
         units, panel_units = (rows, self._panel_rows) if transpose else (rows // K, self._panel_rows // K)
         return w, POOL.empty((-(-units // panel_units), n, self._panel_rows), self.dtype)
 
-    def _threaded(self, rows, weights, scratch_numbers, threads, *, direct=False, input_n, gradients=None,
+    def _threaded(self, rows, weights, units, scratch_numbers, threads, *, direct=False, input_n, gradients=None,
                   discard=0, arrays):
         """The :class:`Threaded` pass of the product table ``rows``: ``weights`` (W_hh's and
-        W_ih's, as :meth:`_weights_and_room` checks them)."""
+        W_ih's, as :meth:`_weights_and_room` checks them) of a layer of ``units``."""
         K = self.cell.NUM_GATES
         (w, packed), (w_x, packed_x) = weights
+        if w_x.shape[0] != w.shape[0]:
+            raise ValueError(f"threaded weights: W_ih has {w_x.shape[0]} rows, W_hh {w.shape[0]}")
         scratch = POOL.empty((threads, scratch_numbers), self.dtype)
         pass_args = np.array([threads, packed.shape[1], K, _address(packed), direct, _address(scratch),
                               scratch_numbers, input_n, _address(packed_x),
                               0 if gradients is None else _address(gradients[0]), _address(w),
                               w.strides[0] // w.itemsize, _address(w_x), w_x.strides[0] // w_x.itemsize, discard],
                              np.int64)
-        return Threaded(rows, pass_args, (weights, scratch, arrays, gradients))
+        return Threaded(rows, pass_args, (weights, scratch, arrays, gradients), units)
 
     def threaded_forward(self, w, w_x, h_prev, x, h_t, h_rows, count, threads, keep_cache=True):
         """The products and cells of ``count`` forward steps at B > 1 on ``threads`` threads,
@@ -296,6 +310,8 @@ class CompiledCell:
         ``h_rows``, (m, B, H) with contiguous rows. Without ``keep_cache`` (inference) the
         threads write the cell's cache into their scratch."""
         K, H = self.cell.NUM_GATES, w.shape[0] // self.cell.NUM_GATES
+        if w.ndim != 2 or w.shape[0] != K * H:
+            raise ValueError(f"threaded weights: expected K*H = {K} x H rows of W_hh, got {w.shape}")
         weights = self._weights_and_room(w, False), self._weights_and_room(w_x, False)
         n, n_x = w.shape[1], w_x.shape[1]
         B = h_prev[0].shape[1]
@@ -308,7 +324,7 @@ class CompiledCell:
         kept = () if keep_cache else range(first_cache, first_cache + len(self.cell.CACHE_WIDTHS))
         regions = 2 + len(kept)  # pre_x, pre_h and what is not kept, K*H + panel rows of a tile each
         scratch = ((n + n_x) + regions * (K * H + self._panel_rows)) * self._tile_columns
-        return self._threaded(rows, weights, scratch, threads, input_n=n_x, discard=sum(1 << k for k in kept),
+        return self._threaded(rows, weights, H, scratch, threads, input_n=n_x, discard=sum(1 << k for k in kept),
                               arrays=(arrays, h_rows))
 
     def threaded_backward(self, w, w_x, dpre_h, dh_prev, dpre_x, dx, count, threads, gradients):
@@ -326,7 +342,7 @@ class CompiledCell:
                   (dx[0], I, dx[1])]
         rows = plan(B, 1, self.dtype, arrays, count)
         scratch = max(2 * KH * self._tile_columns, self._gradient_scratch)
-        return self._threaded(rows, weights, scratch, threads, direct=bool(self._direct[0]), input_n=I,
+        return self._threaded(rows, weights, H, scratch, threads, direct=bool(self._direct[0]), input_n=I,
                               gradients=gradients, arrays=arrays)
 
     def forward_pass(self, products, steps, start, count):
@@ -335,6 +351,7 @@ class CompiledCell:
         ``i`` of ``steps`` (the cells of these steps, :meth:`forward_steps`). At B > 1,
         ``products`` are :meth:`threaded_forward` and the steps run on its threads."""
         if isinstance(products, Threaded):
+            products.check(steps, start, count)
             self._forward_threads(*products.row(start), *steps.row(0), *products.pass_args, count)
         else:
             self._forward_pass(*products.row(start), *steps.row(0), count)
@@ -347,7 +364,11 @@ class CompiledCell:
         with ``transpose``, into the other buffer); and where the cell has a direct path to
         h_{t-1} (GRU), it is added to that buffer."""
         if isinstance(products, Threaded):
+            products.check(steps, 0, count)
             B, H = dh.shape[2], dh.shape[1]
+            if (B, H) != (int(products._rows[0, 0]), products.units):
+                raise ValueError(f"threaded pass: dh is (H, B) = {(H, B)}, the products' B, H = "
+                                 f"{(int(products._rows[0, 0]), products.units)}")
             before = plan(B, H, self.dtype, [(dy.transpose(0, 2, 1), 1, np.arange(count)),
                                              (dh.transpose(0, 2, 1), 1, parity)], count)
             self._backward_threads(_address(before), before.shape[1], *steps.row(0), *products.row(0),
