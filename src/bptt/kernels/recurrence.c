@@ -518,7 +518,7 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
    in L1: pre_x and pre_h, and the arrays of the cache that `discard` marks (bit k: the step's
    array k; inference keeps no cache), each have a `region` of K*H + PANEL_ROWS rows of a tile,
    where row g * H + j of a panel's units lies at H + g * H + j - j0: the same few rows for
-   every panel, so that neither pushes the weights out of L2. */
+   every panel, which stay in L1 instead of taking room from the weights in L2. */
 #define DEFINE_FORWARD_THREADS(CELL, S, T)                                                        \
     static void CELL##_forward_units_##S(pass_context *c, int64_t thread, int64_t u0,             \
                                          int64_t u1) {                                            \
@@ -558,7 +558,7 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
                              in_tail ? TILE_##S : ld_h, rows_h, cols, 0);                         \
                     step_args local = *s;                                                         \
                     local.B = cols;                                                               \
-                    for (int k = 0, d = 2; k < 8; k++) {                                          \
+                    for (int k = 0, d = 2; k < (int)(sizeof local.a / sizeof local.a[0]); k++) {  \
                         local.a[k].addr += c0 * (int64_t)sizeof(T);                               \
                         if (k < 2 || (p->discard >> k & 1))                                       \
                             local.a[k] = (array_arg){(intptr_t)(base + (k < 2 ? k : d++) * region),\
