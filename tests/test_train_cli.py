@@ -136,10 +136,16 @@ def test_threads_without_the_compiled_kernels_are_refused(verb, tmp_path, capsys
 
 
 @pytest.mark.skipif(find_compiler() is None, reason="no C compiler here for the compiled kernels")
-def test_a_bad_thread_count_is_refused(tmp_path, capsys, kernels_restored):
+@pytest.mark.parametrize("option,variable,words", [
+    (["--threads", "0"], None, "expected --threads to be a positive integer but got 0"),
+    ([], "zero", "expected BPTT_THREADS to be a positive integer but got 'zero'"),
+])
+def test_a_bad_thread_count_is_refused(option, variable, words, tmp_path, capsys, kernels_restored, monkeypatch):
     (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
-    refused(capsys, tmp_path, ["train", "--corpus", "corpus.txt", *TINY, "--kernels", "c", "--threads", "0"],
-            "expected --threads to be a positive integer but got 0")
+    if variable is not None:
+        monkeypatch.setenv("BPTT_THREADS", variable)
+        monkeypatch.setitem(kernels._selected, "threads", None)  # read from the environment again
+    refused(capsys, tmp_path, ["train", "--corpus", "corpus.txt", *TINY, "--kernels", "c", *option], words)
 
 
 @pytest.mark.skipif(find_compiler() is None, reason="no C compiler here for the compiled kernels")

@@ -44,7 +44,10 @@ def _training_threads(requested):
     if requested is not None:
         threads = requested
     elif os.environ.get("BPTT_THREADS") or threadpool_limits is None:
-        threads = kernels.threads()
+        try:
+            threads = kernels.threads()
+        except ValueError as error:  # a bad $BPTT_THREADS
+            raise UserError(str(error)) from error
     else:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     kernels.use("c", threads=threads)
