@@ -113,7 +113,8 @@ def _passes(model, x, h0, lengths, dy, dh_n, cuts, depth):
 
 
 # threads: 1, the per-step passes; 3, the threaded ones at B > 1 without lengths or cut (H = 13
-# is two panels of recurrence.c: two threads, one with a single unit)
+# is, backward, two panels of 12 units: two threads, one with a single unit; forward, panels of
+# 12 / K units: LSTM 5 panels of 3 on three threads, the last with one unit)
 @pytest.mark.parametrize("threads", [1, 3], ids=["per-step", "threaded"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("config", list(CONFIGS))
