@@ -457,8 +457,7 @@ def run(cases=None, threads=2, repeat=7, pause=0.25, vs_torch=True, memory=True,
     """
     torch_available = vs_torch and torch_importable()
     cases = default_cases() if cases is None else cases
-    report = {"machine": machine(), "kernels": kernels.selected(), "kernel_threads": threads,
-              "threads": threads, "repeat": repeat,
+    report = {"machine": machine(), "kernels": kernels.selected(), "threads": threads, "repeat": repeat,
               "pause_s": pause, "quiet": quiet, "vs_torch": torch_available}
     if torch_available:
         import torch
@@ -542,8 +541,8 @@ def format_report(report):
     torch_isa = f" ({m['torch_cpu_capability']})" if m.get("torch_cpu_capability") else ""
     settings = "".join(f"; {name}={value}" for name, value in m.get("isa_settings", {}).items())
     kernels_used = report.get("kernels", "numpy")
-    if kernels_used == "c" and report.get("kernel_threads", 1) > 1:
-        kernels_used += f", passes on {report['kernel_threads']} threads"
+    if kernels_used == "c" and report["threads"] > 1:  # run() gives the passes its thread count
+        kernels_used += f", passes on {report['threads']} threads"
     lines = [
         f"machine: {m.get('cpu')} ({m.get('cores')} cores, {m.get('simd', '')}); numpy {m['numpy']}, "
         f"BLAS {m.get('blas')}; torch {m.get('torch')}{torch_isa}{settings}",

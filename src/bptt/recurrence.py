@@ -120,12 +120,11 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     # pre_x for a chunk of steps at a time: one GEMM for short sequences, bounded memory for long
     chunk = max(1, GEMM_COLUMNS // B)
     h_hist, h_steps, other_steps, cache_steps = _state_buffers(cell, x, state0, keep_cache)
-    slots = T + 1 if keep_cache else 2  # of the states other than h
     pre_h = POOL.empty((KH, B), x.dtype)  # KH,B
     # every view a step reads or writes, made once before the loop: at B=1 a step is ~15 calls
     # of a microsecond, and building these per step cost a third of that again
     h_inputs = list(h_hist[:rows].transpose(1, 0, 2))  # T+1 views (rows, B), the GEMM's operand
-    states = [(h_steps[t],) + tuple(history[t % slots] for history in other_steps) for t in range(T + 1)]
+    states = [(h_steps[t],) + tuple(history[t % len(history)] for history in other_steps) for t in range(T + 1)]
     if keep_cache:
         kept = [tuple(buffer[t] for buffer in cache_steps) for t in range(T)]
     else:
@@ -261,8 +260,7 @@ def _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, keep_cache):
     unused = POOL.empty((KH, B), x.dtype).T  # B,KH  pre_x and pre_h of the table: the threads have their own
     run = _compiled_forward(compiled, (unused[None], 0), unused, h_steps, other_steps, cache_steps, 0, T)
     compiled.forward_pass(products, run, 0, T)
-    slots = T + 1 if keep_cache else 2  # of the states other than h
-    state = (h_steps[T].copy(), *(history[T % slots].copy() for history in other_steps))
+    state = (h_steps[T].copy(), *(history[T % len(history)].copy() for history in other_steps))
     if not keep_cache:
         return h_rows[1:], state, None  # y: a view no one else holds
     part, offset = compiled.cache_state  # the state the cell's step cache ends with

@@ -310,9 +310,9 @@ class CompiledCell:
         ``h_rows``, (m, B, H) with contiguous rows. Without ``keep_cache`` (inference) the
         threads write the cell's cache into their scratch."""
         K, H = self.cell.NUM_GATES, w.shape[0] // self.cell.NUM_GATES
-        if w.ndim != 2 or w.shape[0] != K * H:
-            raise ValueError(f"threaded weights: expected K*H = {K} x H rows of W_hh, got {w.shape}")
         weights = self._weights_and_room(w, False), self._weights_and_room(w_x, False)
+        if w.shape[0] != K * H:
+            raise ValueError(f"threaded weights: expected K*H = {K} x H rows of W_hh, got {w.shape}")
         n, n_x = w.shape[1], w_x.shape[1]
         B = h_prev[0].shape[1]
         arrays = [(h_prev[0], n, h_prev[1]), (x[0], n_x, x[1]), (h_t[0], n, h_t[1])]

@@ -46,8 +46,6 @@
    core from the BLAS threads working between passes */
 #define IDLE_SPINS 2000
 
-
-
 int64_t panel_rows(void) { return PANEL_ROWS; }
 
 /* the columns of one tile for numbers of `itemsize` bytes */
@@ -61,8 +59,8 @@ int64_t gradient_scratch(int64_t itemsize) {
 
 /* What a pass takes besides its tables: the threads to run on, the inner length `n` of the
    product (the rows of h_{t-1} read, H, or H + 1 with GRU's row of ones; K*H backward), the
-   cell's gates K, the packed panels (n x PANEL_ROWS each: element [k][r] is W's row r of the
-   panel at column k), whether the cell's backward leaves a direct gradient of h_{t-1} in dh
+   cell's gates K, room for the packed panels, which the threads fill (n x PANEL_ROWS each:
+   element [k][r] is W's row r of the panel at column k), whether the cell's backward leaves a direct gradient of h_{t-1} in dh
    (GRU), per thread `scratch_numbers` numbers of scratch, and where `input_n` is not 0, the
    product with the input's weights of each step too, packed the same way (`input_packed`):
    forward, the input projection `pre_x = [W_ih | b] [x_t; 1]` (panels of input_n = I + 1
