@@ -135,7 +135,7 @@ def stack_forward(cell, params, x, state0, lengths, num_layers, num_directions, 
     return layer_input, state_n, StackCache(caches, lengths, masks) if keep_cache else None
 
 
-def stack_backward(dy, dstate_n, cache, cut=None):
+def stack_backward(dy, dstate_n, cache, cut=None, edges=None):
     """Backward of :func:`stack_forward`: the layers in reverse order, each direction's BPTT.
 
     Parameters
@@ -144,6 +144,8 @@ def stack_backward(dy, dstate_n, cache, cut=None):
     dstate_n : tuple of (L*D, B, H) arrays or None entries (zero)
     cache : StackCache
     cut : None, "hidden" or "cell", a path through time to leave out (``recurrence.backward``)
+    edges : None, or (T, B) bool, where the gradient through time restarts in every layer and
+        both directions (``recurrence.backward``, ``recurrence.window_edges``)
 
     Returns
     -------
@@ -164,7 +166,9 @@ def stack_backward(dy, dstate_n, cache, cut=None):
             if direction == 1:
                 dy_dir = recurrence.reverse_time(dy_dir, lengths)
             dstate = tuple(None if d is None else d[k] for d in dstate_n)
-            weight_grads, dseq, dstate0[k] = recurrence.backward(dy_dir, dstate, caches[layer][direction], cut)
+            edges_dir = edges if edges is None or direction == 0 else recurrence.reverse_edges(edges, lengths)
+            weight_grads, dseq, dstate0[k] = recurrence.backward(dy_dir, dstate, caches[layer][direction], cut,
+                                                                 edges_dir)
             if direction == 1:
                 dseq = recurrence.reverse_time(dseq, lengths)
             dlayer_input = dseq if dlayer_input is None else dlayer_input + dseq
@@ -179,38 +183,84 @@ def stack_backward(dy, dstate_n, cache, cut=None):
 def stack_backward_truncated(dy, dstate_n, cache, depth, cut=None):
     """Backward of :func:`stack_forward` where each loss term's gradient flows back at most
     ``depth`` steps: the term at step t reaches steps t-depth+1 .. t and no further, in every
-    layer. ``depth=1`` is no gradient through time; ``depth >= T`` is exact BPTT. The gradient
-    of the final state counts as a term at step T-1. Unidirectional, unpadded stacks only.
+    layer. ``depth=1`` is no gradient through time; ``depth >= T`` is exact BPTT. It is
+    TBPTT(1, depth) (:func:`stack_backward_window`), unidirectional stacks only.
 
-    Shapes as :func:`stack_backward`. Costs a window of at most ``depth`` steps for every step
-    that carries a loss term (a step whose ``dy`` is zero contributes nothing and is skipped;
-    the last step always runs, for the final state's term).
+    Shapes as :func:`stack_backward`.
     """
-    T = dy.shape[0]
-    total_grads, dx, dstate0 = None, None, None
-    for t in range(T):
-        if t < T - 1 and not dy[t].any():
+    return stack_backward_window(dy, dstate_n, cache, recurrence.Window(1, depth), cut)
+
+
+def stack_backward_window(dy, dstate_n, cache, window, cut=None):
+    """Backward of :func:`stack_forward` truncated as ``window`` (a :class:`recurrence.Window`)
+    says, in every layer, within each sequence's own length.
+
+    Windows (``k1 == k2``) are one backward whose gradient through time restarts at each
+    window's edge, in both directions. Otherwise (unidirectional stacks only) the chunks are
+    walked back one at a time, counted from each sequence's last: pass p takes the losses of
+    every sequence's p-th chunk from the end (and, for p = 0, the final state's gradient) over
+    the steps they reach, ``window.reach(start)`` onwards, with the gradient dropped where that
+    reach begins; the passes add up. A pass with nothing to carry is skipped.
+
+    Shapes as :func:`stack_backward`.
+    """
+    T, B = dy.shape[:2]
+    lengths = cache.lengths
+    if window.k1 == window.k2:
+        return stack_backward(dy, dstate_n, cache, cut, recurrence.window_edges(window, T, lengths))
+    if len(cache.caches[0]) != 1:
+        raise ValueError(f"expected a unidirectional stack for TBPTT({window.k1}, {window.k2}) with k2 > k1 "
+                         f"but got {len(cache.caches[0])} directions")
+    chunks = [window.chunks(T if lengths is None else int(lengths[b]))[::-1] for b in range(B)]  # last first
+    total = None
+    for p in range(max(map(len, chunks))):
+        bounds = [per_example[p] if p < len(per_example) else None for per_example in chunks]
+        reach = np.array([T if chunk is None else window.reach(chunk[0]) for chunk in bounds])  # B
+        losses = np.zeros((T, B, 1), bool)  # T,B,1  the steps whose losses this pass carries
+        for b, chunk in enumerate(bounds):
+            if chunk is not None:
+                losses[chunk[0]:chunk[1], b] = True
+        dy_pass = dy * losses
+        dstate = dstate_n if p == 0 else (None,) * len(dstate_n)
+        if p > 0 and not dy_pass.any():
             continue
-        start = max(0, t - depth + 1)
-        window = cache._replace(
-            caches=[[recurrence.slice_cache(c, start, t + 1) for c in layer] for layer in cache.caches],
-            dropout_masks=None if cache.dropout_masks is None else [m[start:t + 1] for m in cache.dropout_masks],
+        # pass 0 runs to the end, where the final state leaves (carried past each sequence's end)
+        start = int(reach.min())
+        stop = T if p == 0 else max(chunk[1] for chunk in bounds if chunk is not None)
+        edges = np.zeros((stop - start, B), bool)  # restart where each sequence's reach begins
+        for b in np.flatnonzero((reach > start) & (reach < stop)):
+            edges[reach[b] - start, b] = True
+        part = cache._replace(
+            caches=[[recurrence.slice_cache(one, start, stop) for one in layer] for layer in cache.caches],
+            dropout_masks=None if cache.dropout_masks is None else [m[start:stop] for m in cache.dropout_masks],
         )
-        dy_window = np.zeros_like(dy[start:t + 1])  # the loss term at step t alone
-        dy_window[-1] = dy[t]
-        dstate = dstate_n if t == T - 1 else (None,) * len(dstate_n)
-        grads, dx_window, dstate_window = stack_backward(dy_window, dstate, window, cut)
-        if total_grads is None:
-            total_grads = grads
-            dx = np.zeros(dy.shape[:2] + dx_window.shape[2:], dy.dtype)
-            dstate0 = tuple(np.zeros_like(d) for d in dstate_window)
+        grads, dx_part, dstate0 = stack_backward(dy_pass[start:stop], dstate, part, cut, edges)
+        if total is None:
+            total = grads
+            dx = np.zeros((T, B) + dx_part.shape[2:], dy.dtype)
+            dstate0_total = tuple(np.zeros_like(d) for d in dstate0)
         else:
             for name, g in grads.items():
-                total_grads[name] += g
-        dx[start:t + 1] += dx_window
-        if start == 0:  # only windows that reach the first step reach the initial state
-            dstate0 = tuple(a + b for a, b in zip(dstate0, dstate_window))
-    return total_grads, dx, dstate0
+                total[name] += g
+        dx[start:stop] += dx_part
+        # only a reach that begins at step 0 reaches the initial state
+        at_zero = (reach == 0)[:, None].astype(dy.dtype)  # B,1
+        dstate0_total = tuple(a + d * at_zero for a, d in zip(dstate0_total, dstate0))
+    return total, dx, dstate0_total
+
+
+def check_window(window):
+    """``window`` (a :class:`recurrence.Window` or a tuple ``(k1, k2[, align])``) as a
+    Window, or a ValueError naming what is expected."""
+    try:
+        window = recurrence.Window(*window)
+    except TypeError:
+        raise ValueError(f"expected window as (k1, k2) or (k1, k2, align) but got {window!r}") from None
+    if not (is_integer(window.k1, 1) and is_integer(window.k2, 1)) or window.k2 < window.k1:
+        raise ValueError(f"expected window integers 1 <= k1 <= k2 but got k1={window.k1!r}, k2={window.k2!r}")
+    if window.align not in recurrence.ALIGNS:
+        raise ValueError(f"expected window align 'start' or 'end' but got {window.align!r}")
+    return recurrence.Window(int(window.k1), int(window.k2), window.align)
 
 
 def stack_backward_by_depth(dy, dstate_n, cache):
@@ -387,7 +437,7 @@ class _Recurrent:
             return y, self._public_state(state_n), None
         return y, self._public_state(state_n), ForwardCache(cache, x.shape, self.batch_first)
 
-    def backward(self, cache, dy, dh_n=None, *, depth=None, cut=None):
+    def backward(self, cache, dy, dh_n=None, *, depth=None, window=None, cut=None):
         """Exact BPTT: gradients of every parameter, of the input and of the initial state.
 
         Parameters
@@ -397,7 +447,10 @@ class _Recurrent:
         dh_n : gradient w.r.t. ``h_n``, (L*D, B, H); for LSTM a tuple ``(dh_n, dc_n)`` whose
             entries may be None; None for zero
         depth : None for exact BPTT, or an int k >= 1: each loss term's gradient flows back at
-            most k steps (unidirectional models without ``lengths`` only)
+            most k steps (unidirectional models only); the same as ``window=Window(1, k)``
+        window : None, or a ``bptt.Window(k1, k2, align)`` (or a tuple of those): truncated
+            BPTT on chunks of each sequence (``bptt.recurrence.Window``); windows (k1 == k2)
+            for any model, k2 > k1 for unidirectional ones
         cut : None, ``"hidden"`` or ``"cell"``: leave out one path through time (the slips
             that ``bptt.diagnose`` recognises); see ``bptt.recurrence.backward``
 
@@ -420,18 +473,22 @@ class _Recurrent:
         dstate_n = self._check_state(dh_n, "dh_n", (T, B))
         if cut not in (None,) + recurrence.PATHS:
             raise ValueError(f"expected cut None, 'hidden' or 'cell' but got {cut!r}")
-        if depth is None:
-            grads, dx, dstate0 = stack_backward(dy, dstate_n, cache.stack, cut)
-        else:
+        if depth is not None and window is not None:
+            raise ValueError(f"expected depth or window, not both, but got depth={depth!r}, window={window!r}")
+        if depth is not None:
             if not is_integer(depth, 1):
                 raise ValueError(f"expected depth to be a positive integer but got {depth!r}")
-            lengths = cache.stack.lengths
-            if self.bidirectional or lengths is not None:
+            window = recurrence.Window(1, int(depth))
+        if window is None:
+            grads, dx, dstate0 = stack_backward(dy, dstate_n, cache.stack, cut)
+        else:
+            window = check_window(window)
+            if window.k2 > window.k1 and self.bidirectional:
                 raise ValueError(
-                    "expected a unidirectional model and no lengths for truncation by depth but got "
-                    f"bidirectional={self.bidirectional}, lengths={None if lengths is None else lengths.tolist()}"
+                    f"expected a unidirectional model for truncation with k2 > k1 (here {tuple(window)}) "
+                    "but got bidirectional=True: windows (k1 == k2) restart both directions"
                 )
-            grads, dx, dstate0 = stack_backward_truncated(dy, dstate_n, cache.stack, int(depth), cut)
+            grads, dx, dstate0 = stack_backward_window(dy, dstate_n, cache.stack, window, cut)
         if cache.batch_first:
             dx = dx.transpose(1, 0, 2)
         # the stack fills grads from the last layer down; give them the order of params, so

@@ -85,6 +85,18 @@ def reverse_time(a, lengths=None):
     return a[index, np.arange(B)[None, :]]
 
 
+def reverse_edges(edges, lengths=None):
+    """The ``edges`` of :func:`backward`, (T, B) bool, for the reverse direction.
+
+    An edge at step e cuts the gradient between steps e-1 and e; in a sequence reversed within
+    its length n (:func:`reverse_time`) those are steps n-e and n-e-1, so the edge sits at
+    step n-e.
+    """
+    later = np.zeros_like(edges)
+    later[:-1] = edges[1:]  # later[t] = edges[t + 1], the edge just after step t
+    return reverse_time(later, lengths)
+
+
 # columns (steps times batch) of one GEMM over time (the input projection, the parameter
 # gradients): large enough to run near the GEMM peak, small enough that a long sequence does not
 # hold K*H numbers per step and sequence
@@ -288,6 +300,52 @@ def _compiled_forward(compiled, pre_x, pre_h, h_steps, other_steps, cache_steps,
 
 
 PATHS = ("hidden", "cell")
+ALIGNS = ("start", "end")
+
+
+class Window(NamedTuple):
+    """Truncated BPTT on one sequence as people write it: TBPTT(k1, k2).
+
+    The sequence is cut into chunks of ``k1`` steps, counted from its first step (``align``
+    ``"start"``: a loop over chunks of the forward, the last chunk shorter) or from its last
+    (``"end"``: a loop from the last step that restarts every k1 steps, the first chunk
+    shorter). The losses of a chunk [s, e) flow back to step s - (k2 - k1) and no further: the
+    chunk itself and the k2 - k1 steps before it, so in a whole chunk the loss at its j-th step
+    (j = 1 .. k1) reaches back k2 - k1 + j steps. The gradient of the final state belongs to
+    the last chunk.
+
+    - ``k1 == k2``: windows of k steps, the gradient restarted at each window's edge;
+    - ``k1 == 1``: per-loss depth k2, each loss reaching back k2 steps (either align).
+    """
+
+    k1: int
+    k2: int
+    align: str = "start"
+
+    def chunks(self, length):
+        """The chunks ``(s, e)`` of a sequence of ``length`` steps, first to last."""
+        if self.align == "start":
+            return [(s, min(length, s + self.k1)) for s in range(0, length, self.k1)]
+        return [(max(0, e - self.k1), e) for e in range(length, 0, -self.k1)][::-1]
+
+    def reach(self, start):
+        """The first step that the losses of a chunk starting at ``start`` reach."""
+        return max(0, start - (self.k2 - self.k1))
+
+
+def window_edges(window, steps, lengths=None):
+    """The edges of windows (``window.k1 == window.k2``) for :func:`backward`'s ``edges``.
+
+    Returns (T, B) bool, True at the first step of every window but the first, counted within
+    each sequence's own length (``lengths``, (B,) ints, or None: all ``steps`` long); B is 1
+    without lengths.
+    """
+    lengths = [steps] if lengths is None else [int(n) for n in lengths]
+    edges = np.zeros((steps, len(lengths)), bool)
+    for b, length in enumerate(lengths):
+        for start, _ in window.chunks(length)[1:]:
+            edges[start, b] = True
+    return edges
 
 
 def slice_cache(cache, start, stop):
@@ -302,8 +360,9 @@ def slice_cache(cache, start, stop):
     )
 
 
-def backward(dy, dstate, cache, cut=None):
-    """Exact BPTT through :func:`forward`, or BPTT with one path through time removed.
+def backward(dy, dstate, cache, cut=None, edges=None):
+    """Exact BPTT through :func:`forward`, or BPTT with one path through time removed, or
+    restarted at the edges of windows.
 
     Parameters
     ----------
@@ -314,6 +373,10 @@ def backward(dy, dstate, cache, cut=None):
         gradient reaching ``h_{t-1}`` through ``W_hh`` (the slip of not adding ``dh_prev`` to
         the next step's ``dh``); ``"cell"`` drops the paths that skip ``W_hh`` (LSTM's
         ``dc_{t-1}``, GRU's ``z * dh``). The gradient of the initial state is cut the same way.
+    edges : None, or (T, B) bool: where ``edges[t, b]``, the gradient that step t sends to the
+        state entering it is dropped for sequence b, so the walk back restarts there from
+        step t-1's own losses (truncated BPTT on windows, :func:`window_edges`). ``edges[0]``
+        drops the gradient of the initial state.
 
     Returns
     -------
@@ -354,6 +417,8 @@ def backward(dy, dstate, cache, cut=None):
     dw_ih = POOL.empty((KH, I), x.dtype)
     db_ih = None if shared else np.zeros(KH, x.dtype)
     dx = POOL.empty((T, B, I), x.dtype)
+    if edges is not None:
+        carry_on = (~np.asarray(edges, bool))[:, None, :].astype(x.dtype)  # T,1,B
     if mask is not None:
         within = mask.transpose(0, 2, 1).astype(x.dtype)  # T,1,B
         past_end = 1.0 - within
@@ -367,9 +432,10 @@ def backward(dy, dstate, cache, cut=None):
             t_here = np.arange(start, stop)
             product = _vector_product(compiled, weights.w_hh, (dpre_h[:, :, 0].T, t_here - start),
                                       (dh_pair[:, :, 0], 1 - (T - 1 - t_here) % 2), B, stop - start, transpose=True)
-            # with no lengths and no cut, nothing happens between the steps of a chunk but C:
+            # with no lengths, cut or edges, nothing happens between the steps of a chunk but C:
             # one call runs them all, at B = 1 with the product in C, at B > 1 on threads
-            whole_chunk = mask is None and cut is None and (product is not None or (B > 1 and kernels.threads() > 1))
+            whole_chunk = mask is None and cut is None and edges is None and (
+                product is not None or (B > 1 and kernels.threads() > 1))
             threaded = whole_chunk and B > 1
             if threaded:  # the threads compute dx_tᵀ = W_ihᵀ dpre_x_t too
                 dx_steps = POOL.empty((chunk, I, B), x.dtype).transpose(0, 2, 1)  # chunk,B,I views
@@ -428,6 +494,9 @@ def backward(dy, dstate, cache, cut=None):
             if mask is not None:
                 for d, k in zip(carried, kept):
                     d += k
+            if edges is not None:  # a window's first step: what reaches its entering state stops
+                for d in carried:
+                    d *= carry_on[t]
         # this chunk's share of the sums over time (the threads added them up where they ran)
         n = stop - start
         if threaded:
