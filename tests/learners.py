@@ -39,14 +39,27 @@ def rnn_cell_backward(da_next, cache):
     }
 
 
-def rnn_backward(da, caches, carry=True):
-    """Gradients of sum(da * a). ``carry=False``: the slip of not adding da_prevt to da[:, :, t]."""
+def restarts(t, T_x, window, align):
+    """Whether a learner's loop that truncates to windows of ``window`` steps resets da_prevt
+    (and dc_prevt) before step t: ``align="end"`` counts the windows from the last step (a
+    loop from T_x - 1 down that resets every ``window`` steps), ``"start"`` from the first
+    (chunks [0, window), [window, 2 window), ... of the forward)."""
+    if window is None or t == T_x - 1:
+        return False
+    return (T_x - 1 - t) % window == 0 if align == "end" else (t + 1) % window == 0
+
+
+def rnn_backward(da, caches, carry=True, window=None, align="end"):
+    """Gradients of sum(da * a). ``carry=False``: the slip of not adding da_prevt to da[:, :, t];
+    ``window``: truncated to windows of that many steps (:func:`restarts`)."""
     _, a0, x1, parameters = caches[0]
     T_x = da.shape[2]
     grads = {name: np.zeros_like(parameters[name[1:]]) for name in ("dWax", "dWaa", "dba")}
     dx = np.zeros(x1.shape + (T_x,), da.dtype)
     da_prevt = np.zeros_like(a0)
     for t in reversed(range(T_x)):
+        if restarts(t, T_x, window, align):
+            da_prevt = np.zeros_like(da_prevt)
         gradients = rnn_cell_backward(da[:, :, t] + da_prevt if carry else da[:, :, t], caches[t])
         dx[:, :, t] = gradients["dxt"]
         for name in grads:
@@ -117,8 +130,9 @@ def lstm_cell_backward(da_next, dc_next, cache, slip=None):
     return gradients
 
 
-def lstm_backward(da, caches, slip=None):
-    """Gradients of sum(da * a), the course's loop. ``slip``:
+def lstm_backward(da, caches, slip=None, window=None, align="end"):
+    """Gradients of sum(da * a), the course's loop, truncated to windows of ``window`` steps
+    if given (:func:`restarts`). ``slip``:
 
     - None: full BPTT;
     - ``"no_da_prev"``: da[:, :, t] alone, without da_prevt (dc_prevt still carried);
@@ -133,6 +147,8 @@ def lstm_backward(da, caches, slip=None):
     da_prevt = np.zeros_like(da[:, :, 0])
     dc_prevt = np.zeros_like(da_prevt)
     for t in reversed(range(T_x)):
+        if restarts(t, T_x, window, align):
+            da_prevt, dc_prevt = np.zeros_like(da_prevt), np.zeros_like(dc_prevt)
         da_next = da[:, :, t] if slip in ("no_da_prev", "current_only") else da[:, :, t] + da_prevt
         dc_next = np.zeros_like(dc_prevt) if slip in ("no_dc_prev", "current_only") else dc_prevt
         gradients = lstm_cell_backward(da_next, dc_next, caches[t], slip)
@@ -168,12 +184,13 @@ def lstm_backward_truncated(da, caches, depth):
 # Keras's equations, in torch
 
 
-def keras_forward(cell, params, x, h0, c0=None, detach_h=False):
+def keras_forward(cell, params, x, h0, c0=None, detach_h=False, restart=()):
     """A Keras layer with ``return_sequences=True``: x (B, T, I) -> y (B, T, H), torch tensors.
 
     ``params``: ``kernel`` (I, K*H), ``recurrent_kernel`` (H, K*H), ``bias``; gates LSTM i, f, c, o,
     GRU z, r, h with ``reset_after=True``. ``detach_h``: no gradient through the hidden state
-    carried to the next step (for LSTM the cell state still carries one).
+    carried to the next step (for LSTM the cell state still carries one). ``restart``: the
+    steps before which the whole state is detached (truncated BPTT on windows).
     """
     import torch  # only the tests that skip without torch call this
 
@@ -181,6 +198,8 @@ def keras_forward(cell, params, x, h0, c0=None, detach_h=False):
     H = recurrent.shape[0]
     h, c, ys = h0, c0, []
     for t in range(x.shape[1]):
+        if t in restart:
+            h, c = h.detach(), None if c is None else c.detach()
         if cell == "lstm":
             z = x[:, t] @ kernel + h @ recurrent + bias
             i, f = torch.sigmoid(z[:, :H]), torch.sigmoid(z[:, H:2 * H])

@@ -1,0 +1,181 @@
+"""The diagnosis in words: what a learner's backward does, in the names of their own code.
+
+Each layout has its words: the hidden state, the upstream gradient at step t, a weight summed
+over t, the gradients a loop carries from step t+1 to step t, and for LSTM the forget and
+output gates.
+"""
+
+import math
+
+WORDS = {
+    "coursera-rnn": {"h": "a", "dy_t": "da[:, :, t]", "summed": "dWaa", "dh_prev": "da_prev"},
+    "coursera-lstm": {"h": "a", "dy_t": "da[:, :, t]", "summed": "dWo", "dh_prev": "da_prev", "dc_prev": "dc_prev",
+                      "f": "Γf", "o": "Γo"},
+    "torch": {"h": "h", "dy_t": "dy[t]", "summed": "dweight_hh_l0", "dh_prev": "dh_prev", "dc_prev": "dc_prev",
+              "f": "f", "o": "o"},
+    "keras": {"h": "h", "dy_t": "dy[:, t]", "summed": "drecurrent_kernel", "dh_prev": "dh_prev",
+              "dc_prev": "dc_prev", "f": "f", "o": "o"},
+    "cs231n-rnn": {"h": "h", "dy_t": "dh[:, t]", "summed": "dWh", "dh_prev": "dprev_h"},
+    "cs231n-lstm": {"h": "h", "dy_t": "dh[:, t]", "summed": "dWh", "dh_prev": "dprev_h", "dc_prev": "dprev_c",
+                    "f": "f", "o": "o"},
+}
+
+
+def verdict_of(verdicts):
+    """The overall verdict: ``(status, window, path)`` that every tensor not correct shares,
+    ``("correct", None, None)`` when all are correct, ``("wrong", None, None)`` when they
+    disagree. ``verdicts``: dict name -> TensorVerdict."""
+    kinds = {(v.status, v.window, v.path) for v in verdicts.values() if v.status != "correct"}
+    if not kinds:
+        return "correct", None, None
+    if len(kinds) == 1:
+        return kinds.pop()
+    return "wrong", None, None
+
+
+def name_variant(window, path, steps):
+    """A variant's name: "BPTT truncated to 3 steps", "truncated BPTT on windows of 4 (counted
+    from the last step)", "TBPTT(2, 5)", each "with the hidden path cut" where there is one."""
+    parts = []
+    if window is not None:
+        if window.k1 == 1:
+            parts.append(f"BPTT truncated to {window.k2} step{'s' if window.k2 != 1 else ''}")
+        elif window.k1 == window.k2:
+            parts.append(f"truncated BPTT on windows of {window.k1} ({_counted(window, steps)})")
+        else:
+            parts.append(f"TBPTT({window.k1}, {window.k2}) ({_counted(window, steps)})")
+    if path is not None:
+        parts.append(f"{'BPTT ' if window is None else ''}with the {path} path cut")
+    return ", ".join(parts)
+
+
+def _counted(window, steps):
+    if steps % window.k1 == 0:
+        return "chunks counted from either end: the same here"
+    return f"counted from the {'first' if window.align == 'start' else 'last'} step"
+
+
+def explain(layout, cell, steps, verdicts, tolerance):
+    """The verdict on the whole implementation and one paragraph on what it is missing.
+
+    ``verdicts``: dict name -> TensorVerdict, as in :class:`bptt.proofs.diagnose.Diagnosis`.
+    """
+    words = {**WORDS[layout], "cell": cell, "steps": steps}
+    groups = {}  # (status, window, path) -> names
+    for v in verdicts.values():
+        groups.setdefault((v.status, v.window, v.path), []).append(v.name)
+    correct = groups.pop(("correct", None, None), [])
+    if not groups:
+        return (
+            f"Verdict: correct. All {len(correct)} gradients match full BPTT (rel err <= {tolerance:g}): "
+            f"your code carries the gradient from each step back to the one before, down to step 0, "
+            f"and sums each parameter's per-step terms over all {steps} steps."
+        )
+    status, window, path = verdict_of(verdicts)
+    verdict = "wrong: the gradients do not agree on one variant of BPTT" if len(groups) > 1 else (
+        "wrong" if status == "wrong" else name_variant(window, path, steps))
+    parts = [f"Verdict: {verdict}."]
+    for (status, window, path), names in groups.items():
+        parts.append(_missing(status, window, path, names, verdicts, words))
+    if correct:
+        parts.append(f"These match full BPTT: {', '.join(correct)}.")
+    return " ".join(parts)
+
+
+def _carried(words):
+    return f"{words['dh_prev']} and {words['dc_prev']}" if words["cell"] == "lstm" else words["dh_prev"]
+
+
+def _missing(status, window, path, names, verdicts, words):
+    """One explanation: what the code behind ``names`` (all with this verdict) does."""
+    listed = ", ".join(names)
+    if status == "wrong":
+        return _no_variant(listed, names, verdicts, words)
+    sentences = []
+    if window is not None:
+        sentences.append(_truncation(listed, window, words))
+    if path is not None:
+        sentences.append(_cut(listed if window is None else "They also", path, words, window is not None))
+    return " ".join(sentences)
+
+
+def _truncation(listed, window, words):
+    h, dy_t, carried = words["h"], words["dy_t"], _carried(words)
+    if window.k1 > 1 and window.k1 == window.k2:
+        k = window.k1
+        return (
+            f"{listed} match truncated BPTT on windows of {k}: your backward restarts {carried} every {k} "
+            f"steps, {_counted(window, words['steps'])}, so the loss at a step reaches back only to the first "
+            f"step of its window (1 to {k} steps). That is the gradient of each window's losses with the state "
+            f"entering the window held constant, not of the whole loss: for full BPTT carry {carried} across "
+            f"the windows' edges, all the way to step 0."
+        )
+    if window.k1 > 1:
+        return (
+            f"{listed} match TBPTT({window.k1}, {window.k2}): your backward takes the losses of chunks of "
+            f"{window.k1} steps ({_counted(window, words['steps'])}) and runs each chunk back {window.k2} steps "
+            f"from its end, so the loss at the j-th step of a chunk reaches back {window.k2 - window.k1} + j "
+            f"steps. For full BPTT carry {carried} from each step to the one before, all the way to step 0."
+        )
+    depth = window.k2
+    if depth == 1:
+        dc = f", with its {words['dc_prev']} as dc_next" if words["cell"] == "lstm" else ""
+        return (
+            f"{listed} match backprop truncated to 1 step: your code does not carry {carried} from "
+            f"step t+1 into step t, so the backward of step t sees only {dy_t}. Backprop through time "
+            f"sums one term per step ({words['summed']} = Σ_t of the per-step formula, which is one "
+            f"term of it), and each term must include the gradient arriving from the future: start "
+            f"step t from {dy_t} + {words['dh_prev']} of step t+1{dc}."
+        )
+    return (
+        f"{listed} match backprop truncated to {depth} steps: the gradient of the loss at step t "
+        f"reaches steps t-{depth - 1} .. t and no further. That is truncated BPTT, not full BPTT: "
+        f"carry {carried} from each step to the one before, all the way to step 0, and never "
+        f"restart them."
+    )
+
+
+def _cut(listed, path, words, also):
+    h, dy_t, cell = words["h"], words["dy_t"], words["cell"]
+    dh_prev = words["dh_prev"]
+    match = "match" if not also else "match it"
+    if path == "hidden":
+        through = (
+            f"the gradient that step t+1 sends back to {h}_t through its gates (the gate gradients "
+            f"times the {h}_prev columns of the weights)"
+        )
+        if cell == "gru":
+            return (
+                f"{listed} {match} without the path into h_(t-1) through the gates: dh_prev has two "
+                f"terms, the direct z * dh and {through}; your code keeps only the first."
+            )
+        return (
+            f"{listed} {match} without the path into {h}_(t-1) through the gates: your code "
+            f"{'carries ' + words['dc_prev'] + ' from step t+1 but ' if cell == 'lstm' else ''}does not add "
+            f"{dh_prev}. The backward of step t must start from {dy_t} + {dh_prev}, where {dh_prev} is {through}."
+        )
+    if cell == "gru":
+        return (
+            f"{listed} {match} without the direct path h_t = (1 - z) * n + z * h_(t-1): dh_prev "
+            f"must add dh * z to the part through the gates, and your code keeps only the gates' part."
+        )
+    f, o = words["f"], words["o"]
+    return (
+        f"{listed} {match} without the cell-state path: your code adds {dh_prev} from step t+1 "
+        f"but passes no {words['dc_prev']}. c_t feeds c_(t+1) = {f} * c_t + ..., so the backward of step t "
+        f"needs, as its dc_next, step t+1's {words['dc_prev']} = (dc_next + d{h}_next * {o} * (1 - tanh²(c_next))) "
+        f"* {f}."
+    )
+
+
+def _no_variant(listed, names, verdicts, words):
+    worst = max(names, key=lambda name: verdicts[name].rel_err if math.isfinite(verdicts[name].rel_err) else math.inf)
+    slip = ", or a term taken at the wrong time step (c_prev for c_next)" if words["cell"] == "lstm" else ""
+    truncations = "truncated BPTT at any depth, on windows or in chunks, " if words["steps"] > 1 else ""
+    return (
+        f"{listed} match no variant of backprop that the diagnosis knows (full BPTT, {truncations}"
+        f"one path through time dropped): the mistake is "
+        f"inside a step, such as a wrong derivative (σ' = σ(1 - σ), tanh' = 1 - tanh²), a transposed "
+        f"product, one gate's term in another's place{slip}. The largest difference from full "
+        f"BPTT is in {worst} at {list(verdicts[worst].worst)}."
+    )
