@@ -73,33 +73,64 @@ def _add_gradcheck(subparsers):
     p.add_argument("--entries", type=int, default=48,
                    help="entries checked per tensor, a random sample when larger (default 48; 0: all)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--truncate", type=int, metavar="K",
-                   help="check BPTT truncated at depth K instead: against the objective it "
-                   "differentiates (passes) and against the full loss (shows the bias)")
+    truncation = p.add_mutually_exclusive_group()
+    truncation.add_argument("--truncate", type=int, metavar="K",
+                            help="check BPTT truncated at depth K instead: against the objective it "
+                            "differentiates (passes) and against the full loss (shows the bias)")
+    truncation.add_argument("--window", metavar="K1,K2[,ALIGN]",
+                            help="check TBPTT(K1, K2) instead (K1 = K2: windows of K1 steps), chunks "
+                            "counted from the start (default) or the end (ALIGN start|end)")
 
 
 def _run_gradcheck(args):
     from .proofs.report import CHECKED_CELLS, cell_report, format_report
-    from .proofs.truncation import format_truncation, truncation_report
+    from .proofs.truncation import format_truncation, jacobian_asymmetry, truncation_report
 
     max_entries = args.entries or None
-    if args.truncate is None:
+    if args.truncate is None and args.window is None:
         rows = cell_report(threshold=args.threshold, max_entries=max_entries, seed=args.seed)
         print(format_report(rows, args.threshold))
         return 0 if all(row.passed for row in rows) else 1
-    if args.truncate < 1:
-        raise UserError(f"expected --truncate K with K >= 1 but got {args.truncate}")
+    window = _parse_window(args.truncate, args.window)
     passed, biased = True, False
     for cell_name in CHECKED_CELLS:
-        rows = truncation_report(cell_name, args.truncate, max_entries=max_entries, seed=args.seed)
-        print(format_truncation(cell_name, args.truncate, rows, args.threshold), end="\n\n")
+        rows = truncation_report(cell_name, window, max_entries=max_entries, seed=args.seed)
+        print(format_truncation(cell_name, window, rows, args.threshold))
+        asymmetry, u_jv, v_ju = jacobian_asymmetry(cell_name, window, seed=args.seed)
+        control = jacobian_asymmetry(cell_name, None, seed=args.seed)[0]
+        print(f"  Jacobian of the gradient field, u·Jv against v·Ju: {u_jv:.6g} against {v_ju:.6g}, "
+              f"{asymmetry:.1e} apart (full BPTT, the control: {control:.1e})", end="\n\n")
         passed = passed and all(row.passed(args.threshold) for row in rows)
         biased = biased or any(not row.rel_err_full <= args.threshold for row in rows)
     print("truncated BPTT is the exact gradient of the truncated objective: "
           + ("every tensor passes" if passed else "some tensors FAIL"))
     print("against the full loss the same gradients fail; the bias column is the price of truncation" if biased
-          else "the depth reaches every step of these sequences: truncated and full BPTT are the same here")
+          else "the truncation reaches every step of these sequences: truncated and full BPTT are the same here")
+    if biased:
+        print("and the truncated gradient is the gradient of no single function: its Jacobian is not symmetric, "
+              "while full BPTT's (a Hessian) is, to rounding")
     return 0 if passed else 1
+
+
+def _parse_window(truncate, window):
+    """The Window of ``--truncate K`` or ``--window K1,K2[,ALIGN]``, or a UserError."""
+    from .layers import check_window
+    from .recurrence import Window
+
+    if truncate is not None:
+        if truncate < 1:
+            raise UserError(f"expected --truncate K with K >= 1 but got {truncate}")
+        return Window(1, truncate)
+    parts = [part.strip() for part in window.split(",")]
+    try:
+        if len(parts) <= 3:
+            return check_window((int(parts[0]), int(parts[1]), *parts[2:]))
+        detail = ""
+    except IndexError:
+        detail = ""
+    except ValueError as error:
+        detail = f" ({error})" if str(error) else ""
+    raise UserError(f"expected --window K1,K2 or K1,K2,start|end with 1 <= K1 <= K2 but got {window!r}{detail}")
 
 
 # flow

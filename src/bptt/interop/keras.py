@@ -24,6 +24,9 @@ import numpy as np
 from .arrays import (
     LayoutError, bias_grads_for_single_bias, bias_grads_to_torch, cell_of_gates, check_arrays, reorder_gates, require,
 )
+from .batch_first import (  # Keras's data layout, part of this layout's interface
+    sequence_from_torch, sequence_shape, sequence_to_torch, state_from_torch, state_shape, state_to_torch,
+)
 
 NAME = "keras"
 DATA_NAMES = {"x": "x", "h0": "h0", "c0": "c0", "dy": "dy"}  # library name -> this layout's
@@ -103,33 +106,3 @@ def grads_from_torch(grads, cell):
 def _check_cell(cell):
     if cell not in TORCH_ORDER:
         raise LayoutError(f"the keras layout holds SimpleRNN, LSTM or GRU, not {cell}")
-
-
-def sequence_to_torch(x):
-    """(B, T, n) -> (T, B, n)."""
-    return np.asarray(x).transpose(1, 0, 2)
-
-
-def sequence_from_torch(x):
-    """(T, B, n) -> (B, T, n)."""
-    return np.asarray(x).transpose(1, 0, 2)
-
-
-def state_to_torch(h0):
-    """(B, H) -> (1, B, H)."""
-    return np.asarray(h0)[None]
-
-
-def state_from_torch(h0):
-    """(1, B, H) -> (B, H)."""
-    return np.asarray(h0)[0]
-
-
-def sequence_shape(steps, batch, size):
-    """The shape of a sequence of ``size`` features (``x``, ``dy``): (B, T, size)."""
-    return (batch, steps, size)
-
-
-def state_shape(batch, hidden_size):
-    """The shape of an initial state (``h0``, ``c0``): (B, H)."""
-    return (batch, hidden_size)

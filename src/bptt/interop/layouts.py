@@ -9,10 +9,12 @@ A layout is a module with the interface of :mod:`bptt.interop.torch_layout`: ``N
 import numpy as np
 
 from ..layers import GRU, LSTM, RNN
-from . import coursera_lstm, coursera_rnn, keras, torch_layout
+from . import coursera_lstm, coursera_rnn, cs231n_lstm, cs231n_rnn, keras, torch_layout
 from .arrays import LayoutError
 
-LAYOUTS = {layout.NAME: layout for layout in (torch_layout, coursera_rnn, coursera_lstm, keras)}
+LAYOUTS = {
+    layout.NAME: layout for layout in (torch_layout, coursera_rnn, coursera_lstm, cs231n_rnn, cs231n_lstm, keras)
+}
 
 
 def get_layout(name):
