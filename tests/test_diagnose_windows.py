@@ -29,7 +29,7 @@ def test_reach_profiles_are_the_engines(steps, rng):
     x, dy = rng.normal(size=(steps, B, I)), rng.normal(size=(steps, B, H))
     h0 = rng.normal(size=(1, B, H))
     _, _, cache = model.forward(x, h0)
-    by_reach = dx_by_reach(model, x, h0, dy, None)
+    by_reach = dx_by_reach(model, x, h0, dy, None, None)
     _, full_dx, _ = model.backward(cache, dy)
     np.testing.assert_allclose(by_reach[np.arange(steps), steps - np.arange(steps)], full_dx, rtol=1e-10)
     profiles, windows = reach_profiles(steps)

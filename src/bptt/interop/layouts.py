@@ -3,7 +3,8 @@
 A layout is a module with the interface of :mod:`bptt.interop.torch_layout`: ``NAME``,
 ``DATA_NAMES``, ``describe``, ``param_shapes``, ``params_to_torch``/``params_from_torch``,
 ``grads_to_torch``/``grads_from_torch``, ``sequence_to_torch``/``sequence_from_torch``,
-``state_to_torch``/``state_from_torch``, ``sequence_shape``, ``state_shape``.
+``state_to_torch``/``state_from_torch``, ``sequence_shape``, ``state_shape`` (the step
+layouts of :mod:`bptt.interop.steps` are objects with the same names).
 """
 
 import numpy as np
@@ -11,9 +12,11 @@ import numpy as np
 from ..layers import GRU, LSTM, RNN
 from . import coursera_lstm, coursera_rnn, cs231n_lstm, cs231n_rnn, keras, torch_layout
 from .arrays import LayoutError
+from .steps import STEP_LAYOUTS
 
 LAYOUTS = {
-    layout.NAME: layout for layout in (torch_layout, coursera_rnn, coursera_lstm, cs231n_rnn, cs231n_lstm, keras)
+    layout.NAME: layout
+    for layout in (torch_layout, coursera_rnn, coursera_lstm, cs231n_rnn, cs231n_lstm, keras, *STEP_LAYOUTS)
 }
 
 

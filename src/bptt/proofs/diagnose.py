@@ -173,7 +173,14 @@ def load_npz(path, role):
     with data:
         try:
             return {name: data[name] for name in data.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        except ValueError as error:
+            if "allow_pickle" in str(error) or "Object arrays" in str(error):
+                raise LayoutError(
+                    f"{role} file {path}: holds a pickled object, not arrays; np.savez(path, {role}) saves a "
+                    f"dict as one object: save its arrays by name with np.savez(path, **{role})"
+                ) from None
+            raise LayoutError(f"{role} file {path}: unreadable array ({error})") from None
+        except (OSError, EOFError, zipfile.BadZipFile) as error:
             raise LayoutError(f"{role} file {path}: unreadable array ({error})") from None
 
 
@@ -203,17 +210,17 @@ def diagnose(layout, params, inputs, grads, *, tolerance=TOLERANCE):
     layout = get_layout(layout)
     cell, input_size, hidden_size = layout.describe(params)
     model = to_model(layout.NAME, params)
-    x, state0, dy = _read_inputs(layout, cell, input_size, hidden_size, inputs)
+    x, state0, dy, dh_n = _read_inputs(layout, cell, input_size, hidden_size, inputs)
     given = _read_grads(grads, _gradient_shapes(layout, cell, input_size, hidden_size, x.shape[1], x.shape[0]))
     _, _, cache = model.forward(x, state0)
-    full = _in_layout(layout, cell, gradients(model, cache, dy))
+    full = _in_layout(layout, cell, gradients(model, cache, dy, dh_n))
     references = [Reference("correct", None, None, full)]
     if any(_relative_error(array, full[name]) > tolerance for name, array in given.items()):
         dx_name = "d" + layout.DATA_NAMES["x"]
         given_dx = None if dx_name not in given else layout.sequence_to_torch(given[dx_name])
         references += [
             Reference(status, window, path, _in_layout(layout, cell, grads))
-            for status, window, path, grads in variants(model, cache, x, state0, dy, given_dx, tolerance)
+            for status, window, path, grads in variants(model, cache, x, state0, dy, dh_n, given_dx, tolerance)
         ]
     verdicts = _verdicts(given, references, tolerance)
     summary = explain(layout.NAME, cell, x.shape[0], verdicts, tolerance)
@@ -222,26 +229,30 @@ def diagnose(layout, params, inputs, grads, *, tolerance=TOLERANCE):
 
 def _read_inputs(layout, cell, input_size, hidden_size, inputs):
     """The inputs in the library's layout, float64: x (T, B, I), the initial state (a (1, B, H)
-    array, for LSTM a tuple of two) and dy (T, B, H)."""
+    array, for LSTM a tuple of two), dy (T, B, H) and the final state's gradient (None, or for
+    an LSTM cell's ``dc_next`` the tuple ``(None, dc_n)``)."""
     names = layout.DATA_NAMES
-    x = layout.sequence_to_torch(require(inputs, names["x"], 3, "inputs"))  # T,B,?
+    x_ndim = len(layout.sequence_shape(1, 1, 1))
+    x = layout.sequence_to_torch(require(inputs, names["x"], x_ndim, "inputs"))  # T,B,?
     steps, batch = x.shape[:2]
     shapes = {
         names["x"]: layout.sequence_shape(steps, batch, input_size),
         names["h0"]: layout.state_shape(batch, hidden_size),
         names["dy"]: layout.sequence_shape(steps, batch, hidden_size),
     }
-    has_c0 = cell == "lstm" and names["c0"] in inputs
-    if has_c0:
-        shapes[names["c0"]] = layout.state_shape(batch, hidden_size)
+    has = {part: cell == "lstm" and part in names and names[part] in inputs for part in ("c0", "dc_n")}
+    for part in ("c0", "dc_n"):
+        if has[part]:
+            shapes[names[part]] = layout.state_shape(batch, hidden_size)
     check_arrays(inputs, shapes, "inputs")
     x = np.asarray(x, np.float64)
     h0 = np.asarray(layout.state_to_torch(inputs[names["h0"]]), np.float64)  # 1,B,H
     dy = np.asarray(layout.sequence_to_torch(inputs[names["dy"]]), np.float64)  # T,B,H
     if cell != "lstm":
-        return x, h0, dy
-    c0 = np.asarray(layout.state_to_torch(inputs[names["c0"]]), np.float64) if has_c0 else np.zeros_like(h0)
-    return x, (h0, c0), dy
+        return x, h0, dy, None
+    c0 = np.asarray(layout.state_to_torch(inputs[names["c0"]]), np.float64) if has["c0"] else np.zeros_like(h0)
+    dc_n = np.asarray(layout.state_to_torch(inputs[names["dc_n"]]), np.float64) if has["dc_n"] else None
+    return x, (h0, c0), dy, None if dc_n is None else (None, dc_n)
 
 
 def _gradient_shapes(layout, cell, input_size, hidden_size, batch, steps):

@@ -19,6 +19,10 @@ WORDS = {
     "cs231n-lstm": {"h": "h", "dy_t": "dh[:, t]", "summed": "dWh", "dh_prev": "dprev_h", "dc_prev": "dprev_c",
                     "f": "f", "o": "o"},
 }
+for _step, _sequence, _dy in (("coursera-rnn-cell", "coursera-rnn", "da_next"),
+                              ("coursera-lstm-cell", "coursera-lstm", "da_next"),
+                              ("cs231n-rnn-step", "cs231n-rnn", "dnext_h"), ("cs231n-lstm-step", "cs231n-lstm", "dnext_h")):
+    WORDS[_step] = {**WORDS[_sequence], "dy_t": _dy, "step": True}
 
 
 def verdict_of(verdicts):
@@ -65,6 +69,11 @@ def explain(layout, cell, steps, verdicts, tolerance):
     for v in verdicts.values():
         groups.setdefault((v.status, v.window, v.path), []).append(v.name)
     correct = groups.pop(("correct", None, None), [])
+    if not groups and words.get("step"):
+        return (
+            f"Verdict: correct. All {len(correct)} gradients match the exact backward of one step "
+            f"(rel err <= {tolerance:g})."
+        )
     if not groups:
         return (
             f"Verdict: correct. All {len(correct)} gradients match full BPTT (rel err <= {tolerance:g}): "

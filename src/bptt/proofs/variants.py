@@ -38,10 +38,10 @@ class Reference(NamedTuple):
         return self.status, self.window, self.path
 
 
-def gradients(model, cache, dy, **variant):
+def gradients(model, cache, dy, dh_n=None, **variant):
     """The library's gradients, keyed by what they are the gradient of: parameter names, ``x``,
     ``h0`` and, for LSTM, ``c0``. ``variant``: ``window`` and ``cut`` of ``model.backward``."""
-    grads, dx, dstate0 = model.backward(cache, dy, **variant)
+    grads, dx, dstate0 = model.backward(cache, dy, dh_n, **variant)
     return {**grads, "x": dx, **state_grads(dstate0)}
 
 
@@ -52,39 +52,41 @@ def state_grads(dstate0):
     return {"h0": dstate0}
 
 
-def variants(model, cache, x, state0, dy, given_dx, tolerance):
+def variants(model, cache, x, state0, dy, dh_n, given_dx, tolerance):
     """Every variant but full BPTT, as ``(status, window, path, torch_grads)``, in the order
     that breaks ties: for no cut, then each cut, the truncations (simplest first), then the cut
     alone; each cut also with the initial state as a learner's step 0 computes it.
 
-    ``given_dx``: the learner's dx (T, B, I) in the library's layout, or None: then every
-    depth and window is tried without a cut, and each cut alone.
+    ``x`` (T, B, I), ``state0`` and ``dh_n`` (the final state's gradient, or None) as
+    ``model.forward`` and ``model.backward`` take them, ``dy`` (T, B, H). ``given_dx``: the
+    learner's dx (T, B, I) in the library's layout, or None: then every depth and window is
+    tried without a cut, and each cut alone.
     """
     steps = x.shape[0]
     found = []
     for path in (None,) + PATHS:
         if given_dx is not None:
-            windows = windows_fitting(model, x, state0, dy, given_dx, path, tolerance)
+            windows = windows_fitting(model, x, state0, dy, dh_n, given_dx, path, tolerance)
         elif path is None:
-            found += depths(model, cache, dy)
+            found += depths(model, cache, dy, dh_n)
             windows = [w for w in reach_profiles(steps)[1] if w.k1 == w.k2 and w.k1 > 1]
         else:
             windows = []
         if path is not None:
             windows.append(None)  # the cut alone
         for window in windows:
-            grads = gradients(model, cache, dy, window=window, cut=path)
+            grads = gradients(model, cache, dy, dh_n, window=window, cut=path)
             status = "truncated" if window is not None else "path-cut"
             found.append((status, window, path, grads))
             if path is not None and steps > 1 and (window is None or window.k1 == window.k2):
-                slipped = {**grads, **initial_state_of_slip(model, x, state0, dy, path, window)}
+                slipped = {**grads, **initial_state_of_slip(model, x, state0, dy, dh_n, path, window)}
                 found.append((status, window, path, slipped))
     return found
 
 
-def depths(model, cache, dy):
+def depths(model, cache, dy, dh_n):
     """Per-loss depth k = 1 .. T-1, all at once (``stack_backward_by_depth``)."""
-    by_depth = stack_backward_by_depth(dy, (None,) * len(model.cell.STATE_NAMES), cache.stack)[:-1]
+    by_depth = stack_backward_by_depth(dy, _state_tuple(model, dh_n), cache.stack)[:-1]
     return [
         ("truncated", Window(1, depth), None, {**grads, "x": dx, **state_grads(dstate0 if len(dstate0) > 1
                                                                             else dstate0[0])})
@@ -92,13 +94,13 @@ def depths(model, cache, dy):
     ]
 
 
-def windows_fitting(model, x, state0, dy, given_dx, path, tolerance):
+def windows_fitting(model, x, state0, dy, dh_n, given_dx, path, tolerance):
     """The truncations whose reach profile fits the learner's ``given_dx`` (T, B, I) at every
     step, with ``path`` cut (or None), at most :data:`MAX_CANDIDATES`, the closest first."""
     steps = x.shape[0]
     if steps < 2:
         return []
-    reach_dx = dx_by_reach(model, x, state0, dy, path)  # T,T+1,B,I
+    reach_dx = dx_by_reach(model, x, state0, dy, dh_n, path)  # T,T+1,B,I
     scale = np.max(np.abs(reach_dx[:, -1])) or np.max(np.abs(given_dx)) or 1.0
     error = np.max(np.abs(reach_dx - given_dx[:, None]), axis=(2, 3)) / scale  # T,T+1: step t, reach r
     profiles, windows = reach_profiles(steps)
@@ -109,10 +111,11 @@ def windows_fitting(model, x, state0, dy, given_dx, path, tolerance):
     return [windows[p] for p in sorted(fits)]
 
 
-def dx_by_reach(model, x, state0, dy, path):
+def dx_by_reach(model, x, state0, dy, dh_n, path):
     """dx_t when the losses that reach step t are those at t .. t + r - 1, for every r.
 
-    One backward over T replicas of the batch, replica s with the loss at step s alone.
+    One backward over T replicas of the batch, replica s with the loss at step s alone (the
+    final state's gradient ``dh_n`` counts as a loss at step T-1).
     Returns (T, T+1, B, I): ``[t, r]`` (zero at r = 0; r > T - t repeats r = T - t).
     """
     T, B, I = x.shape
@@ -122,7 +125,9 @@ def dx_by_reach(model, x, state0, dy, path):
     _, _, cache = model.forward(tiled, tiled_state0 if len(parts) > 1 else tiled_state0[0])
     one_loss = np.zeros((T, T, B, dy.shape[2]))  # step, replica, B, H
     one_loss[np.arange(T), np.arange(T)] = dy
-    _, dx, _ = model.backward(cache, one_loss.reshape(T, T * B, -1), cut=path)
+    last_only = [None if d is None else np.concatenate([np.zeros((1, (T - 1) * B, d.shape[2])), d], axis=1)
+                 for d in _state_tuple(model, dh_n)]  # the final state's gradient, in replica T-1
+    _, dx, _ = model.backward(cache, one_loss.reshape(T, T * B, -1), _public(last_only), cut=path)
     by_loss = dx.reshape(T, T, B, I)  # step t, loss s
     ahead = np.zeros((T, T + 1, B, I))  # step t, distance d = s - t: the part of loss t + d
     for t in range(T):
@@ -160,7 +165,7 @@ def reach_profiles(steps):
     return profiles[keep], [kinds[p] for p in keep]
 
 
-def initial_state_of_slip(model, x, state0, dy, path, window=None):
+def initial_state_of_slip(model, x, state0, dy, dh_n, path, window=None):
     """The initial-state gradients of a learner whose loop drops ``path`` between steps (and
     restarts at ``window``'s edges, k1 == k2) but differentiates step 0 whole: steps 1 .. T-1
     run with the cut and hand step 0 what the cut lets through; step 0 is then differentiated
@@ -168,10 +173,22 @@ def initial_state_of_slip(model, x, state0, dy, path, window=None):
     _, state1, head = model.forward(x[:1], state0)
     _, _, tail = model.forward(x[1:], state1)
     if window is None:
-        _, _, dstate1 = model.backward(tail, dy[1:], cut=path)
+        _, _, dstate1 = model.backward(tail, dy[1:], dh_n, cut=path)
     else:  # the tail's steps are the sequence's 1 .. T-1: its edges are the sequence's, shifted
         edges = window_edges(window, x.shape[0])[1:]  # T-1,1
-        _, _, dstate1 = stack_backward(dy[1:], (None,) * len(model.cell.STATE_NAMES), tail.stack, path, edges)
-        dstate1 = dstate1 if len(dstate1) > 1 else dstate1[0]
+        _, _, dstate1 = stack_backward(dy[1:], _state_tuple(model, dh_n), tail.stack, path, edges)
+        dstate1 = _public(dstate1)
     _, _, dstate0 = model.backward(head, dy[:1], dstate1)
     return state_grads(dstate0)
+
+
+def _state_tuple(model, dh_n):
+    """``dh_n`` as the tuple of per-part arrays or None entries that the stack functions take."""
+    if dh_n is None:
+        return (None,) * len(model.cell.STATE_NAMES)
+    return dh_n if isinstance(dh_n, tuple) else (dh_n,)
+
+
+def _public(state):
+    """A tuple of state parts as ``model.backward`` takes it: a tuple for LSTM, else its array."""
+    return tuple(state) if len(state) > 1 else state[0]
