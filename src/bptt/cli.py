@@ -141,7 +141,8 @@ def _add_flow(subparsers):
         "flow",
         help="how much gradient reaches k steps back, per cell (vanishing gradients, shown)",
         description="Measures ||dL_T/dh_{T-k}|| for a loss at the last step of a random sequence, "
-        "for freshly initialised cells, prints it at a few k and draws it (log scale).",
+        "for freshly initialised cells, prints it at a few k and draws it (log scale). With --paths, "
+        "also the LSTM's ||dL_T/dc_{T-k}||, the gradient reaching its cell state (h_{T-k} held fixed).",
     )
     p.add_argument("--cells", default="rnn,lstm,gru", help="comma-separated, from rnn, rnn_relu, lstm, gru")
     p.add_argument("--length", type=int, default=100, help="sequence length T (default 100)")
@@ -151,7 +152,10 @@ def _add_flow(subparsers):
                    help="added to the bias of LSTM's forget and GRU's update gate (default 2.0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", help="write the plot here (PNG; needs matplotlib)")
-    p.add_argument("--json", action="store_true", help="print the curves as JSON")
+    p.add_argument("--json", action="store_true",
+                   help='print {"T", "H", "k": [0 .. T-1], "curves": {name: [one value per k]}} as JSON')
+    p.add_argument("--paths", action="store_true",
+                   help='also the curve of every other part of a state: "lstm (cell)", ||dL_T/dc_{T-k}||')
 
 
 def _run_flow(args):
@@ -165,23 +169,27 @@ def _run_flow(args):
                         f"{args.length}, {args.hidden}, {args.batch}")
     try:
         curves = reach_by_cell(cells, args.length, args.hidden, batch=args.batch,
-                               gate_bias=args.gate_bias, seed=args.seed)
+                               gate_bias=args.gate_bias, seed=args.seed, paths=args.paths)
     except ValueError as error:
         raise UserError(str(error)) from error
+    measured = "||dL_T/dh_(T-k)||" + ("; (cell): ||dL_T/dc_(T-k)||" if args.paths else "")
     if args.json:
-        print(json.dumps({name: values.tolist() for name, values in curves.items()}))
+        print(json.dumps({"T": args.length, "H": args.hidden, "k": list(range(args.length)),
+                          "curves": {name: values.tolist() for name, values in curves.items()}}))
     else:
         ks = sorted({k for k in (1, 5, 10, 20, 50, args.length - 1) if k < args.length})
-        print(f"mean ||dL_T/dh_(T-k)||, T={args.length}, H={args.hidden}, gate bias {args.gate_bias:g}")
-        print(f"{'cell':<8}" + "".join(f"{'k=' + str(k):>11}" for k in ks))
+        width = max([8] + [len(name) + 1 for name in curves])
+        print(f"mean {measured}, T={args.length}, H={args.hidden}, gate bias {args.gate_bias:g}")
+        print(f"{'cell':<{width}}" + "".join(f"{'k=' + str(k):>11}" for k in ks))
         for name, values in curves.items():
-            print(f"{name:<8}" + "".join(f"{values[k]:>11.2e}" for k in ks))
+            print(f"{name:<{width}}" + "".join(f"{values[k]:>11.2e}" for k in ks))
     if args.output:
         from .plots import plot_reach
 
         try:
             path = plot_reach(curves, args.output, f"Gradient reaching k steps back (T={args.length}, "
-                              f"H={args.hidden}, gate bias {args.gate_bias:g})")
+                              f"H={args.hidden}, gate bias {args.gate_bias:g})",
+                              "mean ||dL_T / dh_{T-k}||" + ("; (cell): ||dL_T / dc_{T-k}||" if args.paths else ""))
         except ImportError as error:
             raise UserError(str(error)) from error
         print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
@@ -218,6 +226,39 @@ def _run_diagnose(args):
                                                           (args.grads, "grads"))]
         result = diagnose(args.layout, *arrays)
     except LayoutError as error:
+        raise UserError(str(error)) from error
+    print(result.to_json(indent=2) if args.json else result)
+    return 0 if result.passed else 1
+
+
+# check
+
+
+def _add_check(subparsers):
+    from .proofs.check import FUNCTION_NAMES
+
+    names = "; ".join(f"{layout}: {forward}, {backward}" for layout, (forward, backward) in FUNCTION_NAMES.items())
+    p = subparsers.add_parser(
+        "check",
+        help="check the forward and backward functions of your own RNN/LSTM solution file",
+        description="Runs your solution file, calls its forward and backward functions (found by the "
+        f"course's names: {names}; for a sequence layout also its cell functions, when the file has "
+        "them) on test cases of its own, compares every array with the library's and says what is wrong: "
+        "the forward, the cell, a truncation, a missing path through time. Writes nothing. Exits 0 if "
+        "everything is right, 1 otherwise.",
+    )
+    p.add_argument("solution", metavar="solution.py", help="your Python file")
+    p.add_argument("--layout", required=True, choices=list(FUNCTION_NAMES), help="whose functions these are")
+    p.add_argument("--seed", type=int, default=0, help="shifts the seeds of the test cases")
+    p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+
+
+def _run_check(args):
+    from .proofs.check import LearnerError, check_file
+
+    try:
+        result = check_file(args.solution, args.layout, seed=args.seed)
+    except (FileNotFoundError, LearnerError) as error:
         raise UserError(str(error)) from error
     print(result.to_json(indent=2) if args.json else result)
     return 0 if result.passed else 1
@@ -581,6 +622,7 @@ def _run_bench(args):
 VERBS = {
     "gradcheck": (_add_gradcheck, _run_gradcheck),
     "diagnose": (_add_diagnose, _run_diagnose),
+    "check": (_add_check, _run_check),
     "flow": (_add_flow, _run_flow),
     "train": (_add_train, _run_train),
     "sample": (_add_sample, _run_sample),

@@ -39,6 +39,7 @@ who never kept ``da_prev`` at all reports zero. Both count as the cut.
 """
 
 import dataclasses
+import html
 import json
 import math
 import zipfile
@@ -106,8 +107,28 @@ class TensorVerdict:
 
 
 @dataclass(frozen=True)
+class ForwardVerdict:
+    """The verdict on one array a learner's forward returned (``bptt.check``)."""
+
+    name: str
+    status: str  # "correct" or "wrong"
+    rel_err: float  # max |given - reference| / max |reference|; nan for non-finite or misshapen
+    first_step: int | None  # the first time step where it is wrong
+    worst: tuple  # index of the entry farthest from the reference, in the learner's layout
+    problem: str | None = None  # what is wrong with its form (a shape), if anything
+
+    def to_dict(self):
+        return {"status": self.status, "rel_err": self.rel_err if math.isfinite(self.rel_err) else None,
+                "first_step": self.first_step, "worst": list(self.worst), "problem": self.problem}
+
+
+@dataclass(frozen=True)
 class Diagnosis:
-    """The verdicts on every tensor given, in the order given, and their explanation."""
+    """The verdicts on every tensor given, in the order given, and their explanation.
+
+    From ``bptt.check`` also: the verdict on each array the learner's forward returned, the
+    cases run, the learner's error if their code raised, and the diagnosis of their cell.
+    """
 
     layout: str
     cell: str
@@ -115,39 +136,72 @@ class Diagnosis:
     tolerance: float
     tensors: dict  # name -> TensorVerdict
     summary: str  # the verdict on the whole implementation and what it is missing
+    forward: dict = dataclasses.field(default_factory=dict)  # name -> ForwardVerdict
+    cases: tuple = ()  # {"T", "B", "seed", "passed"} of each case bptt.check ran
+    error: str | None = None  # what the learner's code raised, if it did
+    cell_check: "Diagnosis | None" = None  # the learner's cell functions, checked beside their loop
 
     @property
     def passed(self):
-        return all(v.status == "correct" for v in self.tensors.values())
+        return (self.error is None and all(v.status == "correct" for v in self.tensors.values())
+                and all(v.status == "correct" for v in self.forward.values()))
 
     @property
     def verdict(self):
-        """The overall verdict: ``{"status", "depth", "window", "path"}``, the variant every
-        tensor that is not correct shares (status "wrong" when they disagree)."""
-        status, window, path = verdict_of(self.tensors)
-        return {"status": status, **truncation_fields(window), "path": path}
+        """The overall verdict: ``{"status", "depth", "window", "path", "forward"}``, the variant
+        every tensor that is not correct shares (status "wrong" when they disagree, "error"
+        when the learner's code raised), and the arrays of the forward that are wrong."""
+        status, window, path = ("error", None, None) if self.error else verdict_of(self.tensors)
+        wrong_forward = [name for name, v in self.forward.items() if v.status != "correct"]
+        return {"status": status, **truncation_fields(window), "path": path, "forward": wrong_forward}
 
     def to_dict(self):
         """``{"verdict": {...}, "tensors": {name: {"status", "depth", "window", "path", "rel_err",
-        "worst"}}, "summary": str}``."""
-        return {
+        "worst"}}, "forward": {name: {...}}, "cases": [...], "summary": str}``."""
+        as_dict = {
             "verdict": self.verdict,
             "tensors": {name: v.to_dict() for name, v in self.tensors.items()},
+            "forward": {name: v.to_dict() for name, v in self.forward.items()},
+            "cases": list(self.cases),
             "summary": self.summary,
         }
+        if self.cell_check is not None:
+            as_dict["cell"] = self.cell_check.to_dict()
+        return as_dict
+
+    def _rows(self):
+        """The table: a header and one row of strings per tensor."""
+        header = ("tensor", "status", "truncation", "path", "rel err", "worst at")
+        rows = [(v.name, v.status, v.truncation_text(), v.path or "-", f"{v.rel_err:.2e}", str(v.worst))
+                for v in self.tensors.values()]
+        rows += [(f"{v.name} (forward)", v.status, "-", "-", f"{v.rel_err:.2e}", str(v.worst))
+                 for v in self.forward.values()]
+        return header, rows
+
+    def _repr_html_(self):
+        """The table and the verdict, for a notebook."""
+        header, rows = self._rows()
+        cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join(
+            f"<tr style='color:{'inherit' if row[1] == 'correct' else '#b00'}'>"
+            + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+            for row in rows
+        )
+        return (f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
+                f"<p>{html.escape(self.summary)}</p>")
 
     def to_json(self, indent=None):
         """:meth:`to_dict` as a JSON string."""
         return json.dumps(self.to_dict(), indent=indent)
 
     def __str__(self):
-        width = max(len("tensor"), *(len(name) for name in self.tensors))
-        lines = [f"{'tensor':<{width}}  {'status':<9}  {'truncation':>11}  {'path':<6}  {'rel err':>9}  worst at"]
-        for v in self.tensors.values():
-            lines.append(
-                f"{v.name:<{width}}  {v.status:<9}  {v.truncation_text():>11}  {v.path or '-':<6}  "
-                f"{v.rel_err:>9.2e}  {v.worst}"
-            )
+        header, rows = self._rows()
+        if not rows:
+            return self.summary
+        width = max(len(row[0]) for row in [header, *rows])
+        lines = [f"{header[0]:<{width}}  {header[1]:<9}  {header[2]:>11}  {header[3]:<6}  {header[4]:>9}  {header[5]}"]
+        for row in rows:
+            lines.append(f"{row[0]:<{width}}  {row[1]:<9}  {row[2]:>11}  {row[3]:<6}  {row[4]:>9}  {row[5]}")
         lines.append(
             f"(rel err: largest difference from full BPTT over the largest entry of full BPTT; "
             f"a match is <= {self.tolerance:g}, in float64; truncation: per-loss depth k, wk windows of k, "
