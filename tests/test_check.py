@@ -200,3 +200,17 @@ def test_the_learner_files_are_the_courses_signatures():
     for name in ("def rnn_forward(x, a0, parameters)", "def lstm_forward(x, a0, parameters",
                  "def lstm_cell_backward(da_next, dc_next, cache", "def rnn_cell_forward(xt, a_prev, parameters)"):
         assert name in source
+
+
+def test_arrays_in_a_cell_layout_and_every_missing_key_at_once(tmp_path):
+    from bptt.interop import LayoutError
+    from bptt.proofs.diagnose import load_npz
+
+    from bptt.proofs.check import Case, random_case
+
+    params, _ = random_case(SIGNATURES["coursera-lstm-cell"], Case(1, 2, 0))
+    with pytest.raises(LayoutError, match="inputs: missing xt, a_prev, da_next"):
+        bptt.diagnose("coursera-lstm-cell", params, {}, {})
+    np.savez(tmp_path / "G.npz", {"dWf": np.zeros(3)})  # the dict, not its arrays
+    with pytest.raises(LayoutError, match=r"holds a pickled object.*np.savez\(path, \*\*grads\)"):
+        load_npz(tmp_path / "G.npz", "grads")

@@ -157,8 +157,8 @@ def test_json_and_text(rng):
     diagnosis = diagnose("coursera-lstm", params, inputs, grads)
     assert isinstance(diagnosis, Diagnosis)
     as_json = json.loads(diagnosis.to_json())
-    assert set(as_json) == {"verdict", "tensors", "summary"}
-    assert as_json["verdict"] == {"status": "wrong", "depth": None, "window": None, "path": None}
+    assert set(as_json) == {"verdict", "tensors", "forward", "cases", "summary"}
+    assert as_json["verdict"] == {"status": "wrong", "depth": None, "window": None, "path": None, "forward": []}
     assert list(as_json["tensors"]) == COURSE_GRADS
     for entry in as_json["tensors"].values():
         assert set(entry) == {"status", "depth", "window", "path", "rel_err", "worst"}

@@ -205,9 +205,14 @@ def _add_diagnose(subparsers):
     p = subparsers.add_parser(
         "diagnose",
         help="tell what is wrong with the gradients of your own RNN/LSTM/GRU backprop",
-        description="Compares the gradients your code computed with full BPTT, BPTT truncated at every "
-        "depth, and BPTT with the hidden or the cell path through time cut, and says which one they are "
-        "and what your code is missing. Exits 0 if every gradient is correct, 1 otherwise.",
+        description="Compares the gradients your code computed with full BPTT, every truncation (per-loss "
+        "depth, windows counted from either end, TBPTT(k1, k2)) and BPTT with the hidden or the cell path "
+        "through time cut, and says which one they are and what your code is missing. Exits 0 if every "
+        "gradient is correct, 1 otherwise. Save each file with np.savez(path, **arrays).",
+        epilog="keys of each layout (params; inputs; grads are 'd' + any of them, e.g. dWf, dx, da0):\n"
+        + "\n".join(f"  {name}: {_layout_keys(layout)}" for name, layout in LAYOUTS.items())
+        + "\nshapes: the README's table",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--layout", required=True, choices=list(LAYOUTS), help="how the arrays are named and shaped")
     p.add_argument("--params", required=True, metavar="P.npz", help="the layer's parameters")
@@ -215,6 +220,16 @@ def _add_diagnose(subparsers):
                    help="x, the initial state (a0 or h0, optionally c0) and the upstream gradient (da or dy)")
     p.add_argument("--grads", required=True, metavar="G.npz", help="the gradients your code computed (dWf, dx, ...)")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+
+
+def _layout_keys(layout):
+    """"Wf, bf, ...; x, a0, [c0], da": a layout's parameter and input names, for the help."""
+    cell = "rnn_tanh" if "rnn" in layout.NAME else "lstm"
+    params = ", ".join(layout.param_shapes(cell, 3, 5))
+    optional = {"c0", "dc_n"} if "dc_n" not in layout.DATA_NAMES else {"dc_n"}
+    inputs = ", ".join(f"[{layout.DATA_NAMES[k]}]" if k in optional else layout.DATA_NAMES[k]
+                       for k in layout.DATA_NAMES if cell == "lstm" or k not in ("c0", "dc_n"))
+    return f"{params}; {inputs}"
 
 
 def _run_diagnose(args):

@@ -286,6 +286,9 @@ def _read_inputs(layout, cell, input_size, hidden_size, inputs):
     array, for LSTM a tuple of two), dy (T, B, H) and the final state's gradient (None, or for
     an LSTM cell's ``dc_next`` the tuple ``(None, dc_n)``)."""
     names = layout.DATA_NAMES
+    if names["x"] not in inputs:  # without x no shape is known: name every missing key at once
+        missing = [names[k] for k in ("x", "h0", "dy") if names[k] not in inputs]
+        raise LayoutError(f"inputs: missing {', '.join(missing)}")
     x_ndim = len(layout.sequence_shape(1, 1, 1))
     x = layout.sequence_to_torch(require(inputs, names["x"], x_ndim, "inputs"))  # T,B,?
     steps, batch = x.shape[:2]

@@ -104,7 +104,7 @@ def _missing(status, window, path, names, verdicts, words):
     if window is not None:
         sentences.append(_truncation(listed, window, words))
     if path is not None:
-        sentences.append(_cut(listed if window is None else "They also", path, words, window is not None))
+        sentences.append(_cut(listed if window is None else "They", path, words, window is not None))
     return " ".join(sentences)
 
 
@@ -147,7 +147,7 @@ def _truncation(listed, window, words):
 def _cut(listed, path, words, also):
     h, dy_t, cell = words["h"], words["dy_t"], words["cell"]
     dh_prev = words["dh_prev"]
-    match = "match" if not also else "match it"
+    match = "match BPTT" if not also else "are also"
     if path == "hidden":
         through = (
             f"the gradient that step t+1 sends back to {h}_t through its gates (the gate gradients "
