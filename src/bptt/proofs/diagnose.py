@@ -122,7 +122,7 @@ class ForwardVerdict:
                 "first_step": self.first_step, "worst": list(self.worst), "problem": self.problem}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Diagnosis:
     """The verdicts on every tensor given, in the order given, and their explanation.
 
@@ -193,6 +193,9 @@ class Diagnosis:
     def to_json(self, indent=None):
         """:meth:`to_dict` as a JSON string."""
         return json.dumps(self.to_dict(), indent=indent)
+
+    def __repr__(self):  # what a terminal (IPython, the REPL) shows: the table and the verdict
+        return str(self)
 
     def __str__(self):
         header, rows = self._rows()
