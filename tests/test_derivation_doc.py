@@ -3,6 +3,7 @@ links to."""
 
 import importlib.util
 import pathlib
+import re
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -30,3 +31,40 @@ def test_a_stale_number_or_link_is_caught(tmp_path, capsys):
     stale_link.write_text(text.replace("cells/lstm.py#L", "cells/lstm.py#L1", 1))
     assert script.main(["--check", str(stale_link)]) == 1
     assert "code links" in capsys.readouterr().err
+
+
+def test_a_link_to_a_comment_or_a_docstring_is_caught(tmp_path, capsys):
+    script = _script()
+    text = (ROOT / "docs" / "derivation.md").read_text()
+    for quoted in ("dc_prev = dc_total * f", "dc_total = dc + dh * o * (1 - tanh²(c_t))"):
+        # the first is the comment on `dc *= f`, the second a line of lstm.py's docstring
+        linked = text.replace("[`dc *= f`]", f"[`{quoted}`]", 1)
+        assert linked != text
+        doc = tmp_path / "comment.md"
+        doc.write_text(linked)
+        assert script.main(["--check", str(doc)]) == 1
+        assert "no line of code holds it" in capsys.readouterr().err
+
+
+def test_code_text_keeps_code_and_drops_comments_and_docstrings():
+    source = 'def f(a):\n    """a = 1"""\n    b = a  # a = 1\n    return "a = 1"\n'
+    assert _script().code_text(source) == ["def f(a):", "", "    b = a  ", '    return "a = 1"']
+
+
+def test_every_table_has_a_caption_naming_its_block():
+    text = (ROOT / "docs" / "derivation.md").read_text()
+    names = re.findall(r"<!-- numbers:([\w-]+) -->", text)
+    assert set(names) == set(_script().BLOCKS)
+    for name in names:
+        before = text[:text.index(f"<!-- numbers:{name} -->")].rstrip("\n")
+        caption = before[before.rfind("\n\n") + 2:]
+        assert f"block `{name}`)" in caption, f"block {name}: no caption right above it"
+
+
+def test_the_course_cell_path_formula_is_quoted_whole():
+    text = (ROOT / "docs" / "derivation.md").read_text()
+    assert "dc_prev = (dc_next + da_next * ot * (1 - tanh²(c_next))) * ft" in text
+    # the short form appears only as the slip it is
+    for line in text.splitlines():
+        if "`dc_prev = dc_next * ft`" in line:
+            assert "literally" in line

@@ -6,6 +6,8 @@ Every function writes one image file and returns its path.
 
 import os
 
+import numpy as np
+
 
 def _pyplot():
     try:
@@ -30,17 +32,19 @@ def _save(fig, path):
     return path
 
 
-def plot_reach(curves, path, title):
+def plot_reach(curves, path, title, ylabel="mean ||dL_T / dh_{T-k}||"):
     """Gradient norm against steps back, log scale, one line per entry of ``curves``.
 
-    ``curves``: dict label -> (T,) array, entry k the norm k steps back.
+    ``curves``: dict label -> (T,) array, entry k the norm k steps back; entries of 0 (an LSTM's
+    cell state at k = 0, which a loss on h does not read) are left out of the log scale.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for label, values in curves.items():
-        ax.semilogy(range(len(values)), values, label=label, linewidth=1.8)
+        values = np.asarray(values, dtype=float)
+        ax.semilogy(range(len(values)), np.where(values > 0, values, np.nan), label=label, linewidth=1.8)
     ax.set_xlabel("k, steps back from the loss")
-    ax.set_ylabel("mean ||dL_T / dh_{T-k}||")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()

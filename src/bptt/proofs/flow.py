@@ -13,10 +13,13 @@ import numpy as np
 from .. import recurrence
 
 
-def walk_back(dy, dstate, cache):
-    """Yield ``(t, weight_grads_t, dstate_{t-1})`` for t = T-1 .. 0, one step at a time."""
+def walk_back(dy, dstate, cache, cut=None):
+    """Yield ``(t, weight_grads_t, dstate_{t-1})`` for t = T-1 .. 0, one step at a time.
+
+    ``cut``: None, or a path through time to leave out, as in :func:`bptt.recurrence.backward`.
+    """
     for t in reversed(range(cache.x.shape[0])):
-        grads_t, _, dstate = recurrence.backward(dy[t:t + 1], dstate, recurrence.slice_cache(cache, t, t + 1))
+        grads_t, _, dstate = recurrence.backward(dy[t:t + 1], dstate, recurrence.slice_cache(cache, t, t + 1), cut)
         yield t, grads_t, dstate
 
 
@@ -45,46 +48,60 @@ def per_step_grads(cell, weights, x, state0, dy, dstate_n=None):
     return {name: np.stack([getattr(g, name) for g in steps]) for name in recurrence.Weights._fields}
 
 
-def gradient_reach(cell, weights, x, state0, direction):
-    """How much gradient of a loss at the last step reaches each earlier hidden state.
+def gradient_reach(cell, weights, x, state0, direction, part="h", cut=None):
+    """How much gradient of a loss at the last step reaches each earlier state.
 
-    The loss is ``L = Σ_b h_{T-1}[b] · direction[b]``; the result is ``||dL/dh_{T-1-k}||``
-    averaged over the batch, for k = 0 .. T-1 (k steps back).
+    The loss is ``L = Σ_b h_{T-1}[b] · direction[b]``, a function of the state that step s
+    hands to step s+1 (``h_s``, and the LSTM's ``c_s``). The result is ``||∂L/∂h_s||`` (``part="h"``) or, for the
+    LSTM, ``||∂L/∂c_s||`` with ``h_s`` held fixed (``part="c"``: what reaches ``c_s`` from
+    step s+1 through ``c_{s+1} = f ⊙ c_s + ...``, the course's ``dc_next``), averaged over the
+    batch, at s = T-1-k for k = 0 .. T-1 (k steps back). At k = 0 the ``c`` entry is 0: the
+    loss reads ``h_{T-1}`` alone.
 
     Parameters
     ----------
     x : (T, B, I)
     state0 : tuple of (B, H)
     direction : (B, H), the upstream gradient at the last step
+    part : a name of ``cell.STATE_NAMES``
+    cut : None, or a path through time to leave out (:func:`bptt.recurrence.backward`)
 
     Returns
     -------
     (T,) float64, entry k the mean norm k steps back
     """
+    if part not in cell.STATE_NAMES:
+        raise ValueError(f"expected part among {', '.join(cell.STATE_NAMES)} but got {part!r}")
+    index = cell.STATE_NAMES.index(part)
     T = x.shape[0]
     _, _, cache = recurrence.forward(cell, weights, x, state0)
     dy = np.zeros(x.shape[:2] + (weights.w_hh.shape[1],), dtype=x.dtype)  # T,B,H
     dy[-1] = direction
     reach = np.empty(T)
-    reach[0] = np.linalg.norm(direction, axis=-1).mean()
-    for t, _, dstate in walk_back(dy, (None,) * len(state0), cache):
+    reach[0] = np.linalg.norm(direction, axis=-1).mean() if index == 0 else 0.0
+    for t, _, dstate in walk_back(dy, (None,) * len(state0), cache, cut):
         if t > 0:
-            reach[T - t] = np.linalg.norm(dstate[0], axis=-1).mean()  # dL/dh_{t-1}
+            reach[T - t] = np.linalg.norm(dstate[index], axis=-1).mean()  # ∂L/∂(h or c)_{t-1}
     return reach
 
 
 CELL_NAMES = {"rnn": "rnn_tanh", "rnn_relu": "rnn_relu", "lstm": "lstm", "gru": "gru"}
+PATH_LABELS = {"c": "cell"}  # the curve of a state part other than h: "lstm (cell)"
 
 
 def reach_by_cell(cells=("rnn", "lstm", "gru"), length=100, hidden_size=64, input_size=8, batch=16,
-                  gate_bias=2.0, seed=0):
+                  gate_bias=2.0, seed=0, paths=False, cut=None):
     """:func:`gradient_reach` of freshly initialised float64 cells on random N(0, 1) inputs.
 
     Parameters follow PyTorch's initialisation (uniform in ±1/sqrt(H)), plus ``gate_bias``
     added to the bias of the gate that keeps the state (LSTM's forget gate, GRU's update gate),
-    a common initialisation that vanilla RNNs have no counterpart of.
+    a common initialisation that vanilla RNNs have no counterpart of. ``paths``: also a curve
+    for every other part of a cell's state, named after its path (LSTM: ``"lstm (cell)"``,
+    ``||∂L/∂c_{T-1-k}||``), from the same run. ``cut``: None, or a path through time to leave
+    out (:func:`bptt.recurrence.backward`).
 
-    Returns dict cell name -> (length,) array, entry k the mean ``||dL/dh_{T-1-k}||``.
+    Returns dict curve name -> (length,) array, entry k the mean ``||∂L/∂h_{T-1-k}||`` (or of
+    the curve's part of the state).
     """
     from ..cells import CELLS
     from ..layers import layer_weights, param_shapes, remember_bias
@@ -104,5 +121,8 @@ def reach_by_cell(cells=("rnn", "lstm", "gru"), length=100, hidden_size=64, inpu
         direction = rng.normal(size=(batch, hidden_size))
         direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
         state0 = tuple(np.zeros((batch, hidden_size)) for _ in cell.STATE_NAMES)
-        result[name] = gradient_reach(cell, layer_weights(params, 0, 0), x, state0, direction)
+        weights = layer_weights(params, 0, 0)
+        result[name] = gradient_reach(cell, weights, x, state0, direction, cut=cut)
+        for part in cell.STATE_NAMES[1:] if paths else ():
+            result[f"{name} ({PATH_LABELS[part]})"] = gradient_reach(cell, weights, x, state0, direction, part, cut)
     return result
