@@ -33,7 +33,7 @@ def test_every_layout_has_a_learner():
 def test_right_functions_pass(layout):
     result = bptt.check(layout, *LEARNERS[layout])
     assert result.passed, str(result)
-    assert result.verdict == {"status": "correct", "depth": None, "window": None, "path": None, "forward": []}
+    assert result.verdict == {"status": "correct", "depth": None, "window": None, "path": None, "slip": None, "forward": []}
     assert all(v.rel_err < 1e-12 for v in result.tensors.values())
     assert all(v.status == "correct" for v in result.forward.values()) and result.forward
     steps = {(case["T"], case["B"]) for case in result.cases}
@@ -214,3 +214,57 @@ def test_arrays_in_a_cell_layout_and_every_missing_key_at_once(tmp_path):
     np.savez(tmp_path / "G.npz", {"dWf": np.zeros(3)})  # the dict, not its arrays
     with pytest.raises(LayoutError, match=r"holds a pickled object.*np.savez\(path, \*\*grads\)"):
         load_npz(tmp_path / "G.npz", "grads")
+
+
+def _slipped(backward, **switches):
+    def learner_backward(*upstream_and_cache):
+        return backward(*upstream_and_cache, **switches)
+    return learner_backward
+
+
+@pytest.mark.parametrize("layout, forward, backward, switches, slip, path", [
+    ("coursera-lstm", course.lstm_forward, course.lstm_backward, {"slip": "no-sigmoid-derivative-f"},
+     {"id": "missing-sigmoid-derivative", "gate": "f", "factor": "none"}, None),
+    ("coursera-lstm", course.lstm_forward, course.lstm_backward, {"slip": "no-tanh-derivative-candidate"},
+     {"id": "missing-tanh-derivative", "where": "candidate"}, None),
+    ("coursera-lstm", course.lstm_forward, course.lstm_backward, {"slip": "tanh-twice"},
+     {"id": "tanh-applied-twice", "where": "cell"}, None),
+    ("coursera-lstm", course.lstm_forward, course.lstm_backward, {"slip": "time-index"},
+     {"id": "wrong-time-index", "where": "forget-gate"}, None),
+    ("coursera-lstm", course.lstm_forward, course.lstm_backward, {"slip": "no-sigmoid-derivative", "carry_a": False},
+     {"id": "missing-sigmoid-derivative", "gate": "all", "factor": "none"}, "hidden"),
+    ("coursera-rnn", course.rnn_forward, course.rnn_backward, {"slip": "no-tanh-derivative"},
+     {"id": "missing-tanh-derivative", "where": "hidden"}, None),
+    ("coursera-rnn", course.rnn_forward, course.rnn_backward, {"slip": "tanh-twice"},
+     {"id": "tanh-applied-twice", "where": "hidden"}, None),
+    ("cs231n-lstm", cs231n.lstm_forward, cs231n.lstm_backward, {"slip": "no-sigmoid-derivative"},
+     {"id": "missing-sigmoid-derivative", "gate": "all", "factor": "none"}, None),
+    ("cs231n-lstm", cs231n.lstm_forward, cs231n.lstm_backward, {"slip": "time-index", "carry_c": False},
+     {"id": "wrong-time-index", "where": "forget-gate"}, "cell"),
+    ("cs231n-rnn", cs231n.rnn_forward, cs231n.rnn_backward, {"slip": "tanh-twice"},
+     {"id": "tanh-applied-twice", "where": "hidden"}, None),
+])
+def test_a_classic_slip_is_named(layout, forward, backward, switches, slip, path):
+    result = bptt.check(layout, forward, _slipped(backward, **switches))
+    assert result.verdict["slip"] == slip, result.summary
+    assert result.verdict["path"] == path
+    assert f"match the slip {slip['id']}" in result.summary
+    assert json.loads(result.to_json())["verdict"]["slip"] == slip
+
+
+def test_a_slip_in_a_cell_is_named_with_the_cell_s_names():
+    result = bptt.check("coursera-lstm-cell", course.lstm_cell_forward, _slipped(course.lstm_cell_backward,
+                                                                               slip="time-index"))
+    assert result.verdict["slip"] == {"id": "wrong-time-index", "where": "forget-gate"}
+    assert "dc * c_prev * ft * (1 - ft), not dc * c_next" in result.summary
+
+
+def test_sign_and_transpose_are_named_per_tensor():
+    def rnn_backward(da, caches):
+        gradients = course.rnn_backward(da, caches)
+        return {**gradients, "dWaa": gradients["dWaa"].T, "dba": -gradients["dba"]}
+
+    result = bptt.check("coursera-rnn", course.rnn_forward, rnn_backward)
+    assert result.tensors["dWaa"].to_dict()["slip"] == {"id": "transposed"}
+    assert result.tensors["dba"].to_dict()["slip"] == {"id": "sign"}
+    assert result.tensors["dWax"].status == "correct"

@@ -158,10 +158,10 @@ def test_json_and_text(rng):
     assert isinstance(diagnosis, Diagnosis)
     as_json = json.loads(diagnosis.to_json())
     assert set(as_json) == {"verdict", "tensors", "forward", "cases", "summary"}
-    assert as_json["verdict"] == {"status": "wrong", "depth": None, "window": None, "path": None, "forward": []}
+    assert as_json["verdict"] == {"status": "wrong", "depth": None, "window": None, "path": None, "slip": None, "forward": []}
     assert list(as_json["tensors"]) == COURSE_GRADS
     for entry in as_json["tensors"].values():
-        assert set(entry) == {"status", "depth", "window", "path", "rel_err", "worst"}
+        assert set(entry) == {"status", "depth", "window", "path", "slip", "rel_err", "worst"}
     assert as_json["tensors"]["dWf"] == {**as_json["tensors"]["dWf"], "status": "truncated", "depth": 1, "path": None}
     wrong = as_json["tensors"]["dWc"]
     assert wrong["status"] == "wrong" and wrong["depth"] is None and len(wrong["worst"]) == 2
@@ -169,7 +169,7 @@ def test_json_and_text(rng):
     assert "dWc match no variant" in as_json["summary"]
     assert "does not carry da_prev and dc_prev" in as_json["summary"]  # what the others show
     text = str(diagnosis)
-    assert text.splitlines()[0].split() == ["tensor", "status", "truncation", "path", "rel", "err", "worst", "at"]
+    assert text.splitlines()[0].split() == ["tensor", "status", "truncation", "path", "slip", "rel", "err", "worst", "at"]
     assert text.splitlines()[1].split()[:3] == ["dWf", "truncated", "1"]
     assert text.endswith(diagnosis.summary)
 
@@ -179,7 +179,8 @@ def test_non_finite_gradients_are_wrong(rng):
     grads = lstm_backward(inputs["da"], caches)
     grads["dbf"][1, 0] = np.nan
     entry = json.loads(diagnose("coursera-lstm", params, inputs, grads).to_json())["tensors"]["dbf"]
-    assert entry == {"status": "wrong", "depth": None, "window": None, "path": None, "rel_err": None, "worst": [1, 0]}
+    assert entry == {"status": "wrong", "depth": None, "window": None, "path": None, "slip": None, "rel_err": None,
+                     "worst": [1, 0]}
 
 
 def test_arrays_that_do_not_fit_are_named(rng):

@@ -57,7 +57,8 @@ def test_course_lstm_restarting_every_k_steps(k, align, steps, rng):
     window = Window(k, k, "end" if same else align)
     assert kinds(diagnosis) == {("truncated", window, None)}  # da0, dc0, dx and the weights agree
     assert diagnosis.verdict == {"status": "truncated", "depth": None,
-                                 "window": {"k1": k, "k2": k, "align": window.align}, "path": None, "forward": []}
+                                 "window": {"k1": k, "k2": k, "align": window.align}, "path": None, "slip": None,
+                                 "forward": []}
     first_or_last = "first" if align == "start" else "last"
     counted = "chunks counted from either end" if same else f"counted from the {first_or_last}"
     assert f"your backward restarts da_prev and dc_prev every {k} steps, {counted}" in diagnosis.summary
@@ -159,6 +160,7 @@ def test_cli_json_has_the_verdict(tmp_path, rng, capsys):
     assert status == 1
     out = json.loads(capsys.readouterr().out)
     assert out["verdict"] == {"status": "truncated", "depth": None, "window": {"k1": 2, "k2": 2, "align": "end"},
-                              "path": None, "forward": []}
+                              "path": None, "slip": None,
+                                 "forward": []}
     assert out["tensors"]["da0"]["window"] == {"k1": 2, "k2": 2, "align": "end"}
     assert out["tensors"]["da0"]["depth"] is None

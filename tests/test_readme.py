@@ -71,7 +71,7 @@ def test_the_check_example_runs(monkeypatch):
     scope = {}
     exec(compile(example, str(README), "exec"), scope)
     assert scope["result"].passed
-    assert set(scope["result"].verdict) == {"status", "depth", "window", "path", "forward"}
+    assert set(scope["result"].verdict) == {"status", "depth", "window", "path", "slip", "forward"}
 
 
 def test_the_diagnose_output_shown_is_what_diagnose_prints(rng):

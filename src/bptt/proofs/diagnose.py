@@ -51,7 +51,8 @@ from ..interop import LayoutError, get_layout, to_model
 from ..interop.arrays import check_arrays, require
 from ..recurrence import Window
 from .explain import explain, verdict_of
-from .variants import Reference, gradients, variants
+from .slips import tensor_slips
+from .variants import Reference, gradients, slip_references, variants
 
 TOLERANCE = 1e-5
 TIE = 1e-9  # variants whose errors differ by less fit equally well
@@ -61,6 +62,12 @@ STATUSES = ("correct", "truncated", "path-cut", "wrong")
 def window_dict(window):
     """A truncation in JSON: ``{"k1", "k2", "align"}``, or None."""
     return None if window is None else {"k1": window.k1, "k2": window.k2, "align": window.align}
+
+
+def slip_dict(slip):
+    """A slip in JSON: ``{"id": ..., **detail}`` (e.g. ``{"id": "missing-sigmoid-derivative",
+    "gate": "f"}``), or None."""
+    return None if slip is None else {"id": slip[0], **dict(slip[1])}
 
 
 def truncation_fields(window):
@@ -81,6 +88,7 @@ class TensorVerdict:
     path: str | None  # "hidden" or "cell", for "path-cut"
     rel_err: float  # against full BPTT; nan where the tensor has non-finite entries
     worst: tuple  # index of the entry farthest from full BPTT
+    slip: tuple | None = None  # (id, ((key, value), ...)) of bptt.proofs.slips, where one matches
 
     @property
     def depth(self):
@@ -92,6 +100,7 @@ class TensorVerdict:
             "status": self.status,
             **truncation_fields(self.window),
             "path": self.path,
+            "slip": slip_dict(self.slip),
             "rel_err": self.rel_err if math.isfinite(self.rel_err) else None,
             "worst": [int(i) for i in self.worst],
         }
@@ -151,9 +160,10 @@ class Diagnosis:
         """The overall verdict: ``{"status", "depth", "window", "path", "forward"}``, the variant
         every tensor that is not correct shares (status "wrong" when they disagree, "error"
         when the learner's code raised), and the arrays of the forward that are wrong."""
-        status, window, path = ("error", None, None) if self.error else verdict_of(self.tensors)
+        status, window, path, slip = ("error", None, None, None) if self.error else verdict_of(self.tensors)
         wrong_forward = [name for name, v in self.forward.items() if v.status != "correct"]
-        return {"status": status, **truncation_fields(window), "path": path, "forward": wrong_forward}
+        return {"status": status, **truncation_fields(window), "path": path, "slip": slip_dict(slip),
+                "forward": wrong_forward}
 
     def to_dict(self):
         """``{"verdict": {...}, "tensors": {name: {"status", "depth", "window", "path", "rel_err",
@@ -171,10 +181,10 @@ class Diagnosis:
 
     def _rows(self):
         """The table: a header and one row of strings per tensor."""
-        header = ("tensor", "status", "truncation", "path", "rel err", "worst at")
-        rows = [(v.name, v.status, v.truncation_text(), v.path or "-", f"{v.rel_err:.2e}", str(v.worst))
-                for v in self.tensors.values()]
-        rows += [(f"{v.name} (forward)", v.status, "-", "-", f"{v.rel_err:.2e}", str(v.worst))
+        header = ("tensor", "status", "truncation", "path", "slip", "rel err", "worst at")
+        rows = [(v.name, v.status, v.truncation_text(), v.path or "-", v.slip[0] if v.slip else "-",
+                 f"{v.rel_err:.2e}", str(v.worst)) for v in self.tensors.values()]
+        rows += [(f"{v.name} (forward)", v.status, "-", "-", "-", f"{v.rel_err:.2e}", str(v.worst))
                  for v in self.forward.values()]
         return header, rows
 
@@ -201,10 +211,12 @@ class Diagnosis:
         header, rows = self._rows()
         if not rows:
             return self.summary
+        lines = []
         width = max(len(row[0]) for row in [header, *rows])
-        lines = [f"{header[0]:<{width}}  {header[1]:<9}  {header[2]:>11}  {header[3]:<6}  {header[4]:>9}  {header[5]}"]
-        for row in rows:
-            lines.append(f"{row[0]:<{width}}  {row[1]:<9}  {row[2]:>11}  {row[3]:<6}  {row[4]:>9}  {row[5]}")
+        slip_width = max(len(row[4]) for row in [header, *rows])
+        for row in [header, *rows]:
+            lines.append(f"{row[0]:<{width}}  {row[1]:<9}  {row[2]:>11}  {row[3]:<6}  {row[4]:<{slip_width}}  "
+                         f"{row[5]:>9}  {row[6]}")
         lines.append(
             f"(rel err: largest difference from full BPTT over the largest entry of full BPTT; "
             f"a match is <= {self.tolerance:g}, in float64; truncation: per-loss depth k, wk windows of k, "
@@ -271,16 +283,22 @@ def diagnose(layout, params, inputs, grads, *, tolerance=TOLERANCE):
     given = _read_grads(grads, _gradient_shapes(layout, cell, input_size, hidden_size, x.shape[1], x.shape[0]))
     _, _, cache = model.forward(x, state0)
     full = _in_layout(layout, cell, gradients(model, cache, dy, dh_n))
-    references = [Reference("correct", None, None, full)]
+    references = [Reference("correct", None, None, None, full)]
     if any(_relative_error(array, full[name]) > tolerance for name, array in given.items()):
         dx_name = "d" + layout.DATA_NAMES["x"]
         given_dx = None if dx_name not in given else layout.sequence_to_torch(given[dx_name])
         references += [
-            Reference(status, window, path, _in_layout(layout, cell, grads))
+            Reference(status, window, path, None, _in_layout(layout, cell, grads))
             for status, window, path, grads in variants(model, cache, x, state0, dy, dh_n, given_dx, tolerance)
         ]
     verdicts = _verdicts(given, references, tolerance)
-    summary = explain(layout.NAME, cell, x.shape[0], verdicts, tolerance)
+    if any(v.status == "wrong" for v in verdicts.values()):  # no variant of BPTT: the classic slips
+        references += [
+            Reference(status, window, path, slip, _in_layout(layout, cell, grads))
+            for status, window, path, slip, grads in slip_references(model, cell, x, state0, dy, dh_n)
+        ]
+        verdicts = _per_tensor_slips(given, full, _verdicts(given, references, tolerance), tolerance)
+    summary = explain(layout, cell, x.shape[0], verdicts, tolerance, hidden_size)
     return Diagnosis(layout.NAME, cell, x.shape[0], tolerance, verdicts, summary)
 
 
@@ -364,13 +382,14 @@ def _verdicts(given, references, tolerance):
     same as truncated to 1 step: it is read as the cut with the other tensors), then the
     closest one (errors within TIE of each other being equal), then the first listed.
     """
-    kinds = list(dict.fromkeys(r.kind for r in references[1:]))  # (status, window, path), listing order
+    kinds = list(dict.fromkeys(r.kind for r in references[1:]))  # (status, window, path, slip), listing order
     verdicts, matched = {}, {}  # matched: name -> {kind: rel err} of a tensor that is not correct
     for name, array in given.items():
         full = references[0].grads[name]
         rel_err = _relative_error(array, full)
         worst = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(array - full)), array.shape))
-        verdicts[name] = TensorVerdict(name, "correct" if rel_err <= tolerance else "wrong", None, None, rel_err, worst)
+        verdicts[name] = TensorVerdict(name, "correct" if rel_err <= tolerance else "wrong", None, None, rel_err,
+                                       worst)
         if rel_err > tolerance:
             matched[name] = {}
             for r in references[1:]:
@@ -384,6 +403,18 @@ def _verdicts(given, references, tolerance):
 
     for name, errors_of in matched.items():
         if errors_of:
-            status, window, path = min(errors_of, key=rank)
-            verdicts[name] = dataclasses.replace(verdicts[name], status=status, window=window, path=path)
+            status, window, path, slip = min(errors_of, key=rank)
+            verdicts[name] = dataclasses.replace(verdicts[name], status=status, window=window, path=path, slip=slip)
     return verdicts
+
+
+def _per_tensor_slips(given, full, verdicts, tolerance):
+    """``verdicts`` with the tensors that match nothing named ``sign`` or ``transposed`` where
+    they are full BPTT's negative or transpose."""
+    named = dict(verdicts)
+    for name, v in verdicts.items():
+        if v.status == "wrong" and v.slip is None and np.all(np.isfinite(given[name])):
+            found = tensor_slips(given[name], full[name], tolerance)
+            if found:
+                named[name] = dataclasses.replace(v, slip=(found[0][0], ()))
+    return named

@@ -7,6 +7,10 @@ output gates.
 
 import math
 
+import numpy as np
+
+from .slips import describe
+
 WORDS = {
     "coursera-rnn": {"h": "a", "dy_t": "da[:, :, t]", "summed": "dWaa", "dh_prev": "da_prev"},
     "coursera-lstm": {"h": "a", "dy_t": "da[:, :, t]", "summed": "dWo", "dh_prev": "da_prev", "dc_prev": "dc_prev",
@@ -26,15 +30,15 @@ for _step, _sequence, _dy in (("coursera-rnn-cell", "coursera-rnn", "da_next"),
 
 
 def verdict_of(verdicts):
-    """The overall verdict: ``(status, window, path)`` that every tensor not correct shares,
-    ``("correct", None, None)`` when all are correct, ``("wrong", None, None)`` when they
-    disagree. ``verdicts``: dict name -> TensorVerdict."""
-    kinds = {(v.status, v.window, v.path) for v in verdicts.values() if v.status != "correct"}
+    """The overall verdict: ``(status, window, path, slip)`` that every tensor not correct
+    shares, ``("correct", None, None, None)`` when all are correct, ``("wrong", None, None,
+    None)`` when they disagree. ``verdicts``: dict name -> TensorVerdict."""
+    kinds = {(v.status, v.window, v.path, v.slip) for v in verdicts.values() if v.status != "correct"}
     if not kinds:
-        return "correct", None, None
+        return "correct", None, None, None
     if len(kinds) == 1:
         return kinds.pop()
-    return "wrong", None, None
+    return "wrong", None, None, None
 
 
 def name_variant(window, path, steps):
@@ -59,16 +63,17 @@ def _counted(window, steps):
     return f"counted from the {'first' if window.align == 'start' else 'last'} step"
 
 
-def explain(layout, cell, steps, verdicts, tolerance):
+def explain(layout, cell, steps, verdicts, tolerance, hidden_size=None):
     """The verdict on the whole implementation and one paragraph on what it is missing.
 
-    ``verdicts``: dict name -> TensorVerdict, as in :class:`bptt.proofs.diagnose.Diagnosis`.
+    ``layout``: the layout module; ``verdicts``: dict name -> TensorVerdict, as in
+    :class:`bptt.proofs.diagnose.Diagnosis`; ``hidden_size``: H, to name a gate block.
     """
-    words = {**WORDS[layout], "cell": cell, "steps": steps}
-    groups = {}  # (status, window, path) -> names
+    words = {**WORDS[layout.NAME], "cell": cell, "steps": steps, "layout": layout, "hidden_size": hidden_size}
+    groups = {}  # (status, window, path, slip) -> names
     for v in verdicts.values():
-        groups.setdefault((v.status, v.window, v.path), []).append(v.name)
-    correct = groups.pop(("correct", None, None), [])
+        groups.setdefault((v.status, v.window, v.path, v.slip), []).append(v.name)
+    correct = groups.pop(("correct", None, None, None), [])
     if not groups and words.get("step"):
         return (
             f"Verdict: correct. All {len(correct)} gradients match the exact backward of one step "
@@ -80,12 +85,19 @@ def explain(layout, cell, steps, verdicts, tolerance):
             f"your code carries the gradient from each step back to the one before, down to step 0, "
             f"and sums each parameter's per-step terms over all {steps} steps."
         )
-    status, window, path = verdict_of(verdicts)
-    verdict = "wrong: the gradients do not agree on one variant of BPTT" if len(groups) > 1 else (
-        "wrong" if status == "wrong" else name_variant(window, path, steps))
+    status, window, path, slip = verdict_of(verdicts)
+    if len(groups) > 1:
+        verdict = "wrong: the gradients do not agree on one variant of BPTT"
+    elif slip is not None:
+        verdict = f"wrong, {slip[0]}" + (f" and {name_variant(window, path, steps)}" if path or window else "")
+    else:
+        verdict = "wrong" if status == "wrong" else name_variant(window, path, steps)
     parts = [f"Verdict: {verdict}."]
-    for (status, window, path), names in groups.items():
-        parts.append(_missing(status, window, path, names, verdicts, words))
+    for (status, window, path, slip), names in groups.items():
+        if slip is not None:
+            parts.append(_slipped(slip, window, path, names, verdicts, words))
+        else:
+            parts.append(_missing(status, window, path, names, verdicts, words))
     if correct:
         parts.append(f"These match full BPTT: {', '.join(correct)}.")
     return " ".join(parts)
@@ -188,3 +200,46 @@ def _no_variant(listed, names, verdicts, words):
         f"product, one gate's term in another's place{slip}. The largest difference from full "
         f"BPTT is in {worst} at {list(verdicts[worst].worst)}."
     )
+
+
+def _slipped(slip, window, path, names, verdicts, words):
+    """The explanation of tensors that match a slip of :mod:`bptt.proofs.slips`, with the
+    path cut or truncation it comes with, and where the worst of them is."""
+    listed = ", ".join(names)
+    slip_id, detail = slip[0], dict(slip[1])
+    sentences = [f"{listed} match the slip {slip_id}: {describe(slip_id, detail, words['cell'])}."]
+    if window is not None:
+        sentences.append(_truncation("They also", window, words))
+    if path is not None:
+        sentences.append(_cut("They", path, words, also=True))
+    worst = max(names, key=lambda name: verdicts[name].rel_err if math.isfinite(verdicts[name].rel_err) else math.inf)
+    sentences.append(f"The largest difference from full BPTT is in {worst} at {list(verdicts[worst].worst)}"
+                     f"{_where(worst, verdicts[worst].worst, words)}.")
+    return " ".join(sentences)
+
+
+GATES = {  # per layout: the axis of a weight or bias gradient that holds the gate blocks, and
+    # their names per cell, in the layout's order
+    "torch": (0, {"lstm": "i f g o", "gru": "r z n"}),
+    "keras": (-1, {"lstm": "i f c o", "gru": "z r h"}),
+    "cs231n-lstm": (-1, {"lstm": "i f o g"}),
+    "cs231n-lstm-step": (-1, {"lstm": "i f o g"}),
+}
+
+
+def _where(name, index, words):
+    """", step t" for a sequence's gradient, ", in the rows of gate f" for a weight's of a
+    layout that stacks the gates, else ""."""
+    layout, cell = words["layout"], words["cell"]
+    if name == "d" + layout.DATA_NAMES["x"] and words["steps"] > 1:
+        marker = np.zeros(tuple(i + 1 for i in index))
+        marker[tuple(index)] = 1.0
+        return f", step {int(np.argmax(np.any(layout.sequence_to_torch(marker) != 0, axis=(1, 2))))}"
+    if layout.NAME in GATES and cell in GATES[layout.NAME][1] and len(index) >= 1:
+        axis, names = GATES[layout.NAME]
+        gates = names[cell].split()
+        position = index[axis] if -len(index) <= axis < len(index) else None
+        hidden = words["hidden_size"]
+        if position is not None and hidden and position // hidden < len(gates):
+            return f", in the block of gate {gates[position // hidden]}"
+    return ""

@@ -19,8 +19,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..layers import stack_backward, stack_backward_by_depth
+from ..layers import layer_weights, stack_backward, stack_backward_by_depth
 from ..recurrence import ALIGNS, PATHS, Window, window_edges
+from .slips import slip_variants, slipped_backward
 
 MAX_CANDIDATES = 8  # distinct reach profiles computed exactly, per path (the closest first)
 
@@ -28,14 +29,15 @@ MAX_CANDIDATES = 8  # distinct reach profiles computed exactly, per path (the cl
 class Reference(NamedTuple):
     """The gradients of one variant of BPTT, in the learner's layout and names."""
 
-    status: str  # "correct", "truncated" or "path-cut"
+    status: str  # "correct", "truncated", "path-cut", or "wrong" for a slip alone
     window: Window | None  # the truncation; Window(1, k) is per-loss depth k
     path: str | None  # the path through time cut, "hidden" or "cell"
+    slip: tuple | None  # (id, ((key, value), ...)) of a slip of bptt.proofs.slips, or None
     grads: dict  # "d" + name -> float64 array
 
     @property
     def kind(self):
-        return self.status, self.window, self.path
+        return self.status, self.window, self.path, self.slip
 
 
 def gradients(model, cache, dy, dh_n=None, **variant):
@@ -192,3 +194,43 @@ def _state_tuple(model, dh_n):
 def _public(state):
     """A tuple of state parts as ``model.backward`` takes it: a tuple for LSTM, else its array."""
     return tuple(state) if len(state) > 1 else state[0]
+
+
+def slip_references(model, cell_name, x, state0, dy, dh_n):
+    """Every slip of :mod:`bptt.proofs.slips` for ``cell_name``, alone and with each path cut,
+    as ``(status, window, path, slip, torch_grads)``; with a cut also with the initial state
+    as a learner's step 0 computes it (the slip in it, the cut not)."""
+    weights = layer_weights(model.params, 0, 0)
+    parts = _state_tuple(model, state0)
+    state0_bh = tuple(part[0] for part in parts)  # B,H each
+    dstate_n = tuple(None if d is None else d[0] for d in _state_tuple(model, dh_n))
+    found = []
+    for path in (None,) + (PATHS if len(parts) > 1 or cell_name == "gru" else ("hidden",)):
+        slips = slip_variants(cell_name, weights, x, state0_bh, dy, dstate_n, cut=path)
+        step0 = _slipped_initial_states(model, cell_name, weights, x, state0, dy, dstate_n, path, slips)
+        for slip, initial in zip(slips, step0):
+            key = (slip.id, tuple(sorted(slip.detail.items())))
+            status = "wrong" if path is None else "path-cut"
+            found.append((status, None, path, key, slip.grads))
+            if initial is not None:
+                found.append((status, None, path, key, {**slip.grads, **initial}))
+    return found
+
+
+def _slipped_initial_states(model, cell_name, weights, x, state0, dy, dstate_n, path, slips):
+    """Per slip, the initial-state gradients of a learner whose loop drops ``path`` between
+    steps, with the slip in every step, step 0 differentiated whole; None without a cut or at
+    T = 1."""
+    if path is None or x.shape[0] < 2:
+        return [None] * len(slips)
+    _, state1, _ = model.forward(x[:1], state0)
+    state1_bh = tuple(part[0] for part in _state_tuple(model, state1))
+    ids = [(slip.id, slip.detail) for slip in slips]
+    tails = slipped_backward(cell_name, weights, x[1:], state1_bh, dy[1:], dstate_n, slips=ids, cut=path)
+    state0_bh = tuple(part[0] for part in _state_tuple(model, state0))
+    initial = []
+    for slip_id, tail in zip(ids, tails):
+        into_step0 = tuple(tail[name][0] for name in ("h0", "c0") if name in tail)  # B,H each
+        head = slipped_backward(cell_name, weights, x[:1], state0_bh, dy[:1], into_step0, slips=[slip_id])[0]
+        initial.append({name: head[name] for name in ("h0", "c0") if name in head})
+    return initial
