@@ -26,7 +26,7 @@ LEARNERS = {
 
 
 def test_every_layout_has_a_learner():
-    assert set(LEARNERS) == set(SIGNATURES) == set(FUNCTION_NAMES)
+    assert set(LEARNERS) == set(SIGNATURES) == set(FUNCTION_NAMES) - {"coursera-char-rnn"}
 
 
 @pytest.mark.parametrize("layout", list(LEARNERS))
@@ -268,3 +268,38 @@ def test_sign_and_transpose_are_named_per_tensor():
     assert result.tensors["dWaa"].to_dict()["slip"] == {"id": "transposed"}
     assert result.tensors["dba"].to_dict()["slip"] == {"id": "sign"}
     assert result.tensors["dWax"].status == "correct"
+
+
+def test_the_char_language_model_whole():
+    import learners_char as char
+
+    result = bptt.check("coursera-char-rnn", char.rnn_forward, char.rnn_backward)
+    assert result.passed, str(result)
+    assert set(result.tensors) == {"dWax", "dWaa", "db", "dWya", "dby"}
+    assert "The output layer's dWya and dby match" in result.summary
+    assert [case["T"] for case in result.cases] == [1, 4, 9]
+
+
+@pytest.mark.parametrize("switch, wrong, says", [
+    ({"previous_a": True}, {"dWya"}, "a_t, not a_(t-1)"),
+    ({"dy_without_target": True}, {"dWax", "dWaa", "db", "dWya", "dby"}, "dz_t = ŷ_t - y_t"),
+    ({"carry": False}, {"dWax", "dWaa", "db"}, "truncated to 1 step"),
+])
+def test_the_char_language_model_slips(switch, wrong, says):
+    import learners_char as char
+
+    result = bptt.check("coursera-char-rnn", char.rnn_forward, _slipped(char.rnn_backward, **switch))
+    assert {name for name, v in result.tensors.items() if v.status != "correct"} == wrong
+    assert says in result.summary
+
+
+def test_the_char_language_model_loss_is_checked():
+    import learners_char as char
+
+    def rnn_forward(X, Y, a0, parameters, vocab_size=27):
+        loss, cache = char.rnn_forward(X, Y, a0, parameters, vocab_size)
+        return loss / len(X), cache  # a mean where the course sums
+
+    result = bptt.check("coursera-char-rnn", rnn_forward, char.rnn_backward)
+    assert result.verdict["forward"] == ["loss"]
+    assert result.summary.startswith("Verdict: your forward's loss is wrong")

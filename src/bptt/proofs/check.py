@@ -23,6 +23,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from ..interop import get_layout, to_model
+from .check_model import check_char_rnn
 from .diagnose import Diagnosis, ForwardVerdict, diagnose
 
 TOLERANCE = 1e-5  # forward outputs: max |given - reference| / max |reference|
@@ -98,6 +99,7 @@ FUNCTION_NAMES = {  # the course's names of each layout's forward and backward
     "cs231n-rnn": ("rnn_forward", "rnn_backward"), "cs231n-lstm": ("lstm_forward", "lstm_backward"),
     "cs231n-rnn-step": ("rnn_step_forward", "rnn_step_backward"),
     "cs231n-lstm-step": ("lstm_step_forward", "lstm_step_backward"),
+    "coursera-char-rnn": ("rnn_forward", "rnn_backward"),
 }
 
 
@@ -110,9 +112,12 @@ def check(layout, forward, backward, *, seed=0, cell=None):
 
     Parameters
     ----------
-    layout : one of ``SIGNATURES``: ``coursera-rnn``, ``coursera-lstm``, ``coursera-rnn-cell``,
+    layout : one of ``FUNCTION_NAMES``: ``coursera-rnn``, ``coursera-lstm``, ``coursera-rnn-cell``,
         ``coursera-lstm-cell``, ``cs231n-rnn``, ``cs231n-lstm``, ``cs231n-rnn-step``,
-        ``cs231n-lstm-step``
+        ``cs231n-lstm-step``, or ``coursera-char-rnn``: the course's character language model,
+        ``rnn_forward(X, Y, a0, parameters, vocab_size) -> loss, cache`` and
+        ``rnn_backward(X, Y, parameters, cache) -> gradients, a``, output layer and loss
+        included (:mod:`bptt.proofs.check_model`)
     forward, backward : the learner's functions, with the signatures of that course
     seed : shifts the seeds of the test cases
     cell : for a sequence layout, optionally the learner's cell functions ``(cell_forward,
@@ -124,8 +129,13 @@ def check(layout, forward, backward, *, seed=0, cell=None):
     Diagnosis, of the most telling case (the longest that fails; else the longest), with
     ``forward`` (the verdict on each array the forward returns) and ``cases`` (every case run)
     """
-    if layout not in SIGNATURES:
-        raise ValueError(f"unknown layout {layout!r} for bptt.check; expected one of: {', '.join(SIGNATURES)}")
+    if layout not in FUNCTION_NAMES:
+        raise ValueError(f"unknown layout {layout!r} for bptt.check; expected one of: {', '.join(FUNCTION_NAMES)}")
+    if layout == "coursera-char-rnn" and cell is None:
+        try:
+            return check_char_rnn(forward, backward, seed, _call, LearnerError)
+        except LearnerError as error:
+            return _failed(SIGNATURES["coursera-rnn"], Case(0, 1, seed), str(error), None)
     if cell is not None and layout not in CELL_LAYOUT:
         raise ValueError(f"cell=(forward, backward) goes with a sequence layout ({', '.join(CELL_LAYOUT)}), "
                          f"not {layout!r}")
@@ -144,8 +154,8 @@ def check_file(path, layout, *, seed=0):
 
     Raises FileNotFoundError, or LearnerError when the file raises or lacks the functions.
     """
-    if layout not in SIGNATURES:
-        raise ValueError(f"unknown layout {layout!r} for bptt.check; expected one of: {', '.join(SIGNATURES)}")
+    if layout not in FUNCTION_NAMES:
+        raise ValueError(f"unknown layout {layout!r} for bptt.check; expected one of: {', '.join(FUNCTION_NAMES)}")
     module = _load(path)
     names = FUNCTION_NAMES[layout]
     missing = [name for name in names if not callable(getattr(module, name, None))]
