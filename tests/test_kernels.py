@@ -1,19 +1,19 @@
 """The compiled kernels (``bptt.kernels``): the C cells compute what the NumPy cells compute,
 through the public models and step by step; their activations are accurate to a few units in
-the last place; NaN passes through; a missing or failing compiler is reported as
-KernelsUnavailable; a build is cached; a plan refuses arguments that would let C touch memory
-outside its arrays.
+the last place; NaN passes through; kernels the install did not build are reported as
+KernelsUnavailable; each built instruction set computes the same; a plan refuses arguments
+that would let C touch memory outside its arrays.
 
-Every test that runs C builds the kernels once, into a temporary cache folder of this module,
-and puts the NumPy kernels back afterwards.
+Every test that runs C loads the kernels the install built (skipped where it built none) and
+puts the NumPy kernels back afterwards.
 
 Legend: T time steps, B batch, I input features, H hidden units, K gates per cell,
 L layers, D directions, F features of a kernel array (a multiple of H).
 """
 
 import os
-import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -23,12 +23,12 @@ import pytest
 
 from bptt import kernels, recurrence
 from bptt.cells import CELLS
-from bptt.kernels import build, plan
+from bptt.kernels import library, plan
 from bptt.layers import make_rnn
 
 from assertions import as_tuple, assert_close  # noqa: E402
 
-NO_COMPILER = "no C compiler here ($CC, cc, gcc, clang or ziglang): the compiled kernels cannot be built"
+NOT_BUILT = "the install built no compiled kernels here (no C compiler then)"
 
 # compiled against NumPy: the activations differ by a few ulp (see the accuracy tests), the
 # products sum in another order than BLAS, with FMAs. float64 elementwise, with a floor
@@ -41,21 +41,16 @@ ULP_BOUND = 4  # measured at most 2.44 ulp on the grid below (2.5 over 800k rand
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    """A cache folder holding the one build of this module (``build.load`` as a user calls it)."""
-    if build.find_compiler() is None:
-        pytest.skip(NO_COMPILER)
-    directory = tmp_path_factory.mktemp("bptt-kernels")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("BPTT_CACHE_DIR", str(directory))
-        build.load()
-    return directory
+def built_kernels():
+    """The variant the install built that this CPU runs best (``library.load`` as a user calls it)."""
+    if library.choose() is None:
+        pytest.skip(NOT_BUILT)
+    return library.load()[1]
 
 
 @pytest.fixture
-def restore_kernels(cache_dir, monkeypatch):
+def restore_kernels(built_kernels, monkeypatch):
     """The test may select either kernels; the ones selected before are put back after it."""
-    monkeypatch.setenv("BPTT_CACHE_DIR", str(cache_dir))
     monkeypatch.setattr(kernels, "MIN_STEPS", 1)  # the short sequences here run the compiled path
     before = kernels.selected()
     try:
@@ -341,55 +336,30 @@ def test_unknown_kernels_are_refused_and_the_selection_kept():
     assert kernels.selected() == before
 
 
-def test_a_failing_compiler_is_reported_and_leaves_nothing(tmp_path, monkeypatch):
-    false = shutil.which("false")  # the command that exits 1
-    if false is None:
-        pytest.skip("no `false` command on the PATH")
-    monkeypatch.setenv("BPTT_CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("CC", false)
-    assert build.find_compiler() == [false]
-    with pytest.raises(build.KernelsUnavailable, match=r"building the compiled kernels failed \(exit 1\)"):
-        build.load()
-    assert list(tmp_path.iterdir()) == []  # neither a library nor a *.partial
+def _nothing_built(tmp_path, monkeypatch):
+    """As on a machine where the install found no C compiler."""
+    monkeypatch.setattr(library, "path_of", lambda variant: tmp_path / f"_kernels_{variant}.so")
+    monkeypatch.delenv("BPTT_ISA", raising=False)
 
 
-def test_a_compiler_that_cannot_run_is_reported_and_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setenv("BPTT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    with pytest.raises(build.KernelsUnavailable, match="could not run the C compiler"):
-        build.load()
-    assert list((tmp_path / "cache").iterdir()) == []
+def test_kernels_not_built_are_reported(tmp_path, monkeypatch):
+    _nothing_built(tmp_path, monkeypatch)
+    assert library.built() == [] and library.choose() is None
+    with pytest.raises(library.KernelsUnavailable, match="not built when bptt was installed"):
+        library.load()
 
 
-def _no_compiler(tmp_path, monkeypatch):
-    """Neither $CC, nor cc, gcc, clang on the PATH, nor the ziglang package."""
-    monkeypatch.delenv("CC", raising=False)
-    empty = tmp_path / "empty-path"
-    empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))
-    monkeypatch.setitem(sys.modules, "ziglang", None)  # import ziglang raises ImportError
-    monkeypatch.setenv("BPTT_CACHE_DIR", str(tmp_path / "cache"))
-
-
-def test_no_compiler_is_reported(tmp_path, monkeypatch):
-    _no_compiler(tmp_path, monkeypatch)
-    assert build.find_compiler() is None
-    with pytest.raises(build.KernelsUnavailable, match="need a C compiler, and none was found"):
-        build.load()
-    assert not (tmp_path / "cache").exists()
-
-
-def test_use_reports_no_compiler_at_once_and_keeps_the_selection(tmp_path, monkeypatch):
+def test_use_reports_kernels_not_built_at_once_and_keeps_the_selection(tmp_path, monkeypatch):
     before = kernels.selected()
-    _no_compiler(tmp_path, monkeypatch)
+    _nothing_built(tmp_path, monkeypatch)
     monkeypatch.setitem(kernels._selected, "library", None)  # as in a process that never loaded it
-    with pytest.raises(kernels.KernelsUnavailable, match="C compiler"):
+    with pytest.raises(kernels.KernelsUnavailable, match="not built when bptt was installed"):
         kernels.use("c")
     assert kernels.selected() == before
 
 
 def test_the_cli_reports_kernels_it_cannot_use(tmp_path, monkeypatch, capsys):
-    """A bad --kernels or $BPTT_KERNELS, or a missing compiler, is one line and exit 2."""
+    """A bad --kernels or $BPTT_KERNELS, or kernels the install did not build, is one line and exit 2."""
     from bptt.cli import main
 
     monkeypatch.setenv("BPTT_KERNELS", "fortran")
@@ -397,29 +367,71 @@ def test_the_cli_reports_kernels_it_cannot_use(tmp_path, monkeypatch, capsys):
     assert main(["gradcheck"]) == 2
     assert "expected BPTT_KERNELS to be 'numpy' or 'c' but got 'fortran'" in capsys.readouterr().err
     monkeypatch.delenv("BPTT_KERNELS")
-    _no_compiler(tmp_path, monkeypatch)
+    _nothing_built(tmp_path, monkeypatch)
     monkeypatch.setitem(kernels._selected, "library", None)
     assert main(["gradcheck", "--kernels", "c"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("bptt gradcheck: the compiled kernels need a C compiler") and err.count("\n") == 1
+    assert err.startswith("bptt gradcheck: the compiled kernels were not built") and err.count("\n") == 1
 
 
-# 5. the build cache
+# 5. the instruction sets built at install
 
-def test_a_build_is_kept_and_reused(cache_dir, monkeypatch):
-    monkeypatch.setenv("BPTT_CACHE_DIR", str(cache_dir))
-    (library,) = cache_dir.glob("cells-*.so")
-    assert sorted(path.name for path in cache_dir.iterdir()) == [library.name]  # no *.partial
-    assert library == build.library_path(build.find_compiler())
-    built = library.stat().st_mtime_ns
-    loaded = build.load()
-    assert library.stat().st_mtime_ns == built and sorted(cache_dir.iterdir()) == [library]
-    # the library it returns works: tanh(0.5) from the float64 rnn_tanh step
-    compiled = plan.CompiledCell.of(loaded, CELLS["rnn_tanh"], np.float64)
-    pre_x, h_prev, h = _stack(1, 1, 1, np.float64), _stack(1, 1, 1, np.float64), _stack(1, 1, 1, np.float64)
-    pre_x[0] = 0.5
-    compiled.forward_steps(1, 1, (pre_x, 0), (_stack(1, 1, 1, np.float64), 0), [(h_prev, 0)], [(h, 0)], [], 1)(0)
-    assert abs(h[0, 0, 0] - np.tanh(0.5)) <= 2 * np.spacing(np.tanh(0.5))
+def test_the_best_variant_this_cpu_runs_is_chosen(monkeypatch):
+    monkeypatch.delenv("BPTT_ISA", raising=False)
+    monkeypatch.setattr(library, "built", lambda: list(library.VARIANTS))
+    monkeypatch.setattr(library.platform, "machine", lambda: "x86_64")
+    assert library.choose(library.REQUIRES["avx512"]) == "avx512"
+    assert library.choose(library.REQUIRES["avx2"]) == "avx2"
+    assert library.choose({"sse2", "avx"}) == "portable"
+    monkeypatch.setattr(library.platform, "machine", lambda: "aarch64")
+    assert library.choose(library.REQUIRES["avx512"]) == "portable"
+
+
+def test_bptt_isa_asks_for_one_variant(monkeypatch):
+    monkeypatch.setenv("BPTT_ISA", "sse9")
+    with pytest.raises(library.KernelsUnavailable, match="one of avx512, avx2, portable but got 'sse9'"):
+        library.choose()
+    monkeypatch.setattr(library, "path_of", lambda variant: library.Path("/nonexistent") / variant)
+    monkeypatch.setenv("BPTT_ISA", "avx2")
+    with pytest.raises(library.KernelsUnavailable, match="avx2: that variant was not built"):
+        library.choose()
+
+
+@pytest.mark.parametrize("variant", library.VARIANTS)
+def test_each_built_variant_computes_what_numpy_computes(variant, monkeypatch):
+    if variant not in library.built() or not library.runnable(variant):
+        pytest.skip(f"{variant} not built at install, or this CPU does not run it")
+    monkeypatch.setenv("BPTT_ISA", variant)
+    loaded, name = library.load()
+    assert name == variant
+    rng = np.random.default_rng(0)
+    model = make_rnn("lstm", 5, 7, dtype=np.float64, seed=0)
+    x, dy = rng.normal(size=(9, 3, 5)), rng.normal(size=(9, 3, 7))
+    results = {}
+    for kind in ("numpy", "c"):
+        monkeypatch.setitem(kernels._selected, "library", loaded if kind == "c" else None)
+        monkeypatch.setitem(kernels._selected, "isa", name if kind == "c" else None)
+        monkeypatch.setitem(kernels._selected, "name", kind)
+        monkeypatch.setattr(kernels, "MIN_STEPS", 1)
+        y, _, cache = model.forward(x)
+        results[kind] = (y, *model.backward(cache, dy))
+    assert kernels.isa() == variant
+    _assert_close64(results["c"][0], results["numpy"][0], "y")
+    for name in results["numpy"][1]:
+        _assert_close64(results["c"][1][name], results["numpy"][1][name], name)
+    monkeypatch.setitem(kernels._selected, "name", "numpy")
+
+
+def test_importing_and_loading_runs_no_compiler(built_kernels, tmp_path):
+    """With no compiler on the PATH at all, the kernels the install built load and run."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    script = ("import bptt, bptt.kernels as k; k.use('c'); print(k.isa()); "
+              "import numpy as np; m = bptt.GRU(3, 4, dtype=np.float64); print(m.forward(np.ones((9, 2, 3)))[0].shape)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PATH": str(empty), "CC": "/nonexistent/cc"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == [built_kernels, "(9, 2, 4)"]
 
 
 def test_compiled_is_none_for_numpy_other_dtypes_and_short_passes(restore_kernels, monkeypatch):

@@ -1,7 +1,8 @@
 """Which implementation runs the cells' elementwise step: NumPy (the default) or compiled C.
 
 ``bptt.kernels.use("c")`` (or ``BPTT_KERNELS=c`` in the environment) makes the engine call
-``cells.c``, compiled on first use with the machine's C compiler (see ``build.py``); every
+``cells.c``, compiled when bptt was installed, for the best instruction set this CPU has
+(see ``library.py``; ``isa()`` says which); every
 result is the same up to rounding, and the exactness tests run both. ``use("numpy")`` goes
 back. The NumPy cells in ``bptt.cells`` stay the reference the documentation derives; the C
 kernels are their arithmetic fused into one pass over memory per step.
@@ -28,7 +29,7 @@ has the measurements.
 import os
 
 from ..checks import is_integer
-from .build import KernelsUnavailable
+from .library import KernelsUnavailable
 from .plan import CompiledCell
 
 NAMES = ("numpy", "c")
@@ -40,27 +41,33 @@ MIN_STEPS = 8
 # OpenBLAS's two threads read faster (K*H x H = 2048 x 512 float32: 91 against 51 us)
 MAX_VECTOR_PRODUCT_BYTES = 512 * 1024
 
-_selected = {"name": None, "library": None, "threads": None}
+_selected = {"name": None, "library": None, "isa": None, "threads": None}
 
 
 def use(name, threads=None):
     """Select the kernels the engine runs from now on: ``"numpy"`` or ``"c"``, and, where
     ``threads`` is given, how many threads the compiled passes run on (see :func:`threads`).
 
-    Selecting ``"c"`` builds and loads the library at once, so that a missing compiler is
-    reported here and not in the middle of a pass. Raises KernelsUnavailable then, and
+    Selecting ``"c"`` loads the library at once, so that kernels the install could not build
+    are reported here and not in the middle of a pass. Raises KernelsUnavailable then, and
     ValueError for an unknown name or a thread count that is not a positive integer.
     """
     if name not in NAMES:
         raise ValueError(f"expected kernels {' or '.join(map(repr, NAMES))} but got {name!r}")
     if threads is not None:
         _selected["threads"] = _thread_count(threads, "threads")
-    library = None
+    library, isa_loaded = None, None
     if name == "c":
-        from .build import load
+        from .library import load
 
-        library = _selected["library"] or load()
-    _selected.update(name=name, library=library)
+        library, isa_loaded = (_selected["library"], _selected["isa"]) if _selected["library"] else load()
+    _selected.update(name=name, library=library, isa=isa_loaded)
+
+
+def isa():
+    """The instruction set of the compiled kernels in use (``"avx512"``, ``"avx2"``,
+    ``"portable"``), or None while the NumPy kernels run."""
+    return _selected["isa"] if selected() == "c" else None
 
 
 def selected():
@@ -99,4 +106,5 @@ def compiled(cell, dtype, steps):
     return CompiledCell.of(_selected["library"], cell, dtype)
 
 
-__all__ = ["KernelsUnavailable", "MAX_VECTOR_PRODUCT_BYTES", "MIN_STEPS", "NAMES", "compiled", "selected", "threads", "use"]
+__all__ = ["KernelsUnavailable", "MAX_VECTOR_PRODUCT_BYTES", "MIN_STEPS", "NAMES", "compiled", "isa", "selected", "threads",
+           "use"]

@@ -1,0 +1,26 @@
+"""The compiled backend, built with the install: ``recurrence.c`` (which includes ``cells.c``)
+once per instruction set, each an optional extension, so that a machine without a C compiler,
+or one whose compiler cannot target an instruction set, still installs (and runs the NumPy
+code). ``bptt.kernels.build`` picks, at run time, the best variant this CPU supports. The
+files are plain shared libraries that ``ctypes`` loads; no compiler runs after the install.
+"""
+
+from setuptools import Extension, setup
+
+SOURCE = "src/bptt/kernels/recurrence.c"
+# -ffp-contract=fast: GCC fuses a * b + c into one FMA only when told to in ISO C mode (clang
+# does by default); the tile's products and the activations' polynomials are chains of them
+COMMON = ["-O3", "-ffp-contract=fast", "-fno-trapping-math", "-fopenmp-simd", "-std=c11", "-pthread"]
+VARIANTS = {  # best first; x86-64-v4 is AVX-512 (F, BW, CD, DQ, VL), v3 AVX2 with FMA
+    "avx512": ["-march=x86-64-v4"],
+    "avx2": ["-march=x86-64-v3"],
+    "portable": [],
+}
+
+setup(
+    ext_modules=[
+        Extension(f"bptt.kernels._kernels_{name}", sources=[SOURCE], depends=["src/bptt/kernels/cells.c"],
+                  extra_compile_args=COMMON + flags, extra_link_args=["-pthread"], optional=True)
+        for name, flags in VARIANTS.items()
+    ],
+)
