@@ -38,7 +38,7 @@ def raises(error, message):
 
 
 @pytest.mark.parametrize("bad_x, error, message", [
-    (np.zeros((T, 3)), ValueError, "expected x of shape (T, B, 3) but got (5, 3)"),
+    (np.zeros((T, 7)), ValueError, "expected unbatched x of shape (T, 3) but got (5, 7)"),
     (np.zeros((T, B, 3, 1)), ValueError, "expected x of shape (T, B, 3) but got (5, 2, 3, 1)"),
     (np.zeros((T, B, 7)), ValueError, "expected x of shape (T, B, 3) but got (5, 2, 7)"),
     (np.zeros((0, B, 3)), ValueError, "expected x with at least one step and one sequence but got shape (0, 2, 3)"),
@@ -169,17 +169,28 @@ def test_depth_that_is_not_a_positive_integer(lstm_pass, depth):
 
 def test_depth_on_a_bidirectional_model(lstm_pass):
     model, y, cache = lstm_pass
-    with raises(ValueError, "expected a unidirectional model and no lengths for truncation by depth "
-                            "but got bidirectional=True, lengths=None"):
+    with raises(ValueError, "expected a unidirectional model for truncation by depth 2 but got bidirectional=True "
+                            "(windows, k1 == k2, restart both directions)"):
         model.backward(cache, y, depth=2)
 
 
-def test_depth_with_lengths():
-    model = bptt.GRU(3, 4, dtype=np.float64)
-    y, _, cache = model.forward(np.zeros((T, B, 3)), lengths=[5, 3])
-    with raises(ValueError, "expected a unidirectional model and no lengths for truncation by depth "
-                            "but got bidirectional=False, lengths=[5, 3]"):
-        model.backward(cache, y, depth=2)
+def test_depth_with_lengths_is_each_sequence_truncated_alone():
+    """A padded batch truncated by depth is each sequence truncated on its own (batched equals
+    per-example)."""
+    rng = np.random.default_rng(0)
+    model = bptt.GRU(3, 4, dtype=np.float64, seed=0)
+    x, lengths = rng.normal(size=(T, B, 3)), [T, 3]
+    y, _, cache = model.forward(x, lengths=lengths)
+    dy = rng.normal(size=y.shape) * (np.arange(T)[:, None, None] < np.array(lengths)[None, :, None])
+    grads, dx, _ = model.backward(cache, dy, depth=2)
+    total = {name: 0.0 for name in grads}
+    for b, n in enumerate(lengths):
+        _, _, alone = model.forward(x[:n, b:b + 1])
+        grads_b, dx_b, _ = model.backward(alone, dy[:n, b:b + 1], depth=2)
+        np.testing.assert_allclose(dx[:n, b:b + 1], dx_b, rtol=1e-12, atol=1e-15)
+        total = {name: total[name] + grads_b[name] for name in grads}
+    for name in grads:
+        np.testing.assert_allclose(grads[name], total[name], rtol=1e-12)
 
 
 def test_unknown_cut(lstm_pass):

@@ -28,7 +28,7 @@ def test_numerical_derivatives_of_a_known_function():
     np.testing.assert_array_equal(arrays["w"], w)  # restored after perturbing
 
 
-@pytest.mark.parametrize("cell_name", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("cell_name", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
 def test_every_tensor_of_every_cell_passes(cell_name):
     rows = cell_report(max_entries=6, cells=(cell_name,))
     assert len(rows) == 8
@@ -99,7 +99,7 @@ def test_bad_arguments_are_named():
 def test_cli_prints_the_table_and_exits_by_the_threshold(capsys):
     assert cli.main(["gradcheck", "--entries", "3"]) == 0
     out = capsys.readouterr().out
-    assert "all 24 configurations pass" in out
-    assert out.count("\n") == 26
+    assert "all 32 configurations pass" in out
+    assert out.count("\n") == 34
     assert cli.main(["gradcheck", "--entries", "3", "--threshold", "1e-30"]) == 1
     assert "FAIL" in capsys.readouterr().out

@@ -33,7 +33,7 @@ def test_depth_of_the_whole_sequence_is_full_bptt(cell_name):
 def test_cli_truncate(capsys):
     assert cli.main(["gradcheck", "--truncate", "2", "--entries", "4"]) == 0
     out = capsys.readouterr().out
-    assert out.count("truncated at depth 2") == 3
+    assert out.count("truncated at depth 2") == 4
     assert "every tensor passes" in out
     assert cli.main(["gradcheck", "--truncate", "0"]) == 2
     assert "K >= 1 but got 0" in capsys.readouterr().err
@@ -86,8 +86,8 @@ def test_a_truncated_gradient_is_the_gradient_of_no_function(cell_name):
 def test_cli_window(capsys):
     assert cli.main(["gradcheck", "--window", "2,3,end", "--entries", "4"]) == 0
     out = capsys.readouterr().out
-    assert out.count("TBPTT(2, 3) counted from the last step: against the losses of each chunk of 2 steps") == 3
-    assert out.count("Jacobian of the gradient field, u·Jv against v·Ju") == 3
+    assert out.count("TBPTT(2, 3) counted from the last step: against the losses of each chunk of 2 steps") == 4
+    assert out.count("Jacobian of the gradient field, u·Jv against v·Ju") == 4
     assert "every tensor passes" in out and "the gradient of no single function" in out
     assert cli.main(["gradcheck", "--window", "3,2"]) == 2
     assert "1 <= K1 <= K2 but got '3,2'" in capsys.readouterr().err

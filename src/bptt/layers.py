@@ -5,7 +5,8 @@ Legend: T time steps, B batch, I input features, H hidden units, K gates per cel
 L layers, D directions.
 
 The classes hold configuration and parameters only. A pass in flight lives in the cache that
-``forward`` returns and ``backward`` takes, so several passes can be open at once.
+``forward`` returns and ``backward`` takes (or the ``.cache`` of what calling a model returns),
+so several passes can be open at once.
 """
 
 from typing import NamedTuple
@@ -279,16 +280,99 @@ def stack_backward_by_depth(dy, dstate_n, cache):
     ]
 
 
+def dropout_generator(dropout, dropout_rng, keep_cache, owner):
+    """The generator that draws a pass's dropout masks, or None for a pass without dropout.
+
+    Parameters
+    ----------
+    dropout : the model's dropout probability
+    dropout_rng : a ``np.random.Generator`` (dropout on, for training), ``False`` (dropout off,
+        for evaluation: what ``model.eval()`` does in torch), or None, which means "off" only
+        where nothing is ambiguous: a model without dropout, or a pass that keeps no cache
+    keep_cache : whether the pass keeps a cache for backward (a training pass)
+    owner : how the error names the model, e.g. ``"LSTM(3, 4, num_layers=2, dropout=0.5, ...)"``
+
+    Dropout that is configured but silently off while training is refused: a model with
+    ``dropout > 0`` in a pass that keeps a cache, without a generator, is a ValueError that says
+    how to pass one and how to evaluate without dropout.
+    """
+    if dropout_rng is False:
+        return None
+    if dropout_rng is None:
+        if dropout and keep_cache:
+            raise ValueError(
+                f"{owner} has dropout={dropout:g} but the pass got no dropout_rng: pass "
+                "dropout_rng=np.random.default_rng(seed) to train with dropout, or dropout_rng=False to run "
+                "without it (evaluation, what model.eval() does in torch); keep_cache=False (inference) "
+                "runs without dropout too"
+            )
+        return None
+    if not isinstance(dropout_rng, np.random.Generator):
+        raise TypeError("expected dropout_rng to be a np.random.Generator, False (no dropout) or None but got "
+                        f"{type(dropout_rng).__name__}")
+    return dropout_rng if dropout else None
+
+
 class ForwardCache(NamedTuple):
     """The cache of a public ``forward``: the stack's cache and the layout to undo."""
 
     stack: StackCache
-    x_shape: tuple
-    batch_first: bool
+    x_shape: tuple  # T,B,I  time-major
+    batch_first: bool  # y, dy and dx batch-first
+    unbatched: bool = False  # x was (T, I): dy, dx and the states have no batch axis
+
+
+class Output(tuple):
+    """What calling a model returns: ``(y, h_n)``, as a torch module call does (for LSTM
+    ``(y, (h_n, c_n))``), carrying the pass's cache as ``.cache`` for :meth:`_Recurrent.backward`
+    (None for a pass with ``keep_cache=False``).
+
+    It is a tuple of two, so ``y, h_n = model(x)`` unpacks as in torch; the cache is held by
+    this result, never by the model.
+    """
+
+    def __new__(cls, y, h_n, cache):
+        result = super().__new__(cls, (y, h_n))
+        result.cache = cache
+        return result
+
+    def __getnewargs__(self):  # copy and pickle rebuild it through __new__
+        return self[0], self[1], self.cache
+
+    @property
+    def y(self):
+        return self[0]
+
+    @property
+    def h_n(self):
+        return self[1]
 
 
 class _Recurrent:
-    """Shared body of :class:`RNN`, :class:`LSTM` and :class:`GRU`."""
+    """Shared body of :class:`RNN`, :class:`LSTM` and :class:`GRU`.
+
+    Two ways to run a model, one pass each:
+
+    - ``y, h_n, cache = model.forward(x, h0, lengths)`` and
+      ``grads, dx, dh0 = model.backward(cache, dy, dh_n)``: the library's explicit pair, the
+      cache of the pass handed from one to the other by the caller.
+    - ``out = model(x, h0, lengths)``, as a torch module is called: ``out`` unpacks as torch's
+      ``(y, h_n)`` (LSTM: ``(y, (h_n, c_n))``) and carries the same cache as ``out.cache``, so
+      ``model.backward(out.cache, dy)`` follows. It is :meth:`forward`, with the same options.
+
+    Either way the model keeps nothing of a pass: it holds parameters and configuration only,
+    and several passes may be open at once.
+
+    Input with a batch axis is ``(T, B, I)`` (``(B, T, I)`` with ``batch_first``); one sequence
+    without it is ``(T, I)`` whatever ``batch_first`` says, with states ``(L*D, H)``, as in torch.
+
+    Dropout (``dropout > 0``) is on in a pass given ``dropout_rng=np.random.default_rng(seed)``
+    and off with ``dropout_rng=False`` (torch's ``model.eval()``); a pass that keeps a cache
+    (training) without either is refused rather than silently run without dropout.
+
+    ``parameters()`` and ``named_parameters()`` iterate over ``params`` in ``state_dict`` order,
+    as torch's do; the arrays are the model's own, not copies.
+    """
 
     def __init__(self, cell_name, input_size, hidden_size, num_layers=1, *, bidirectional=False,
                  batch_first=False, dropout=0.0, dtype=np.float32, seed=None):
@@ -320,6 +404,14 @@ class _Recurrent:
     def shapes(self):
         """Parameter names and shapes, in torch's ``state_dict`` order."""
         return param_shapes(self.cell, self.input_size, self.hidden_size, self.num_layers, self.num_directions)
+
+    def parameters(self):
+        """An iterator over the parameter arrays (the model's own), in ``state_dict`` order."""
+        return iter(self.params.values())
+
+    def named_parameters(self):
+        """An iterator over ``(name, array)`` pairs (the model's own arrays), in ``state_dict`` order."""
+        return iter(self.params.items())
 
     def __repr__(self):
         extra = "".join([
@@ -371,52 +463,96 @@ class _Recurrent:
     # input checks
 
     def _check_x(self, x):
+        """``x`` as an array of the model's dtype: (T, B, I), (B, T, I) with ``batch_first``,
+        or (T, I) for one unbatched sequence."""
         x = as_float_array(x, "x", self.dtype)
+        if x.ndim == 2:
+            check_shape(x, "unbatched x", (None, self.input_size), ("T", "I"))
+            if x.shape[0] == 0:
+                raise ValueError(f"expected x with at least one step but got shape {x.shape}")
+            return x
         letters = ("B", "T", "I") if self.batch_first else ("T", "B", "I")
-        check_shape(x, "x", (None, None, self.input_size), letters)
+        try:
+            check_shape(x, "x", (None, None, self.input_size), letters)
+        except ValueError as error:
+            if x.ndim == 3:
+                raise
+            raise ValueError(f"{error}; one unbatched sequence is (T, {self.input_size})") from None
         if x.shape[0] == 0 or x.shape[1] == 0:
             raise ValueError(f"expected x with at least one step and one sequence but got shape {x.shape}")
         return x
 
-    def _check_state(self, state, name, T_B):
+    def _check_state(self, state, name, batch):
         """``state`` (a user's h0 or dh_n) as a tuple with one (L*D, B, H) array per state part;
-        None for all zeros. Parts of dh_n may be None, parts of h0 may not."""
+        None for all zeros. Parts of dh_n may be None, parts of h0 may not. ``batch``: B, or None
+        for unbatched input, whose states are (L*D, H) and come back with a batch axis of 1."""
         # the name of each part: h0 -> (h0, c0), dh_n -> (dh_n, dc_n)
         part_names = [name.replace("h", state_name, 1) for state_name in self.cell.STATE_NAMES]
         if state is None:
             return (None,) * len(part_names)
-        shape = (self.num_layers * self.num_directions, T_B[1], self.hidden_size)
-        return check_state(state, name, part_names, shape, self.dtype, allow_none=name != "h0")
+        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        if batch is not None:
+            return check_state(state, name, part_names, (LD, batch, H), self.dtype, allow_none=name != "h0")
+        try:
+            parts = check_state(state, name, part_names, (LD, H), self.dtype, allow_none=name != "h0")
+        except ValueError as error:
+            raise ValueError(f"{error} (x is one unbatched sequence, (T, I): its states have no batch "
+                             "axis, as in torch)") from None
+        return tuple(None if part is None else part[:, None, :] for part in parts)  # L*D,1,H
 
     def _public_state(self, state):
         return state if len(state) > 1 else state[0]
 
     # passes
 
+    def __call__(self, x, h0=None, lengths=None, *, dropout_rng=None, keep_cache=True):
+        """:meth:`forward` as torch's module call: ``y, h_n = model(x)`` (LSTM:
+        ``y, (h_n, c_n) = model(x)``). Arguments as :meth:`forward`.
+
+        Returns
+        -------
+        Output : a tuple ``(y, h_n)`` with the pass's cache as ``.cache`` for :meth:`backward`
+        """
+        y, h_n, cache = self.forward(x, h0, lengths, dropout_rng=dropout_rng, keep_cache=keep_cache)
+        return Output(y, h_n, cache)
+
     def forward(self, x, h0=None, lengths=None, *, dropout_rng=None, keep_cache=True):
-        """Run the network over a batch of sequences.
+        """Run the network over a batch of sequences, or over one sequence without a batch axis.
 
         Parameters
         ----------
-        x : (T, B, I), or (B, T, I) with ``batch_first``
-        h0 : (L*D, B, H), for LSTM a tuple ``(h0, c0)``; None for zeros
-        lengths : B ints in [1, T] for a right-padded batch, or None
-        dropout_rng : np.random.Generator to draw dropout masks from (training), or None for
-            no dropout (evaluation); used only when the model has ``dropout > 0``
+        x : (T, B, I), or (B, T, I) with ``batch_first``; or (T, I), one unbatched sequence
+            (whatever ``batch_first`` says, as in torch)
+        h0 : (L*D, B, H), for LSTM a tuple ``(h0, c0)``; (L*D, H) each for unbatched x; None
+            for zeros
+        lengths : B ints in [1, T] for a right-padded batch, or None (always None unbatched)
+        dropout_rng : np.random.Generator to draw dropout masks from (training), or False for
+            no dropout (evaluation, torch's ``model.eval()``); None is no dropout where the model
+            has ``dropout=0`` or ``keep_cache=False``, and an error for a model with
+            ``dropout > 0`` in a pass that keeps a cache (:func:`dropout_generator`)
         keep_cache : False for inference and sampling: nothing is kept for backward (less
             memory, a little faster) and the returned cache is None
 
         Returns
         -------
-        y : (T, B, D*H), or (B, T, D*H) with ``batch_first``; zero past each sequence's end
-        h_n : (L*D, B, H), for LSTM a tuple ``(h_n, c_n)``; each sequence's state at its last step
+        y : (T, B, D*H), or (B, T, D*H) with ``batch_first``, (T, D*H) unbatched; zero past
+            each sequence's end
+        h_n : (L*D, B, H), (L*D, H) unbatched; for LSTM a tuple ``(h_n, c_n)``; each
+            sequence's state at its last step
         cache : ForwardCache, for :meth:`backward`; None without ``keep_cache``
         """
         x = self._check_x(x)
-        if self.batch_first:
+        unbatched = x.ndim == 2
+        batch_first = self.batch_first and not unbatched
+        if unbatched:
+            if lengths is not None:
+                raise ValueError(f"expected no lengths for one unbatched sequence x of shape {x.shape} (T, I) "
+                                 f"but got lengths={lengths!r}; for a padded batch give x a batch axis")
+            x = x[:, None, :]  # T,1,I
+        elif batch_first:
             x = x.transpose(1, 0, 2)
         T, B = x.shape[:2]
-        state0 = self._check_state(h0, "h0", (T, B))
+        state0 = self._check_state(h0, "h0", None if unbatched else B)
         shape = (self.num_layers * self.num_directions, B, self.hidden_size)
         # x (for a cache) and h0 are copied: the cache must not share memory with arrays that the
         # caller may refill (the next batch) before this pass's backward
@@ -424,28 +560,32 @@ class _Recurrent:
         if lengths is not None:
             lengths = check_lengths(lengths, B, T)
         masks = None
-        if self.dropout and dropout_rng is not None:
+        rng = dropout_generator(self.dropout, dropout_rng, keep_cache, repr(self))
+        if rng is not None:
             shape = (T, B, self.num_directions * self.hidden_size)
-            masks = dropout_masks(dropout_rng, self.dropout, shape, self.num_layers, self.dtype)
+            masks = dropout_masks(rng, self.dropout, shape, self.num_layers, self.dtype)
         y, state_n, cache = stack_forward(
             self.cell, self.params, np.array(x, order="C") if keep_cache else np.ascontiguousarray(x), state0, lengths,
             self.num_layers, self.num_directions, masks, keep_cache,
         )
-        if self.batch_first:
+        if unbatched:
+            y, state_n = y[:, 0], tuple(s[:, 0] for s in state_n)  # T,D*H and L*D,H
+        elif batch_first:
             y = y.transpose(1, 0, 2)
         if not keep_cache:
             return y, self._public_state(state_n), None
-        return y, self._public_state(state_n), ForwardCache(cache, x.shape, self.batch_first)
+        return y, self._public_state(state_n), ForwardCache(cache, x.shape, batch_first, unbatched)
 
     def backward(self, cache, dy, dh_n=None, *, depth=None, window=None, cut=None):
         """Exact BPTT: gradients of every parameter, of the input and of the initial state.
 
         Parameters
         ----------
-        cache : the ForwardCache returned by :meth:`forward`
-        dy : gradient of the loss w.r.t. ``y``, (T, B, D*H) or (B, T, D*H) with ``batch_first``
-        dh_n : gradient w.r.t. ``h_n``, (L*D, B, H); for LSTM a tuple ``(dh_n, dc_n)`` whose
-            entries may be None; None for zero
+        cache : the ForwardCache returned by :meth:`forward` (the ``.cache`` of a model call)
+        dy : gradient of the loss w.r.t. ``y``, (T, B, D*H) or (B, T, D*H) with ``batch_first``;
+            (T, D*H) for unbatched x
+        dh_n : gradient w.r.t. ``h_n``, (L*D, B, H), (L*D, H) for unbatched x; for LSTM a tuple
+            ``(dh_n, dc_n)`` whose entries may be None; None for zero
         depth : None for exact BPTT, or an int k >= 1: each loss term's gradient flows back at
             most k steps (unidirectional models only); the same as ``window=Window(1, k)``
         window : None, or a ``bptt.Window(k1, k2, align)`` (or a tuple of those): truncated
@@ -458,19 +598,25 @@ class _Recurrent:
         -------
         grads : dict name -> ndarray, the keys and shapes of ``params``
         dx : the shape of ``x``
-        dh0 : (L*D, B, H), for LSTM a tuple ``(dh0, dc0)``
+        dh0 : (L*D, B, H), (L*D, H) for unbatched x; for LSTM a tuple ``(dh0, dc0)``
         """
+        if isinstance(cache, Output):
+            raise TypeError("expected the cache returned by forward but got the whole result of a model call: "
+                            "pass its .cache, as in model.backward(out.cache, dy)")
         if not isinstance(cache, ForwardCache):
             raise TypeError(f"expected the cache returned by forward but got {type(cache).__name__}")
         T, B, _ = cache.x_shape
         dy = as_float_array(dy, "dy", self.dtype)
         out = self.num_directions * self.hidden_size
-        if cache.batch_first:
+        if cache.unbatched:
+            check_shape(dy, "dy", (T, out), ("T", "D*H"))
+            dy = dy[:, None, :]  # T,1,D*H
+        elif cache.batch_first:
             check_shape(dy, "dy", (B, T, out), ("B", "T", "D*H"))
             dy = dy.transpose(1, 0, 2)
         else:
             check_shape(dy, "dy", (T, B, out), ("T", "B", "D*H"))
-        dstate_n = self._check_state(dh_n, "dh_n", (T, B))
+        dstate_n = self._check_state(dh_n, "dh_n", None if cache.unbatched else B)
         if cut not in (None,) + recurrence.PATHS:
             raise ValueError(f"expected cut None, 'hidden' or 'cell' but got {cut!r}")
         if depth is not None and window is not None:
@@ -484,12 +630,14 @@ class _Recurrent:
         else:
             window = check_window(window)
             if window.k2 > window.k1 and self.bidirectional:
-                raise ValueError(
-                    f"expected a unidirectional model for truncation with k2 > k1 (here {tuple(window)}) "
-                    "but got bidirectional=True: windows (k1 == k2) restart both directions"
-                )
+                what = f"truncation by depth {window.k2}" if depth is not None else \
+                    f"TBPTT({window.k1}, {window.k2}) with k2 > k1"
+                raise ValueError(f"expected a unidirectional model for {what} but got bidirectional=True "
+                                 "(windows, k1 == k2, restart both directions)")
             grads, dx, dstate0 = stack_backward_window(dy, dstate_n, cache.stack, window, cut)
-        if cache.batch_first:
+        if cache.unbatched:
+            dx, dstate0 = dx[:, 0], tuple(d[:, 0] for d in dstate0)  # T,I and L*D,H
+        elif cache.batch_first:
             dx = dx.transpose(1, 0, 2)
         # the stack fills grads from the last layer down; give them the order of params, so
         # that zip(params.values(), grads.values()) pairs each parameter with its gradient
@@ -498,7 +646,11 @@ class _Recurrent:
 
 
 class RNN(_Recurrent):
-    """Elman RNN, ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` (or relu), as ``torch.nn.RNN``."""
+    """Elman RNN, ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` (or relu), as ``torch.nn.RNN``.
+
+    ``y, h_n = rnn(x)`` as in torch, the result's ``.cache`` going to :meth:`backward`; or
+    ``y, h_n, cache = rnn.forward(x)``. Usage, unbatched input and dropout: :class:`_Recurrent`.
+    """
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, nonlinearity="tanh", **options):
         if nonlinearity not in ("tanh", "relu"):
@@ -508,14 +660,23 @@ class RNN(_Recurrent):
 
 
 class LSTM(_Recurrent):
-    """Long short-term memory, as ``torch.nn.LSTM`` (gates i, f, g, o); state ``(h, c)``."""
+    """Long short-term memory, as ``torch.nn.LSTM`` (gates i, f, g, o); state ``(h, c)``.
+
+    ``y, (h_n, c_n) = lstm(x)`` as in torch, the result's ``.cache`` going to :meth:`backward`;
+    or ``y, (h_n, c_n), cache = lstm.forward(x)``. Usage, unbatched input and dropout:
+    :class:`_Recurrent`.
+    """
 
     def __init__(self, input_size, hidden_size, num_layers=1, **options):
         super().__init__("lstm", input_size, hidden_size, num_layers, **options)
 
 
 class GRU(_Recurrent):
-    """Gated recurrent unit, as ``torch.nn.GRU`` (gates r, z, n; r scales ``W_hn h + b_hn``)."""
+    """Gated recurrent unit, as ``torch.nn.GRU`` (gates r, z, n; r scales ``W_hn h + b_hn``).
+
+    ``y, h_n = gru(x)`` as in torch, the result's ``.cache`` going to :meth:`backward`; or
+    ``y, h_n, cache = gru.forward(x)``. Usage, unbatched input and dropout: :class:`_Recurrent`.
+    """
 
     def __init__(self, input_size, hidden_size, num_layers=1, **options):
         super().__init__("gru", input_size, hidden_size, num_layers, **options)

@@ -26,7 +26,8 @@ import numpy as np
 
 from .. import recurrence
 from ..checks import as_float_array, check_lengths, check_shape, check_state, is_integer
-from ..layers import GRU, LSTM, RNN, dropout_masks, stack_backward, stack_backward_truncated, stack_forward
+from ..layers import (GRU, LSTM, RNN, dropout_generator, dropout_masks, stack_backward, stack_backward_truncated,
+                      stack_forward)
 from .embedding import check_ids, embedding_backward, embedding_forward, one_hot
 from .head import head_backward, head_forward
 from .losses import LOSSES, check_class_targets, check_value_targets
@@ -84,6 +85,13 @@ class Network:
         (a loss only at each sequence's last valid step)
     seed : seeds the initialisation of the embedding (N(0, 1), as torch) and the head
         (uniform in ±1/sqrt(D*H), as torch)
+
+    Token ids (integers) need ``input="embedding"`` (with ``vocab_size``) or ``"one_hot"``;
+    ``input="features"`` takes floats. A stack with ``dropout > 0`` needs, in every pass that
+    keeps a cache (:meth:`forward`, :meth:`loss_and_grads`, ``bptt.nets.tbptt``), either
+    ``dropout_rng=np.random.default_rng(seed)`` (training) or ``dropout_rng=False`` (no
+    dropout); :meth:`predict` never drops. ``parameters()`` and ``named_parameters()`` iterate
+    over ``params`` as torch's do.
     """
 
     def __init__(self, rnn, output_size, *, input="features", vocab_size=None, loss="cross_entropy",
@@ -151,6 +159,14 @@ class Network:
         """Parameter names and shapes, in the order of the equivalent torch module's ``state_dict``."""
         return {name: value.shape for name, value in self.params.items()}
 
+    def parameters(self):
+        """An iterator over the parameter arrays (the network's own), in ``state_dict`` order."""
+        return iter(self.params.values())
+
+    def named_parameters(self):
+        """An iterator over ``(name, array)`` pairs (the network's own arrays), in ``state_dict`` order."""
+        return iter(self.params.items())
+
     def state_dict(self):
         """A copy of the parameters: dict name -> ndarray."""
         return {name: value.copy() for name, value in self.params.items()}
@@ -194,6 +210,13 @@ class Network:
     def check_inputs(self, x, name="x"):
         """``x`` time-major: (T, B, I) floats, or (T, B) token ids; batch-first input is transposed."""
         if self.input == "features":
+            if np.asarray(x).dtype.kind in "iu":
+                layout = "B, T" if self.batch_first else "T, B"
+                raise TypeError(
+                    f'expected {name} of floats ({layout}, {self.input_size}) for input="features" but got '
+                    f'{np.asarray(x).dtype} token ids: integer ids need Network(rnn, V, input="embedding", '
+                    f'vocab_size=V_in) or input="one_hot"'
+                )
             x = as_float_array(x, name, self.dtype)
             letters = ("B", "T", "I") if self.batch_first else ("T", "B", "I")
             check_shape(x, name, (None, None, self.input_size), letters)
@@ -260,7 +283,7 @@ class Network:
             segments, so that the state after s steps is returned too (truncated BPTT needs the
             state where its next window starts). Gradients flow across the cuts unchanged.
         dropout_rng : np.random.Generator for the dropout masks between layers (training), or
-            None for no dropout
+            False for no dropout; None only for a stack without dropout (:func:`bptt.layers.dropout_generator`)
 
         Returns
         -------
@@ -277,6 +300,7 @@ class Network:
         """Forward up to the head's output; the cache has no loss yet (and is of no use for
         backward without ``keep_cache``, which saves the stack's caches)."""
         T, B = x.shape[:2]
+        dropout_rng = dropout_generator(self.dropout, dropout_rng, keep_cache, f"this {self.rnn_type} network")
         input_cache = None
         if self.input == "embedding":
             x, input_cache = embedding_forward(split_params(params, "embedding"), x)  # T,B,I
@@ -290,7 +314,7 @@ class Network:
         state = state0
         for start, stop in zip(edges[:-1], edges[1:]):
             masks = None
-            if self.dropout and dropout_rng is not None:
+            if dropout_rng is not None:
                 shape = (stop - start, B, self.num_directions * self.hidden_size)
                 masks = dropout_masks(dropout_rng, self.dropout, shape, self.num_layers, self.dtype)
             y, state, stack = stack_forward(self.cell, rnn_params, x[start:stop], state, lengths,
@@ -350,8 +374,8 @@ class Network:
             end carry no loss; many-to-one reads step ``lengths[b] - 1``.
         mask : (T, B) bools, (B, T) with ``batch_first``: which steps carry a loss (many-to-many)
         params : None for ``self.params``, or a dict of the same names and shapes
-        dropout_rng : np.random.Generator to draw the dropout masks from (training), or None
-            for no dropout; used only when the recurrent stack has ``dropout > 0``
+        dropout_rng : np.random.Generator to draw the dropout masks from (training), or False
+            for no dropout (evaluation); may be None only when the stack has ``dropout=0``
 
         Returns
         -------
@@ -434,15 +458,21 @@ class Network:
 
     def loss_and_grads(self, x, targets, state=None, lengths=None, mask=None, *, depth=None, params=None,
                        dropout_rng=None):
-        """The loss of a batch, the gradient of every parameter, and the final state.
+        """The loss of a batch, the gradient of every parameter, and the final state: one
+        :meth:`forward` and its :meth:`backward`.
 
         Arguments as :meth:`forward`, and ``depth`` as :meth:`backward`.
 
         Returns
         -------
-        loss : float
-        grads : dict, the keys and shapes of ``params``
-        state_n : (L*D, B, H), for LSTM a tuple ``(h_n, c_n)``
+        loss : float, the mean of the loss over the steps that carry one (many-to-one: over
+            the B sequences)
+        grads : dict name -> ndarray, the gradient of ``loss`` for every parameter: the keys,
+            order and shapes of ``params`` (``embedding.weight``, ``rnn.*``, ``head.weight``,
+            ``head.bias``)
+        state_n : (L*D, B, H), for LSTM a tuple ``(h_n, c_n)``: each sequence's state after its
+            last step, to pass as ``state`` of the next batch of the same streams (no gradient
+            flows through it into this batch)
         """
         loss, state_n, cache = self.forward(x, targets, state, lengths, mask, params=params, dropout_rng=dropout_rng)
         grads, _, _ = self.backward(cache, depth=depth)

@@ -14,19 +14,26 @@ def next_char_distribution(logits, temperature=1.0, top_k=None):
     Parameters
     ----------
     logits : (V,)
-    temperature : > 0; below 1 sharpens the distribution, above 1 flattens it
+    temperature : >= 0; below 1 sharpens the distribution, above 1 flattens it; 0 is greedy
+        decoding: all the probability on the most likely character (the first of equal ones,
+        as ``np.argmax``), the limit of a falling temperature
     top_k : None, or keep only the k most likely characters (k >= 1)
 
     Returns
     -------
     (V,) float64 probabilities summing to 1
     """
-    if not temperature > 0:
-        raise ValueError(f"expected a temperature > 0 but got {temperature!r}")
-    scaled = np.asarray(logits, dtype=np.float64) / temperature  # V
+    if not temperature >= 0:
+        raise ValueError(f"expected a temperature >= 0 (0: always the most likely character) but got {temperature!r}")
+    if top_k is not None and not is_integer(top_k, 1):
+        raise ValueError(f"expected top_k to be a positive integer but got {top_k!r}")
+    logits = np.asarray(logits, dtype=np.float64)  # V
+    if temperature == 0:
+        greedy = np.zeros(logits.size)  # V
+        greedy[np.argmax(logits)] = 1.0
+        return greedy
+    scaled = logits / temperature  # V
     if top_k is not None:
-        if not is_integer(top_k, 1):
-            raise ValueError(f"expected top_k to be a positive integer but got {top_k!r}")
         if top_k < scaled.size:
             threshold = np.partition(scaled, -top_k)[-top_k]
             scaled = np.where(scaled >= threshold, scaled, -np.inf)
@@ -52,7 +59,8 @@ def sample_chars(network, vocab, prime, length, *, temperature=1.0, top_k=None, 
     vocab : :class:`bptt.training.data.Vocabulary`
     prime : non-empty str of characters in the vocabulary (a ValueError lists any that are not)
     length : characters to generate, >= 0
-    temperature, top_k : as :func:`next_char_distribution`
+    temperature, top_k : as :func:`next_char_distribution`; ``temperature=0`` generates the
+        most likely character at every step, the same text whatever ``rng``
     rng : np.random.Generator (None: a fresh unseeded one)
     params : None for ``network.params``, or a dict of the same names and shapes
 
