@@ -322,7 +322,7 @@ def test_relu_backward_keeps_nan_and_inf_as_numpy(B, restore_kernels):
     steps = kernels.compiled(cell, np.float64, 1).backward_steps(B, 16 // B, [(dh, 0)], [(h, 0)], [(dpre, 0)], 1)
     steps(0)
     with np.errstate(invalid="ignore"):  # inf * 0
-        want, _, _ = cell.step_back((dh_values[None],), (h_values[None],))
+        want, _, _ = cell.backward((dh_values[None],), (h_values[None],))
     np.testing.assert_array_equal(_flat(dpre[0]), want[0])
     assert np.isnan(want[0][:4]).all() and want[0][4] == np.inf  # the premise: NumPy's NaNs
 

@@ -44,7 +44,8 @@ def random_state(cell_name, model, batch, rng, dtype=np.float64, scale=0.5):
 
 
 def hand_stepped_forward(cell, params, x, state0, num_layers, num_directions):
-    """The stacked, bidirectional forward written out one step at a time with ``cell.step``.
+    """The stacked, bidirectional forward written out one step at a time with the reference
+    cell's ``forward``.
 
     x : (T, B, I); state0 : tuple of (L*D, B, H). Returns y (T, B, D*H) and the final state
     as a tuple of (L*D, B, H).
@@ -63,7 +64,7 @@ def hand_stepped_forward(cell, params, x, state0, num_layers, num_directions):
             for t in range(T) if direction == 0 else reversed(range(T)):
                 pre_x = layer_input[t] @ w_ih.T + b_ih  # B,KH
                 pre_h = state[0] @ w_hh.T + b_hh  # B,KH
-                state, _ = cell.step(pre_x, pre_h, state)
+                state, _ = cell.forward(pre_x, pre_h, state)
                 y[t] = state[0]
             outputs.append(y)
             finals.append(state)

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import kernels
+from .kernels.fused import FUSED
 from .pool import POOL
 
 
@@ -176,7 +177,8 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
         else:
             product(t)
         if compiled is None:
-            _, step_cache = cell.step(pre_x_steps[t % chunk], pre_h_view, states[t], out=(states[t + 1], kept[t]))
+            _, step_cache = FUSED[cell.NAME].step(pre_x_steps[t % chunk], pre_h_view, states[t],
+                                                  out=(states[t + 1], kept[t]))
         else:
             run(t % chunk)
             step_cache = kept[t] + (states[t + offset][part],)
@@ -465,7 +467,7 @@ def backward(dy, dstate, cache, cut=None, edges=None):
                 for d in carried:
                     d *= within[t]
             if compiled is None:
-                _, _, direct = cell.step_back(through, steps[t], out=out)
+                _, _, direct = FUSED[cell.NAME].step_back(through, steps[t], out=out)
                 np.copyto(dpre_x_slots[t - start], dpre_x_step)
                 if not shared:
                     np.copyto(dpre_h_slots[t - start], dpre_h_step)

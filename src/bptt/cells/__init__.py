@@ -1,34 +1,28 @@
-"""The cells: only their elementwise gate arithmetic, forward and backward.
+"""The cells: their elementwise gate arithmetic only, forward and backward, as the derivation
+writes it (docs/derivation.md): one equation a line, allocating its results. This is the
+reference the engine's fast kernels (``bptt.kernels``: fused NumPy, compiled C) are checked
+against.
 
 Each cell module exposes
 
+- ``NAME``, its name in ``CELLS``;
 - ``NUM_GATES`` (K): how many H-wide blocks the projections have;
 - ``STATE_NAMES``: the names of the arrays of the state, ``("h",)`` or ``("h", "c")``;
 - ``SUMMED_GATES``: how many leading gate blocks see ``pre_x`` and ``pre_h`` only through
   their sum (all K for RNN and LSTM, r and z for GRU). For those blocks ``b_hh`` may be folded
   into ``b_ih``, and ``dpre_x = dpre_h``;
-- ``CACHE_WIDTHS``: the widths, in units of H, of the arrays ``step`` writes for backward
-  (LSTM ``(4, 1)``: the gates and tanh(c)), so that the engine can preallocate them for all
-  steps at once;
+- ``CACHE_WIDTHS``: the widths, in units of H, of the arrays the fast kernels keep per step for
+  backward (LSTM ``(4, 1)``: the gates and tanh(c)), so that the engine can preallocate them;
 - ``REMEMBER_GATE``: the block of the gate that, near 1, keeps the state from step to step
   (LSTM's f, GRU's z), or None (vanilla RNN);
-- ``step(pre_x, pre_h, state, out=None) -> (state, cache)``;
-- ``step_back(dstate, cache, out=None) -> (dpre_x, dpre_h, dstate_direct)``.
+- ``forward(pre_x, pre_h, state) -> (state, cache)``;
+- ``backward(dstate, cache) -> (dpre_x, dpre_h, dstate_direct)``.
 
 ``pre_x = x_t W_ihᵀ + b_ih`` and ``pre_h = h_{t-1} W_hhᵀ + b_hh`` are both ``(B, K*H)``; the
-recurrence engine computes them, the cell never sees a weight matrix. ``dstate_direct`` is
-the gradient reaching the previous state by paths that do not pass through ``W_hh``
-(the LSTM cell state ``c``, the GRU's ``z * h``); an entry is ``None`` where there is no
-such path.
-
-Called without ``out``, ``step`` and ``step_back`` allocate their results and change none of
-their arguments. The engine passes ``out``: ``step`` then writes the new state and its
-``CACHE_WIDTHS`` arrays into ``out = (state_arrays, cache_arrays)`` and may use ``pre_h`` as
-scratch; ``step_back`` writes into ``out = (dpre_x, dpre_h, work)`` (``work`` is (B, K*H)
-scratch; where ``SUMMED_GATES == NUM_GATES`` only ``dpre_x`` is written and returned twice) and
-may overwrite the arrays of ``dstate``, returning them as ``dstate_direct``. The arrays the
-engine passes are views of feature-major buffers (a (B, F) view of (F, B) memory); the cells'
-arithmetic is elementwise, so it neither knows nor cares.
+engine computes them, the cell never sees a weight matrix. ``dstate`` is the gradient reaching
+the new state (for ``h`` the total: from the output at t and from step t+1); ``dstate_direct``
+is the gradient reaching the previous state by paths that do not pass through ``W_hh`` (the
+LSTM cell state ``c``, the GRU's ``z * h``), an entry ``None`` where there is no such path.
 """
 
 from types import ModuleType

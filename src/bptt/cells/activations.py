@@ -1,14 +1,8 @@
-"""The activations the gated cells share, written into arrays they are given."""
+"""The logistic sigmoid the gated cells share."""
 
 import numpy as np
 
 
-def sigmoid(a, out):
-    """σ(a) = 1 / (1 + exp(-a)) into ``out``, in place where ``out`` is ``a``. Returns ``out``.
-
-    Its derivative, which the cells' backwards use, is σ(1 - σ).
-    """
-    np.negative(a, out=out)
-    np.exp(out, out=out)
-    out += 1.0
-    return np.divide(1.0, out, out=out)
+def sigmoid(a):
+    """σ(a) = 1 / (1 + exp(-a)); its derivative is σ(1 - σ)."""
+    return 1.0 / (1.0 + np.exp(-a))

@@ -1,107 +1,53 @@
 """GRU cell, PyTorch's ``nn.GRU``: gates in the order r, z, n (K = 3).
 
-Forward, with ``pre_x = W_ih x_t + b_ih`` and ``pre_h = W_hh h_{t-1} + b_hh`` split in three::
+With ``pre_x = W_ih x_t + b_ih`` and ``pre_h = W_hh h_{t-1} + b_hh`` split in three blocks::
 
     r = σ(pre_x_r + pre_h_r)
     z = σ(pre_x_z + pre_h_z)
     n = tanh(pre_x_n + r * pre_h_n)       the reset gate scales W_hn h + b_hn, bias included
     h_t = (1 - z) * n + z * h_{t-1}
 
-Backward, with ``dh`` the total gradient reaching ``h_t``::
-
-    dn = dh * (1 - z)          dz = dh * (h_{t-1} - n)
-    dpre_x_n = dn * (1 - n²)   dpre_h_n = dpre_x_n * r      dr = dpre_x_n * pre_h_n
-    dpre_r = dr * r(1-r)       dpre_z = dz * z(1-z)         (the same in pre_x and pre_h)
-    dh_{t-1} (direct) = dh * z
-
-Unlike RNN and LSTM, ``dpre_x`` and ``dpre_h`` differ (in the n block), which is why
-``b_ih`` and ``b_hh`` do not enter as a sum.
-
-Every line below is one NumPy call writing into an array it is given (``out=``), so that the
-engine can run a whole sequence without allocating; see ``cells/__init__.py``.
+Unlike RNN and LSTM, ``dpre_x`` and ``dpre_h`` differ in the n block (``dpre_h_n = dpre_x_n *
+r``), which is why ``b_ih`` and ``b_hh`` do not enter as a sum; ``h_{t-1}`` has a direct path,
+``dh * z``, beside the one through ``W_hh``.
 """
 
 import numpy as np
 
 from .activations import sigmoid
 
+NAME = "gru"
 NUM_GATES = 3
 STATE_NAMES = ("h",)
 SUMMED_GATES = 2  # r and z see pre_x + pre_h only as a sum; n does not
-CACHE_WIDTHS = (3, 1)  # step keeps the gates r, z, n and pre_h_n
+CACHE_WIDTHS = (3, 1)  # the fast kernels keep the gates r, z, n and pre_h_n
 REMEMBER_GATE = 1  # z: where it is near 1, h_t keeps h_{t-1}
 
 
-def _blocks(a, H):
-    return a[:, 0 * H:1 * H], a[:, 1 * H:2 * H], a[:, 2 * H:3 * H]
-
-
-def step(pre_x, pre_h, state, out=None):
-    """One step. ``pre_x``, ``pre_h``: (B, 3H). ``state``: ``(h_prev,)`` with h_prev (B, H).
-
-    ``out``: None to allocate the results, or ``((h,), (gates, pre_h_n))`` to write them into:
-    the new state (B, H), the gates (B, 3H) and pre_h_n (B, H).
-
-    Returns ``((h,), cache)`` with cache ``(gates, pre_h_n, h_prev)``.
-    """
+def forward(pre_x, pre_h, state):
+    """``pre_x``, ``pre_h``: (B, 3H); ``state``: ``(h_prev,)``. Returns ``((h,), cache)``."""
     (h_prev,) = state
-    H = h_prev.shape[-1]
-    if out is None:
-        out = ((np.empty_like(h_prev),), (np.empty_like(pre_h), np.empty_like(h_prev)))
-    (h,), (gates, pre_h_n) = out
-    r, z, n = _blocks(gates, H)
-    rz = np.add(pre_x[:, :2 * H], pre_h[:, :2 * H], out=gates[:, :2 * H])  # B,2H
-    sigmoid(rz, out=rz)
-    np.copyto(pre_h_n, pre_h[:, 2 * H:])  # backward needs it: dr = dpre_n * pre_h_n
-    # n = tanh(pre_x_n + r * pre_h_n)
-    np.multiply(r, pre_h_n, out=n)
-    n += pre_x[:, 2 * H:]
-    np.tanh(n, out=n)
-    # h = (1-z) n + z h_prev = n + z * (h_prev - n)
-    np.subtract(h_prev, n, out=h)
-    h *= z
-    h += n
-    return (h,), (gates, pre_h_n, h_prev)
+    pre_x_r, pre_x_z, pre_x_n = np.split(pre_x, 3, axis=-1)
+    pre_h_r, pre_h_z, pre_h_n = np.split(pre_h, 3, axis=-1)
+    r = sigmoid(pre_x_r + pre_h_r)
+    z = sigmoid(pre_x_z + pre_h_z)
+    n = np.tanh(pre_x_n + r * pre_h_n)
+    h = (1 - z) * n + z * h_prev
+    return (h,), (r, z, n, pre_h_n, h_prev)
 
 
-def step_back(dstate, cache, out=None):
-    """Backward of :func:`step`. ``dstate``: ``(dh,)`` with dh (B, H).
-
-    ``out``: None to allocate, or ``(dpre_x, dpre_h, work)``: (B, 3H) arrays for the results and
-    for scratch; ``dh`` is then overwritten with ``dh_prev_direct``.
-
-    Returns ``(dpre_x, dpre_h, (dh_prev_direct,))`` with dpre_x, dpre_h (B, 3H).
-    """
+def backward(dstate, cache):
+    """``dstate``: ``(dh,)``, (B, H). Returns ``(dpre_x, dpre_h, (dh_prev_direct,))``, (B, 3H)
+    and (B, H)."""
     (dh,) = dstate
-    gates, pre_h_n, h_prev = cache
-    H = pre_h_n.shape[-1]
-    if out is None:
-        out = (np.empty_like(gates), np.empty_like(gates), np.empty_like(gates))
-        dh = dh.copy()
-    dpre_x, dpre_h, work = out
-    r, z, n = _blocks(gates, H)
-    dpre_r, dpre_z, dpre_n = _blocks(dpre_x, H)
-    scratch = work[:, :H]
-    # h = (1-z) n + z h_prev, then n = tanh(...): dpre_n = dh * (1 - z) * (1 - n²)
-    np.subtract(1.0, z, out=dpre_n)
-    dpre_n *= dh
-    np.multiply(n, n, out=scratch)
-    np.subtract(1.0, scratch, out=scratch)
-    dpre_n *= scratch
-    # z: dz = dh * (h_prev - n), dpre_z = dz * z(1-z)
-    np.subtract(h_prev, n, out=dpre_z)
-    dpre_z *= dh
-    np.subtract(1.0, z, out=scratch)
-    scratch *= z
-    dpre_z *= scratch
-    # r enters n as r * pre_h_n: dr = dpre_n * pre_h_n, dpre_r = dr * r(1-r)
-    np.multiply(dpre_n, pre_h_n, out=dpre_r)
-    np.subtract(1.0, r, out=scratch)
-    scratch *= r
-    dpre_r *= scratch
-    # pre_h has the same r and z blocks; its n block is scaled by r before the sum
-    np.copyto(dpre_h[:, :2 * H], dpre_x[:, :2 * H])
-    np.multiply(dpre_n, r, out=dpre_h[:, 2 * H:])
-    # h = ... + z * h_prev: the direct path to h_prev
-    dh *= z
-    return dpre_x, dpre_h, (dh,)
+    r, z, n, pre_h_n, h_prev = cache
+    dn = dh * (1 - z)  # h = (1 - z) * n + z * h_prev
+    dz = dh * (h_prev - n)
+    dh_prev = dh * z
+    dpre_n = dn * (1 - n**2)  # n = tanh(pre_x_n + r * pre_h_n)
+    dr = dpre_n * pre_h_n
+    dpre_r = dr * r * (1 - r)
+    dpre_z = dz * z * (1 - z)
+    dpre_x = np.concatenate([dpre_r, dpre_z, dpre_n], axis=-1)
+    dpre_h = np.concatenate([dpre_r, dpre_z, dpre_n * r], axis=-1)
+    return dpre_x, dpre_h, (dh_prev,)

@@ -1,106 +1,51 @@
 """LSTM cell, PyTorch's ``nn.LSTM``: gates in the order i, f, g, o (K = 4).
 
-Forward, with ``pre = pre_x + pre_h = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh`` split in four::
+With ``pre = pre_x + pre_h = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh`` split in four blocks::
 
     i = σ(pre_i)    f = σ(pre_f)    g = tanh(pre_g)    o = σ(pre_o)
     c_t = f * c_{t-1} + i * g
     h_t = o * tanh(c_t)
 
-Backward, with ``dh`` the total gradient reaching ``h_t`` (from the output at t and from
-step t+1 through ``W_hh``) and ``dc`` the gradient reaching ``c_t`` from step t+1::
-
-    do = dh * tanh(c_t)
-    dc_total = dc + dh * o * (1 - tanh²(c_t))       both paths into c_t
-    di = dc_total * g      df = dc_total * c_{t-1}      dg = dc_total * i
-    dpre_i = di * i(1-i)   dpre_f = df * f(1-f)   dpre_g = dg * (1-g²)   dpre_o = do * o(1-o)
-    dc_{t-1} (direct) = dc_total * f
-
-``dpre_x = dpre_h = dpre``; ``h_{t-1}`` has no direct path (only through ``W_hh``).
-
-Every line below is one NumPy call writing into an array it is given (``out=``), so that the
-engine can run a whole sequence without allocating; see ``cells/__init__.py``.
+Back, with ``dh`` the total gradient reaching ``h_t`` (from the output at t and from step t+1
+through ``W_hh``) and ``dc_next`` the gradient reaching ``c_t`` from step t+1: see
+:func:`backward`, one equation a line. ``dpre_x = dpre_h``; ``h_{t-1}`` has no direct path
+(only through ``W_hh``), ``c_{t-1}`` has one: ``dc_t * f``.
 """
 
 import numpy as np
 
 from .activations import sigmoid
 
+NAME = "lstm"
 NUM_GATES = 4
 STATE_NAMES = ("h", "c")
 SUMMED_GATES = 4  # all four gates see pre_x + pre_h only as a sum
-CACHE_WIDTHS = (4, 1)  # step keeps the gates i, f, g, o and tanh(c_t)
+CACHE_WIDTHS = (4, 1)  # the fast kernels keep the gates i, f, g, o and tanh(c_t)
 REMEMBER_GATE = 1  # f: where it is near 1, c_t keeps c_{t-1}
 
 
-def _blocks(a, H):
-    return a[:, 0 * H:1 * H], a[:, 1 * H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:4 * H]
-
-
-def step(pre_x, pre_h, state, out=None):
-    """One step. ``pre_x``, ``pre_h``: (B, 4H). ``state``: ``(h_prev, c_prev)``, each (B, H).
-
-    ``out``: None to allocate the results, or ``((h, c), (gates, tanh_c))`` to write them into:
-    the new state (B, H) each, the gates (B, 4H) and tanh(c_t) (B, H); ``pre_h`` is then
-    overwritten.
-
-    Returns ``((h, c), cache)`` with cache ``(gates, tanh_c, c_prev)``.
-    """
+def forward(pre_x, pre_h, state):
+    """``pre_x``, ``pre_h``: (B, 4H); ``state``: ``(h_prev, c_prev)``, (B, H) each.
+    Returns ``((h, c), cache)``."""
     _, c_prev = state
-    H = c_prev.shape[-1]
-    if out is None:
-        out = ((np.empty_like(c_prev), np.empty_like(c_prev)), (np.empty_like(pre_h), np.empty_like(c_prev)))
-        pre_h = pre_h.copy()
-    (h, c), (gates, tanh_c) = out
-    pre = np.add(pre_x, pre_h, out=pre_h)  # B,4H
-    i, f, g, o = _blocks(gates, H)
-    sigmoid(pre, out=gates)  # i, f, o; the g block is overwritten on the next line
-    np.tanh(pre[:, 2 * H:3 * H], out=g)
-    # c = f * c_prev + i * g
-    np.multiply(f, c_prev, out=c)
-    np.multiply(i, g, out=tanh_c)  # i * g; tanh_c gets its own value below
-    c += tanh_c
-    # h = o * tanh(c)
-    np.tanh(c, out=tanh_c)
-    np.multiply(o, tanh_c, out=h)
-    return (h, c), (gates, tanh_c, c_prev)
+    pre_i, pre_f, pre_g, pre_o = np.split(pre_x + pre_h, 4, axis=-1)
+    i, f, g, o = sigmoid(pre_i), sigmoid(pre_f), np.tanh(pre_g), sigmoid(pre_o)
+    c = f * c_prev + i * g
+    tanh_c = np.tanh(c)
+    h = o * tanh_c
+    return (h, c), (i, f, g, o, c_prev, tanh_c)
 
 
-def step_back(dstate, cache, out=None):
-    """Backward of :func:`step`. ``dstate``: ``(dh, dc)``, each (B, H).
-
-    ``out``: None to allocate, or ``(dpre, dpre_h, work)``: (B, 4H) arrays for the result and
-    for scratch (``dpre_h`` is unused: it equals ``dpre``); ``dc`` is then overwritten with
-    ``dc_prev``.
-
-    Returns ``(dpre, dpre, (None, dc_prev))`` with dpre (B, 4H).
-    """
-    dh, dc = dstate
-    gates, tanh_c, c_prev = cache
-    H = tanh_c.shape[-1]
-    if out is None:
-        out = (np.empty_like(gates), None, np.empty_like(gates))
-        dc = dc.copy()
-    dpre, _, work = out
-    i, f, g, o = _blocks(gates, H)
-    dpre_i, dpre_f, dpre_g, dpre_o = _blocks(dpre, H)
-    # the activations' derivatives: σ' = σ(1-σ) for i, f, o and tanh' = 1 - g² for g
-    np.subtract(1.0, gates, out=work)
-    work *= gates
-    dg_dpre = work[:, 2 * H:3 * H]
-    np.multiply(g, g, out=dg_dpre)
-    np.subtract(1.0, dg_dpre, out=dg_dpre)
-    # h = o * tanh(c): to o, and into c on top of what c_t gets from step t+1
-    np.multiply(dh, tanh_c, out=dpre_o)  # do = dh * tanh(c)
-    into_c = dpre_i  # scratch until di is written
-    np.multiply(tanh_c, tanh_c, out=into_c)
-    np.subtract(1.0, into_c, out=into_c)
-    into_c *= o
-    into_c *= dh
-    dc += into_c  # dc_total = dc + dh * o * (1 - tanh²(c))
-    # c = f * c_prev + i * g
-    np.multiply(dc, g, out=dpre_i)  # di
-    np.multiply(dc, c_prev, out=dpre_f)  # df
-    np.multiply(dc, i, out=dpre_g)  # dg
-    dpre *= work  # through σ and tanh
-    dc *= f  # dc_prev = dc_total * f
-    return dpre, dpre, (None, dc)
+def backward(dstate, cache):
+    """``dstate``: ``(dh, dc_next)``, (B, H) each. Returns ``(dpre, dpre, (None, dc_prev))``,
+    dpre (B, 4H)."""
+    dh, dc_next = dstate
+    i, f, g, o, c_prev, tanh_c = cache
+    do = dh * tanh_c  # h = o * tanh(c)
+    dc = dc_next + dh * o * (1 - tanh_c**2)  # both paths into c_t: from step t+1, and through h_t
+    di = dc * g  # c = f * c_prev + i * g
+    df = dc * c_prev
+    dg = dc * i
+    dc_prev = dc * f
+    dpre = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - g**2), do * o * (1 - o)], axis=-1)
+    return dpre, dpre, (None, dc_prev)

@@ -52,6 +52,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..cells import CELLS
+from ..kernels.fused import FUSED
 from ..recurrence import PATHS, Weights
 
 SLIPS = {
@@ -386,7 +387,7 @@ def _forward(cell, weights, x, state0):
     for t in range(x.shape[0]):
         pre_x = x[t] @ weights.w_ih.T + weights.b_ih  # B,KH
         pre_h = states[0][t] @ weights.w_hh.T + weights.b_hh  # B,KH
-        state, cache = cell.step(pre_x, pre_h, tuple(history[t] for history in states))
+        state, cache = FUSED[cell.NAME].step(pre_x, pre_h, tuple(history[t] for history in states))
         for history, part in zip(states, state):
             history[t + 1] = part
         steps.append(cache)

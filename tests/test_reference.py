@@ -1,0 +1,60 @@
+"""The reference engine (``bptt.reference``, the readable one the derivation links to) and the
+fast one (``bptt.recurrence``, buffered NumPy and compiled C) compute the same: every cell,
+both dtypes, lengths, cut paths and window edges, B = 1 and T = 1, non-zero initial states and
+different biases."""
+
+import numpy as np
+import pytest
+
+from bptt import recurrence, reference
+from bptt.cells import CELLS
+from bptt.layers import layer_weights, param_shapes
+
+
+def _problem(cell, T, B, dtype, seed, lengths=None):
+    rng = np.random.default_rng(seed)
+    I, H = 3, 4
+    params = {k: rng.normal(0.0, 0.6, s).astype(dtype) for k, s in param_shapes(cell, I, H, 1, 1).items()}
+    weights = layer_weights(params, 0, 0)
+    x = rng.normal(size=(T, B, I)).astype(dtype)
+    state0 = tuple(rng.normal(0.0, 0.5, (B, H)).astype(dtype) for _ in cell.STATE_NAMES)
+    dy = rng.normal(size=(T, B, H)).astype(dtype)
+    dstate = tuple(rng.normal(size=(B, H)).astype(dtype) for _ in cell.STATE_NAMES)
+    mask = None if lengths is None else recurrence.length_mask(lengths, T)
+    return weights, x, state0, dy, dstate, mask
+
+
+def _assert_same(got, want, dtype, what):
+    rtol = 1e-12 if dtype == np.float64 else 2e-5
+    scale = np.max(np.abs(want)) or 1.0
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale, err_msg=what)
+
+
+@pytest.mark.parametrize("cell_name", list(CELLS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("T, B, lengths, cut, windows", [
+    (6, 3, None, None, None),
+    (7, 3, [7, 4, 1], None, None),
+    (1, 1, None, None, None),
+    (6, 2, None, "hidden", None),
+    (6, 2, [6, 3], "cell", None),
+    (8, 2, [8, 5], None, 3),
+    (8, 1, None, "hidden", 2),
+])
+def test_reference_equals_the_fast_engine(cell_name, dtype, T, B, lengths, cut, windows, each_kernels):
+    cell = CELLS[cell_name]
+    weights, x, state0, dy, dstate, mask = _problem(cell, T, B, dtype, seed=len(cell_name) + T, lengths=lengths)
+    edges = None if windows is None else recurrence.window_edges(recurrence.Window(windows, windows), T, lengths)
+    y, state_n, cache = recurrence.forward(cell, weights, x, state0, mask)
+    ref_y, ref_state_n, ref_cache = reference.forward(cell, weights, x, state0, mask)
+    _assert_same(ref_y, y, dtype, "y")
+    for got, want in zip(ref_state_n, state_n):
+        _assert_same(got, want, dtype, "state_n")
+    grads, dx, dstate0 = recurrence.backward(dy, dstate, cache, cut, edges)
+    ref_grads, ref_dx, ref_dstate0 = reference.backward(dy, dstate, ref_cache, cut, edges)
+    for name in recurrence.Weights._fields:
+        _assert_same(getattr(ref_grads, name), getattr(grads, name), dtype, name)
+        assert getattr(ref_grads, name).dtype == dtype
+    _assert_same(ref_dx, dx, dtype, "dx")
+    for got, want in zip(ref_dstate0, dstate0):
+        _assert_same(got, want, dtype, "dstate0")
