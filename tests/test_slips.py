@@ -8,7 +8,7 @@ import pytest
 
 import bptt
 from assertions import assert_close, max_rel_err
-from bptt import recurrence
+from bptt import reference
 from bptt.cells import CELLS
 from bptt.interop import get_layout
 from bptt.proofs.slips import SLIPS, catalogue, describe, slip_variants, slipped_backward, tensor_slips
@@ -111,8 +111,8 @@ def test_edges_of_each_sequence_are_the_engines(cell, rng):
     edges[[2, 4], 0] = True
     edges[[0, 3], 2] = True  # edges[0]: no gradient reaches the initial state of sequence 2
     weights = weights_of(model.params)
-    _, _, cache = recurrence.forward(CELLS[cell], weights, x, state0)
-    engine, dx, dstate0 = recurrence.backward(dy, (None,) * len(state0), cache, edges=edges)
+    _, _, cache = reference.forward(CELLS[cell], weights, x, state0)
+    engine, dx, dstate0 = reference.backward(dy, (None,) * len(state0), cache, edges=edges)
     (grads,) = slipped_backward(cell, weights, x, state0, dy, edges=edges)
     expected = {"weight_ih_l0": engine.w_ih, "weight_hh_l0": engine.w_hh, "bias_ih_l0": engine.b_ih,
                 "bias_hh_l0": engine.b_hh, "x": dx, "h0": dstate0[0][None]}

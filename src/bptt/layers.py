@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import recurrence
+from . import recurrence, reference
 from .cells import CELLS
 from .checks import FLOAT_DTYPES, as_float_array, check_lengths, check_shape, check_state, is_integer
 
@@ -136,6 +136,15 @@ def stack_forward(cell, params, x, state0, lengths, num_layers, num_directions, 
     return layer_input, state_n, StackCache(caches, lengths, masks) if keep_cache else None
 
 
+def layer_backward(dy, dstate, cache, cut=None, edges=None):
+    """BPTT of one layer and direction: the fast engine (``recurrence.backward``), or, for a cut
+    path or window edges (the variants only proofs ask for), the reference engine on the same
+    pass replayed (``reference.backward``). Shapes as ``recurrence.backward``."""
+    if cut is None and edges is None:
+        return recurrence.backward(dy, dstate, cache)
+    return reference.backward(dy, dstate, reference.replay(cache), cut, edges)
+
+
 def stack_backward(dy, dstate_n, cache, cut=None, edges=None):
     """Backward of :func:`stack_forward`: the layers in reverse order, each direction's BPTT.
 
@@ -144,9 +153,9 @@ def stack_backward(dy, dstate_n, cache, cut=None, edges=None):
     dy : (T, B, D*H)
     dstate_n : tuple of (L*D, B, H) arrays or None entries (zero)
     cache : StackCache
-    cut : None, "hidden" or "cell", a path through time to leave out (``recurrence.backward``)
+    cut : None, "hidden" or "cell", a path through time to leave out (``reference.backward``)
     edges : None, or (T, B) bool, where the gradient through time restarts in every layer and
-        both directions (``recurrence.backward``, ``recurrence.window_edges``)
+        both directions (``reference.backward``, ``recurrence.window_edges``)
 
     Returns
     -------
@@ -168,8 +177,7 @@ def stack_backward(dy, dstate_n, cache, cut=None, edges=None):
                 dy_dir = recurrence.reverse_time(dy_dir, lengths)
             dstate = tuple(None if d is None else d[k] for d in dstate_n)
             edges_dir = edges if edges is None or direction == 0 else recurrence.reverse_edges(edges, lengths)
-            weight_grads, dseq, dstate0[k] = recurrence.backward(dy_dir, dstate, caches[layer][direction], cut,
-                                                                 edges_dir)
+            weight_grads, dseq, dstate0[k] = layer_backward(dy_dir, dstate, caches[layer][direction], cut, edges_dir)
             if direction == 1:
                 dseq = recurrence.reverse_time(dseq, lengths)
             dlayer_input = dseq if dlayer_input is None else dlayer_input + dseq
@@ -592,7 +600,7 @@ class _Recurrent:
             BPTT on chunks of each sequence (``bptt.recurrence.Window``); windows (k1 == k2)
             for any model, k2 > k1 for unidirectional ones
         cut : None, ``"hidden"`` or ``"cell"``: leave out one path through time (the slips
-            that ``bptt.diagnose`` recognises); see ``bptt.recurrence.backward``
+            that ``bptt.diagnose`` recognises); see ``bptt.reference.backward``
 
         Returns
         -------

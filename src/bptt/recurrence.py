@@ -87,7 +87,7 @@ def reverse_time(a, lengths=None):
 
 
 def reverse_edges(edges, lengths=None):
-    """The ``edges`` of :func:`backward`, (T, B) bool, for the reverse direction.
+    """The ``edges`` of ``bptt.reference.backward``, (T, B) bool, for the reverse direction.
 
     An edge at step e cuts the gradient between steps e-1 and e; in a sequence reversed within
     its length n (:func:`reverse_time`) those are steps n-e and n-e-1, so the edge sits at
@@ -336,7 +336,7 @@ class Window(NamedTuple):
 
 
 def window_edges(window, steps, lengths=None):
-    """The edges of windows (``window.k1 == window.k2``) for :func:`backward`'s ``edges``.
+    """The edges of windows (``window.k1 == window.k2``) for ``bptt.reference.backward``'s ``edges``.
 
     Returns (T, B) bool, True at the first step of every window but the first, counted within
     each sequence's own length (``lengths``, (B,) ints, or None: all ``steps`` long); B is 1
@@ -362,23 +362,15 @@ def slice_cache(cache, start, stop):
     )
 
 
-def backward(dy, dstate, cache, cut=None, edges=None):
-    """Exact BPTT through :func:`forward`, or BPTT with one path through time removed, or
-    restarted at the edges of windows.
+def backward(dy, dstate, cache):
+    """Exact BPTT through :func:`forward`. (The variants that leave out a path through time or
+    restart at the edges of windows are the reference engine's: ``bptt.reference.backward``.)
 
     Parameters
     ----------
     dy : (T, B, H), gradient of the loss with respect to ``y``
     dstate : tuple of (B, H) arrays or None entries (zero), gradient of the final state
     cache : Cache
-    cut : None, ``"hidden"`` or ``"cell"``. None is exact BPTT. ``"hidden"`` drops the
-        gradient reaching ``h_{t-1}`` through ``W_hh`` (the slip of not adding ``dh_prev`` to
-        the next step's ``dh``); ``"cell"`` drops the paths that skip ``W_hh`` (LSTM's
-        ``dc_{t-1}``, GRU's ``z * dh``). The gradient of the initial state is cut the same way.
-    edges : None, or (T, B) bool: where ``edges[t, b]``, the gradient that step t sends to the
-        state entering it is dropped for sequence b, so the walk back restarts there from
-        step t-1's own losses (truncated BPTT on windows, :func:`window_edges`). ``edges[0]``
-        drops the gradient of the initial state.
 
     Returns
     -------
@@ -419,8 +411,6 @@ def backward(dy, dstate, cache, cut=None, edges=None):
     dw_ih = POOL.empty((KH, I), x.dtype)
     db_ih = None if shared else np.zeros(KH, x.dtype)
     dx = POOL.empty((T, B, I), x.dtype)
-    if edges is not None:
-        carry_on = (~np.asarray(edges, bool))[:, None, :].astype(x.dtype)  # T,1,B
     if mask is not None:
         within = mask.transpose(0, 2, 1).astype(x.dtype)  # T,1,B
         past_end = 1.0 - within
@@ -434,10 +424,9 @@ def backward(dy, dstate, cache, cut=None, edges=None):
             t_here = np.arange(start, stop)
             product = _vector_product(compiled, weights.w_hh, (dpre_h[:, :, 0].T, t_here - start),
                                       (dh_pair[:, :, 0], 1 - (T - 1 - t_here) % 2), B, stop - start, transpose=True)
-            # with no lengths, cut or edges, nothing happens between the steps of a chunk but C:
-            # one call runs them all, at B = 1 with the product in C, at B > 1 on threads
-            whole_chunk = mask is None and cut is None and edges is None and (
-                product is not None or (B > 1 and kernels.threads() > 1))
+            # with no lengths, nothing happens between the steps of a chunk but C: one call runs
+            # them all, at B = 1 with the product in C, at B > 1 on threads
+            whole_chunk = mask is None and (product is not None or (B > 1 and kernels.threads() > 1))
             threaded = whole_chunk and B > 1
             if threaded:  # the threads compute dx_tᵀ = W_ihᵀ dpre_x_t too
                 dx_steps = POOL.empty((chunk, I, B), x.dtype).transpose(0, 2, 1)  # chunk,B,I views
@@ -477,14 +466,10 @@ def backward(dy, dstate, cache, cut=None, edges=None):
                 direct = compiled.direct(through)
                 dpre_h_t = dpre_h_slots[t - start]
             # pre_h = W_hh h_{t-1} + b_hh, plus the paths to the previous state that skip W_hh
-            if cut == "hidden":
-                dh_prev.fill(0.0)
-            elif compiled is None or product is None:
+            if compiled is None or product is None:
                 np.matmul(w_hh_t, dpre_h_t, out=dh_prev)  # H,B
             else:
                 product(t - start)
-            if cut == "cell":
-                direct = (None,) * len(direct)
             if direct[0] is not None:
                 dh_prev += direct[0].T
             for d, passed, direct_part in zip(carried[1:], through[1:], direct[1:]):
@@ -496,9 +481,6 @@ def backward(dy, dstate, cache, cut=None, edges=None):
             if mask is not None:
                 for d, k in zip(carried, kept):
                     d += k
-            if edges is not None:  # a window's first step: what reaches its entering state stops
-                for d in carried:
-                    d *= carry_on[t]
         # this chunk's share of the sums over time (the threads added them up where they ran)
         n = stop - start
         if threaded:

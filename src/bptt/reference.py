@@ -97,3 +97,12 @@ def backward(dy, dstate, cache, cut=None, edges=None):
         if edges is not None:  # a window's first step: what reaches the state entering it stops
             carried = [d * ~edges[t][:, None] for d in carried]
     return grads, dx, tuple(carried)
+
+
+def replay(engine_cache):
+    """The reference's cache of the pass that ``engine_cache`` (a :class:`bptt.recurrence.Cache`
+    of the fast engine) holds: its inputs run again through :func:`forward`, for a backward only
+    the reference computes (a cut path, window edges)."""
+    state0 = tuple(history[0] for history in engine_cache.states)  # slot 0 enters step 0
+    return forward(engine_cache.cell, engine_cache.weights, engine_cache.x, state0, engine_cache.mask)[2]
+

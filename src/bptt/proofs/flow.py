@@ -11,15 +11,16 @@ Legend: T time steps, B batch, I input features, H hidden units, K gates per cel
 import numpy as np
 
 from .. import recurrence
+from ..layers import layer_backward
 
 
 def walk_back(dy, dstate, cache, cut=None):
     """Yield ``(t, weight_grads_t, dstate_{t-1})`` for t = T-1 .. 0, one step at a time.
 
-    ``cut``: None, or a path through time to leave out, as in :func:`bptt.recurrence.backward`.
+    ``cut``: None, or a path through time to leave out, as in :func:`bptt.reference.backward`.
     """
     for t in reversed(range(cache.x.shape[0])):
-        grads_t, _, dstate = recurrence.backward(dy[t:t + 1], dstate, recurrence.slice_cache(cache, t, t + 1), cut)
+        grads_t, _, dstate = layer_backward(dy[t:t + 1], dstate, recurrence.slice_cache(cache, t, t + 1), cut)
         yield t, grads_t, dstate
 
 
@@ -64,7 +65,7 @@ def gradient_reach(cell, weights, x, state0, direction, part="h", cut=None):
     state0 : tuple of (B, H)
     direction : (B, H), the upstream gradient at the last step
     part : a name of ``cell.STATE_NAMES``
-    cut : None, or a path through time to leave out (:func:`bptt.recurrence.backward`)
+    cut : None, or a path through time to leave out (:func:`bptt.reference.backward`)
 
     Returns
     -------
@@ -98,7 +99,7 @@ def reach_by_cell(cells=("rnn", "lstm", "gru"), length=100, hidden_size=64, inpu
     a common initialisation that vanilla RNNs have no counterpart of. ``paths``: also a curve
     for every other part of a cell's state, named after its path (LSTM: ``"lstm (cell)"``,
     ``||∂L/∂c_{T-1-k}||``), from the same run. ``cut``: None, or a path through time to leave
-    out (:func:`bptt.recurrence.backward`).
+    out (:func:`bptt.reference.backward`).
 
     Returns dict curve name -> (length,) array, entry k the mean ``||∂L/∂h_{T-1-k}||`` (or of
     the curve's part of the state).
