@@ -6,7 +6,8 @@ Legend: T time steps, B batch, I input features, H hidden units, K gates per cel
 
 Forward: each step projects its input and the state it enters, and the cell does the rest::
 
-    pre_x_t = x_t W_ihᵀ + b_ih        pre_h_t = h_{t-1} W_hhᵀ + b_hh        state_t = cell(pre_x_t, pre_h_t, state_{t-1})
+    pre_x_t = x_t W_ihᵀ + b_ih        pre_h_t = h_{t-1} W_hhᵀ + b_hh
+    state_t = cell(pre_x_t, pre_h_t, state_{t-1})
 
 Backward walks time in reverse. The gradient reaching ``h_t`` is the output's ``dy_t`` plus
 what step t+1 sent back; the cell turns it into gradients of its pre-activations; those go to

@@ -8,6 +8,7 @@ from .gradcheck import GradcheckResult, TensorCheck, gradcheck, numerical_deriva
 from .truncation import truncated_objective, truncation_report
 
 __all__ = [
-    "Diagnosis", "ForwardVerdict", "GradcheckResult", "TensorCheck", "TensorVerdict", "check", "diagnose", "gradcheck", "gradient_reach",
+    "Diagnosis", "ForwardVerdict", "GradcheckResult", "TensorCheck", "TensorVerdict", "check", "diagnose", "gradcheck",
+    "gradient_reach",
     "numerical_derivatives", "per_step_grads", "truncated_objective", "truncation_report",
 ]

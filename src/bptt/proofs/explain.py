@@ -25,7 +25,8 @@ WORDS = {
 }
 for _step, _sequence, _dy in (("coursera-rnn-cell", "coursera-rnn", "da_next"),
                               ("coursera-lstm-cell", "coursera-lstm", "da_next"),
-                              ("cs231n-rnn-step", "cs231n-rnn", "dnext_h"), ("cs231n-lstm-step", "cs231n-lstm", "dnext_h")):
+                              ("cs231n-rnn-step", "cs231n-rnn", "dnext_h"),
+                              ("cs231n-lstm-step", "cs231n-lstm", "dnext_h")):
     WORDS[_step] = {**WORDS[_sequence], "dy_t": _dy, "step": True}
 
 
