@@ -36,9 +36,9 @@ def test_a_stale_number_or_link_is_caught(tmp_path, capsys):
 def test_a_link_to_a_comment_or_a_docstring_is_caught(tmp_path, capsys):
     script = _script()
     text = (ROOT / "docs" / "derivation.md").read_text()
-    for quoted in ("dc_prev = dc_total * f", "dc_total = dc + dh * o * (1 - tanh²(c_t))"):
-        # the first is the comment on `dc *= f`, the second a line of lstm.py's docstring
-        linked = text.replace("[`dc *= f`]", f"[`{quoted}`]", 1)
+    for quoted in ("h = o * tanh(c)", "c_t = f * c_{t-1} + i * g"):
+        # the first is the comment on `do = dh * tanh_c`, the second a line of lstm.py's docstring
+        linked = text.replace("[`dc_prev = dc * f`]", f"[`{quoted}`]", 1)
         assert linked != text
         doc = tmp_path / "comment.md"
         doc.write_text(linked)
