@@ -57,6 +57,7 @@ from .embedding import check_ids, embedding_backward, embedding_forward
 from .head import head_backward, head_forward
 from .losses import cross_entropy_backward, cross_entropy_forward
 from .network import split_params
+from .params import checked_params, load_arrays
 
 BRIDGES = (None, "linear", "tanh")
 REDUCTIONS = ("mean", "sum")
@@ -330,35 +331,11 @@ class Seq2Seq:
         """Replace the parameters with ``state_dict`` (numpy arrays or torch tensors), converted
         to the model's dtype. Missing, unexpected and misshapen keys are listed in one
         ValueError; on error the parameters are left unchanged."""
-        shapes = self.shapes()
-        problems = []
-        missing = [k for k in shapes if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in shapes]
-        if missing:
-            problems.append("missing keys: " + ", ".join(missing))
-        if unexpected:
-            problems.append("unexpected keys: " + ", ".join(unexpected))
-        arrays = {}
-        for name, shape in shapes.items():
-            if name in state_dict:
-                value = state_dict[name]
-                value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
-                if value.shape != shape or value.dtype.kind != "f":
-                    problems.append(f"{name}: expected floats of shape {shape} but got {value.dtype} {value.shape}")
-                arrays[name] = value
-        if problems:
-            raise ValueError(f"cannot load state_dict into {self!r}: " + "; ".join(problems))
-        self.params = {name: arrays[name].astype(self.dtype, copy=True) for name in shapes}
+        self.params = load_arrays(self.shapes(), state_dict, self.dtype, repr(self))
 
     def check_params(self, params):
         """``params`` (None: ``self.params``), after checking its keys and shapes."""
-        if params is None:
-            return self.params
-        shapes = self.shapes()
-        if set(params) != set(shapes) or any(np.shape(params[k]) != s for k, s in shapes.items()):
-            raise ValueError("expected params with the model's names and shapes: " + ", ".join(
-                f"{k} {s}" for k, s in shapes.items()))
-        return params
+        return checked_params(params, self.shapes(), self.params, "model")
 
     # input checks: everything public is checked here, before any arithmetic
 
