@@ -52,7 +52,7 @@ import numpy as np
 
 from .. import recurrence
 from ..checks import as_float_array, check_lengths, check_shape, is_integer
-from ..layers import GRU, LSTM, RNN, dropout_masks, stack_backward, stack_forward
+from ..layers import GRU, LSTM, RNN, dropout_generator, dropout_masks, stack_backward, stack_forward
 from .embedding import check_ids, embedding_backward, embedding_forward
 from .head import head_backward, head_forward
 from .losses import cross_entropy_backward, cross_entropy_forward
@@ -340,24 +340,12 @@ class Seq2Seq:
     # input checks: everything public is checked here, before any arithmetic
 
     def check_dropout_rng(self, dropout_rng):
-        """The generator of a training pass's dropout masks, or None for none. A model with
-        dropout between layers needs a ``np.random.Generator`` (dropout on) or ``False`` (off,
-        evaluation); None is refused there rather than silently run without dropout."""
-        if dropout_rng is False:
-            return None
-        if dropout_rng is None:
-            stacks = [stack for stack in (self.encoder, self.decoder) if stack is not None and stack.dropout]
-            if stacks:
-                raise ValueError(
-                    f"the {' and the '.join(stack.describe() for stack in stacks)} of this Seq2Seq drop out between "
-                    "layers but the pass got no dropout_rng: pass dropout_rng=np.random.default_rng(seed) to "
-                    "train with dropout, or dropout_rng=False to run without it (evaluation)"
-                )
-            return None
-        if not isinstance(dropout_rng, np.random.Generator):
-            raise TypeError("expected dropout_rng to be a np.random.Generator, False (no dropout) or None but got "
-                            f"{type(dropout_rng).__name__}")
-        return dropout_rng
+        """The generator of a training pass's dropout masks, or None for none: the rule of
+        ``layers.dropout_generator`` (a generator, or ``False`` for none; None is refused where
+        a stack drops out between layers)."""
+        stacks = [stack for stack in (self.encoder, self.decoder) if stack is not None and stack.dropout]
+        owner = f"the {' and the '.join(stack.describe() for stack in stacks)} of this Seq2Seq" if stacks else "Seq2Seq"
+        return dropout_generator(max((stack.dropout for stack in stacks), default=0.0), dropout_rng, True, owner)
 
     def check_source(self, source, source_lengths):
         """The source as (S, B) int64 ids (0 past each length) and its lengths, or the features
