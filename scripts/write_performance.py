@@ -154,7 +154,7 @@ def document(reports, note):
               "`noisy`: runs kept although other processes were busy. The two tables come from two runs "
               "one after the other, each with its own torch column.", ""]
     parts += [memory(report) for report in reports.values() if "cache_per_step" in report][:1]
-    parts += [sampling(reports), METHOD.format(pause=first["pause_s"], quiet=first["quiet"])]
+    parts += [sampling(reports), METHOD.format(pause=first["pause_s"], quiet=first.get("max_load", first.get("quiet")))]
     if LEVERS_FILE.exists():
         parts.append(LEVERS_FILE.read_text())
     return "\n".join(parts)

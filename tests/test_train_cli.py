@@ -11,7 +11,7 @@ import pytest
 
 from bptt import kernels
 from bptt.cli import main
-from bptt.kernels.build import find_compiler
+from bptt.kernels.library import choose
 from bptt.training.checkpoint import load_checkpoint, save_checkpoint
 from bptt.training.trainer import TrainConfig, Trainer
 
@@ -63,10 +63,11 @@ def files(folder):
     return found
 
 
-def refused(capsys, tmp_path, argv, *words):
-    """Run ``bptt argv`` in ``tmp_path``: exit 2, one line naming the problem, nothing changed."""
+def refused(capsys, tmp_path, argv, *words, status=2):
+    """Run ``bptt argv`` in ``tmp_path``: exit ``status`` (2: refused), one line naming the
+    problem, nothing changed."""
     before = files(tmp_path)
-    assert main(argv) == 2
+    assert main(argv) == status
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1, captured.err
@@ -135,7 +136,7 @@ def test_threads_without_the_compiled_kernels_are_refused(verb, tmp_path, capsys
             "give --kernels c")
 
 
-@pytest.mark.skipif(find_compiler() is None, reason="no C compiler here for the compiled kernels")
+@pytest.mark.skipif(choose() is None, reason="the compiled kernels were not built at install")
 @pytest.mark.parametrize("option,variable,words", [
     (["--threads", "0"], None, "expected --threads to be a positive integer but got 0"),
     ([], "zero", "expected BPTT_THREADS to be a positive integer but got 'zero'"),
@@ -148,7 +149,7 @@ def test_a_bad_thread_count_is_refused(option, variable, words, tmp_path, capsys
     refused(capsys, tmp_path, ["train", "--corpus", "corpus.txt", *TINY, "--kernels", "c", *option], words)
 
 
-@pytest.mark.skipif(find_compiler() is None, reason="no C compiler here for the compiled kernels")
+@pytest.mark.skipif(choose() is None, reason="the compiled kernels were not built at install")
 def test_training_runs_the_passes_on_threads_and_blas_on_one(tmp_path, capsys, kernels_restored, monkeypatch):
     """While the passes are threaded, BLAS runs on one thread (its spinning workers would take
     the cores from them), and gets its threads back after training."""
@@ -192,7 +193,7 @@ def test_a_run_folder_that_cannot_be_made_is_named(tmp_path, capsys):
     (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
     (tmp_path / "taken").write_text("a file")
     refused(capsys, tmp_path, ["train", "--corpus", "corpus.txt", *TINY, "--run-dir", "taken/run"],
-            "cannot make the run folder taken/run")
+            "cannot make the run folder taken/run", status=4)  # the system refused: exit 4
 
 
 # checkpoints

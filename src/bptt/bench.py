@@ -11,7 +11,11 @@ warmed up, then every repetition runs each library once untimed and once timed, 
 order of the two libraries alternates between repetitions. We report medians and the median of
 the per-repetition ratios bptt/torch. GFLOP/s count the matrix products only (the gate
 arithmetic is not counted) and are set beside this machine's GEMM peak, a 2048 x 2048 product
-measured in the same run.
+measured in the same run with NumPy's BLAS. Where the environment holds OpenBLAS to narrower
+vector instructions than the CPU has (``OPENBLAS_CORETYPE=Haswell`` on an AVX-512 machine),
+that product is also timed in a child process without the setting, and the peak is the faster
+of the two: bptt's compiled kernels (``-march=native``) and torch pick AVX-512 for themselves,
+and against the held-back BLAS alone they ran at up to 155 % of "the peak".
 
 Modes: ``forward`` keeps what backward needs (torch: autograd on); ``train`` is forward plus
 backward of the whole sequence with gradients of the input and every parameter; ``inference``
@@ -19,8 +23,11 @@ is a forward pass that keeps no cache (torch: ``inference_mode``).
 """
 
 import fnmatch
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
 import tracemalloc
 import warnings
@@ -208,7 +215,57 @@ def gemm_peak(dtype, size=2048, repeat=5):
     return 2 * size**3 / seconds / 1e9
 
 
-def _measure(run, pause, pausing, quiet, retries):
+# the settings that hold a library to narrower vector instructions than the CPU has
+PINNING = ("OPENBLAS_CORETYPE",)
+
+_CHILD_PEAK = """
+import json, sys, time
+import numpy as np
+size, repeat = int(sys.argv[1]), int(sys.argv[2])
+rates = {}
+for name, dtype in (("f32", np.float32), ("f64", np.float64)):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(dtype)
+    b = rng.standard_normal((size, size)).astype(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    rates[name] = 2 * size**3 / best / 1e9
+print(json.dumps(rates))
+"""
+
+
+def unpinned_gemm_peak(size=2048, threads=2, repeat=5):
+    """GFLOP/s ``{"f32", "f64"}`` of :func:`gemm_peak`'s product timed in a child process on
+    ``threads`` threads without the ``PINNING`` settings, so that the BLAS picks the CPU's
+    widest vector instructions; None where no such setting is made or the child fails."""
+    if not any(name in os.environ for name in PINNING):
+        return None
+    env = {name: value for name, value in os.environ.items() if name not in PINNING}
+    env.update({name: str(threads) for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    try:
+        done = subprocess.run([sys.executable, "-c", _CHILD_PEAK, str(size), str(repeat)], env=env,
+                              capture_output=True, text=True, timeout=600, check=True)
+        rates = json.loads(done.stdout)
+        return {"f32": float(rates["f32"]), "f64": float(rates["f64"])}
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _gemm_rates(size, threads):
+    """The GEMM rates of :func:`run`'s report: ``{"this_process": {"f32", "f64"}}`` and, where
+    the environment pins the BLAS, ``"unpinned"`` too."""
+    rates = {"this_process": {"f32": gemm_peak(np.float32, size), "f64": gemm_peak(np.float64, size)}}
+    unpinned = unpinned_gemm_peak(size, threads)
+    if unpinned is not None:
+        rates["unpinned"] = unpinned
+    return rates
+
+
+def _measure(run, pause, pausing, max_load, retries):
     """Pause, run once untimed, time one run; repeat while other processes were busy.
     Returns (seconds, foreign share, attempts)."""
     for attempt in range(1, retries + 2):
@@ -218,15 +275,15 @@ def _measure(run, pause, pausing, quiet, retries):
         run()  # untimed: brings the weights and buffers back into cache
         seconds = _timed(run)
         share = probe.foreign_share()
-        if share <= quiet:
+        if share <= max_load:
             break
     return seconds, share, attempt
 
 
-def time_case(case, repeat=7, pause=0.25, torch_available=True, warmup=2, quiet=0.1, retries=8):
+def time_case(case, repeat=7, pause=0.25, torch_available=True, warmup=2, max_load=0.1, retries=8):
     """Interleaved timing of one case; returns a dict of medians (ms) and the ratio.
 
-    A repetition during which other processes used more than ``quiet`` of a core is taken
+    A repetition during which other processes used more than ``max_load`` of a core is taken
     again, up to ``retries`` times; ``noisy_runs`` counts those kept anyway.
     """
     runners = {"bptt": bptt_runner(case)}
@@ -240,10 +297,10 @@ def time_case(case, repeat=7, pause=0.25, torch_available=True, warmup=2, quiet=
     order = list(runners)
     for rep in range(repeat):
         for name in order if rep % 2 == 0 else order[::-1]:
-            s, share, tries = _measure(runners[name], pause, len(runners) > 1, quiet, retries)
+            s, share, tries = _measure(runners[name], pause, len(runners) > 1, max_load, retries)
             seconds[name].append(s)
             attempts += tries - 1
-            noisy += share > quiet
+            noisy += share > max_load
     result = {name: 1e3 * float(np.median(s)) for name, s in seconds.items()}
     row = {"bptt_ms": result["bptt"], "bptt_runs_ms": [1e3 * s for s in seconds["bptt"]],
            "retried_runs": attempts, "noisy_runs": noisy}
@@ -448,17 +505,18 @@ def torch_importable():
 
 
 def run(cases=None, threads=2, repeat=7, pause=0.25, vs_torch=True, memory=True, sample=True,
-        quiet=0.1, retries=8, progress=None, peak_size=2048):
-    """Time ``cases`` (default: all of :func:`default_cases`) and return the report as a dict.
+        max_load=0.1, retries=8, progress=None, peak_size=2048):
+    """Time ``cases`` (default: all of :func:`default_cases`) and return the report as a dict
+    (its keys: docs/json.md, ``bptt bench --json``).
 
-    ``quiet`` and ``retries``: see :func:`time_case`. ``progress``, when given, is called with
-    each finished row (the CLI prints them). ``peak_size``: the side of the square GEMM whose
-    rate is the peak (smaller only to check the harness quickly).
+    ``max_load`` and ``retries``: see :func:`time_case`. ``progress``, when given, is called
+    with each finished row (the CLI prints them). ``peak_size``: the side of the square GEMM
+    whose rate is the peak (smaller only to check the harness quickly).
     """
     torch_available = vs_torch and torch_importable()
     cases = default_cases() if cases is None else cases
     report = {"machine": machine(), "kernels": kernels.selected(), "threads": threads, "repeat": repeat,
-              "pause_s": pause, "quiet": quiet, "vs_torch": torch_available}
+              "pause_s": pause, "max_load": max_load, "vs_torch": torch_available, "gemm_size": peak_size}
     if torch_available:
         import torch
 
@@ -466,23 +524,29 @@ def run(cases=None, threads=2, repeat=7, pause=0.25, vs_torch=True, memory=True,
     threads_before = kernels.threads()
     kernels.use(kernels.selected(), threads=threads)
     try:
-        return _measure_cases(report, cases, threads, repeat, pause, torch_available, memory, sample, quiet,
+        return _measure_cases(report, cases, threads, repeat, pause, torch_available, memory, sample, max_load,
                               retries, progress, peak_size)
     finally:
         kernels.use(kernels.selected(), threads=threads_before)
 
 
-def _measure_cases(report, cases, threads, repeat, pause, torch_available, memory, sample, quiet, retries,
+def _best_rates(rates):
+    """The peak of each dtype: the fastest of the GEMM rates measured."""
+    return {dtype: max(measured[dtype] for measured in rates.values()) for dtype in ("f32", "f64")}
+
+
+def _measure_cases(report, cases, threads, repeat, pause, torch_available, memory, sample, max_load, retries,
                    progress, peak_size):
     """:func:`run`'s measurements, into ``report``, with the thread counts set."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=threads):
-        report["gemm_peak_gflops"] = {"f32": gemm_peak(np.float32, peak_size), "f64": gemm_peak(np.float64, peak_size)}
+        report["gemm_gflops"] = _gemm_rates(peak_size, threads)
+        report["gemm_peak_gflops"] = _best_rates(report["gemm_gflops"])
         rows = []
         for case in cases:
             row = asdict(case)
-            row.update(time_case(case, repeat, pause, torch_available, quiet=quiet, retries=retries))
+            row.update(time_case(case, repeat, pause, torch_available, max_load=max_load, retries=retries))
             peak = report["gemm_peak_gflops"][case.dtype]
             for name in ("bptt", "torch"):
                 if f"{name}_ms" in row:
@@ -496,9 +560,12 @@ def _measure_cases(report, cases, threads, repeat, pause, torch_available, memor
             if progress is not None:
                 progress(row)
         report["cases"] = rows
-        # the peak again at the end; the better of the two, since a neighbour only slows it
-        for dtype, name in ((np.float32, "f32"), (np.float64, "f64")):
-            report["gemm_peak_gflops"][name] = max(report["gemm_peak_gflops"][name], gemm_peak(dtype, peak_size))
+        # the rates again at the end; the better of the two, since a neighbour only slows them
+        for where, rates in _gemm_rates(peak_size, threads).items():
+            if where in report["gemm_gflops"]:
+                before = report["gemm_gflops"][where]
+                report["gemm_gflops"][where] = {dtype: max(before[dtype], rates[dtype]) for dtype in before}
+        report["gemm_peak_gflops"] = _best_rates(report["gemm_gflops"])
         for row in rows:
             for name in ("bptt", "torch"):
                 if f"{name}_gflops" in row:
@@ -535,6 +602,18 @@ def table_header(vs_torch):
     return head
 
 
+def _peak_source(report):
+    """Where the peak came from, when a child process without the BLAS's pinning measured it."""
+    rates = report.get("gemm_gflops", {})
+    if "unpinned" not in rates:
+        return ""
+    pinned = ", ".join(f"{name}={value}" for name, value in report["machine"].get("isa_settings", {}).items()
+                       if name in PINNING)
+    held = rates["this_process"]
+    return (f" (the faster of NumPy's BLAS without {pinned or 'its pinning'}, timed in a child process, and in "
+            f"this process, where it is held back: {held['f32']:.0f} and {held['f64']:.0f})")
+
+
 def format_report(report):
     """The report as text: the machine, the peak, the table, memory and sampling."""
     m = report["machine"]
@@ -543,19 +622,23 @@ def format_report(report):
     kernels_used = report.get("kernels", "numpy")
     if kernels_used == "c" and report["threads"] > 1:  # run() gives the passes its thread count
         kernels_used += f", passes on {report['threads']} threads"
+    peak = report["gemm_peak_gflops"]
+    size = report.get("gemm_size", 2048)
     lines = [
         f"machine: {m.get('cpu')} ({m.get('cores')} cores, {m.get('simd', '')}); numpy {m['numpy']}, "
         f"BLAS {m.get('blas')}; torch {m.get('torch')}{torch_isa}{settings}",
         f"bptt kernels: {kernels_used}; threads: {report['threads']}, repetitions: {report['repeat']}, "
-        f"pause: {report['pause_s']} s; "
-        f"GEMM peak 2048²: {report['gemm_peak_gflops']['f32']:.0f} GFLOP/s float32, "
-        f"{report['gemm_peak_gflops']['f64']:.0f} float64",
+        f"pause: {report['pause_s']} s; GEMM peak {size}²: {peak['f32']:.0f} GFLOP/s float32, {peak['f64']:.0f} "
+        f"float64" + _peak_source(report),
         "",
         table_header(report["vs_torch"]),
     ]
     lines += [format_row(row) for row in report["cases"]]
     if report["vs_torch"]:
         lines.append("ratio: median of per-repetition bptt/torch; r(med): ratio of the medians")
+        if report.get("kernels", "numpy") != "c" and any(row.get("target") is not None for row in report["cases"]):
+            lines.append("the targets are set for the compiled kernels (bptt bench --vs torch --kernels c); these "
+                         "rows ran the NumPy kernels, the readable reference, which are not meant to meet them")
     if "cache_per_step" in report:
         lines.append("")
         lines.append("cache per step (float32, B=32, I=128, H=256; the copy of x included, the weights not):")

@@ -1,20 +1,97 @@
 """The ``bptt`` command. Thin: every verb parses its arguments, calls the library, and prints.
 
 Each verb is a pair: ``_add_<verb>(subparsers)`` declares its arguments and ``_run_<verb>(args)``
-does the work and returns the exit status. Errors a user can cause are reported as one line on
-stderr with a non-zero exit, never a traceback.
+does the work and returns the exit status. A fault is reported as one line on stderr, never a
+traceback, and ends the command with one of these exit statuses (README, "Training"):
+
+    0    done
+    1    a check found a fault: gradcheck, diagnose or check says some gradient or array is wrong
+    2    refused: bad arguments, settings or input (a corpus, a checkpoint, an .npz file), found
+         before anything was written
+    3    training diverged: the loss, a gradient or an update stopped being finite; the last
+         good checkpoint is kept
+    4    the system refused to read or write a file: a missing folder, no permission, a read-only
+         or full disk, a file too large; the previous checkpoint and metrics are kept whole and
+         no temporary file is left behind
+    130  interrupted (Ctrl-C, SIGINT); ``train`` saves its last completed step first
+    141  the reader of stdout went away (``bptt sample ... | head``)
+    143  terminated (SIGTERM); ``train`` saves its last completed step first
+
+NumPy's floating-point warnings of a training run are counted and reported in one sentence on
+stderr, not printed one by one. Every ``--json`` output is one JSON document that begins with
+``"schema": 1`` (:func:`_print_json`) and has the keys docs/json.md lists, its tests hold it to.
 """
 
 import argparse
 import contextlib
+import math
 import os
+import signal
 import sys
 
-from . import kernels
+from . import __version__, kernels
+
+DONE, FOUND, REFUSED, DIVERGED, SYSTEM = 0, 1, 2, 3, 4
+INTERRUPTED, BROKEN_PIPE, TERMINATED = 130, 141, 143
+JSON_SCHEMA = 1  # the version of docs/json.md that every --json output follows
 
 
-class UserError(Exception):
+class CommandError(Exception):
+    """A fault reported as one line on stderr, ending the command with exit status ``status``."""
+
+    status = REFUSED
+
+
+class UserError(CommandError):
     """A problem with what the user asked for, reported as one line and exit status 2."""
+
+
+class DivergedError(CommandError):
+    """Training stopped because a number stopped being finite: exit status 3."""
+
+    status = DIVERGED
+
+
+class WriteError(CommandError):
+    """The system refused to write (or read) a file: exit status 4."""
+
+    status = SYSTEM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that a command stops as Ctrl-C stops it: a
+    training run saves its last completed step."""
+
+
+def _print_json(record, indent=None):
+    """Print ``record`` (a dict) as one JSON document with ``"schema"`` first; numbers that are
+    not finite (NaN, an infinite threshold) become null, since strict JSON has none."""
+    import json
+
+    print(json.dumps({"schema": JSON_SCHEMA, **_finite(record)}, indent=indent, allow_nan=False))
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _check_output(path, option="-o"):
+    """Refuse, before any work, an output file whose folder does not exist, is not a folder or
+    cannot be written (read-only, no permission): a WriteError (exit 4) naming the option."""
+    folder = os.path.dirname(os.path.abspath(path))
+    shown = os.path.dirname(path) or folder
+    if not os.path.isdir(folder):
+        what = f"{shown} is not a folder" if os.path.exists(folder) else f"the folder {shown} does not exist"
+        raise WriteError(f"cannot write {option} {path}: {what}")
+    if not os.access(folder, os.W_OK):
+        raise WriteError(f"cannot write {option} {path}: the folder {shown} cannot be written (read-only or no "
+                         f"permission)")
 
 
 THREADS_HELP = ("threads of the compiled passes at B > 1, with --kernels c (default: every CPU this process may use, "
@@ -159,8 +236,6 @@ def _add_flow(subparsers):
 
 
 def _run_flow(args):
-    import json
-
     from .proofs.flow import reach_by_cell
 
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
@@ -174,8 +249,8 @@ def _run_flow(args):
         raise UserError(str(error)) from error
     measured = "||dL_T/dh_(T-k)||" + ("; (cell): ||dL_T/dc_(T-k)||" if args.paths else "")
     if args.json:
-        print(json.dumps({"T": args.length, "H": args.hidden, "k": list(range(args.length)),
-                          "curves": {name: values.tolist() for name, values in curves.items()}}))
+        _print_json({"T": args.length, "H": args.hidden, "k": list(range(args.length)),
+                     "curves": {name: values.tolist() for name, values in curves.items()}})
     else:
         ks = sorted({k for k in (1, 5, 10, 20, 50, args.length - 1) if k < args.length})
         width = max([8] + [len(name) + 1 for name in curves])
@@ -192,6 +267,8 @@ def _run_flow(args):
                               "mean ||dL_T / dh_{T-k}||" + ("; (cell): ||dL_T / dc_{T-k}||" if args.paths else ""))
         except ImportError as error:
             raise UserError(str(error)) from error
+        except OSError as error:
+            raise WriteError(f"cannot write {args.output}: {error.strerror or error}") from error
         print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
@@ -242,7 +319,10 @@ def _run_diagnose(args):
         result = diagnose(args.layout, *arrays)
     except LayoutError as error:
         raise UserError(str(error)) from error
-    print(result.to_json(indent=2) if args.json else result)
+    if args.json:
+        _print_json(result.to_dict(), indent=2)
+    else:
+        print(result)
     return 0 if result.passed else 1
 
 
@@ -275,7 +355,10 @@ def _run_check(args):
         result = check_file(args.solution, args.layout, seed=args.seed)
     except (FileNotFoundError, LearnerError) as error:
         raise UserError(str(error)) from error
-    print(result.to_json(indent=2) if args.json else result)
+    if args.json:
+        _print_json(result.to_dict(), indent=2)
+    else:
+        print(result)
     return 0 if result.passed else 1
 
 
@@ -291,7 +374,8 @@ def _add_train(subparsers):
         help="train a character language model with truncated BPTT",
         description="Train a character language model (embedding, recurrent stack, linear head) on the "
         "built-in corpus (the Python standard library's source) or your text, with TBPTT(k1, k2) over "
-        "--batch parallel streams. Writes a run folder with checkpoint, metrics.jsonl, samples and loss.png.",
+        "--batch parallel streams. Writes a run folder with checkpoint, metrics.jsonl, samples and loss.png. "
+        "Ctrl-C and SIGTERM save the last completed step; exit statuses: bptt --help.",
     )
     p.add_argument("--corpus", help="a UTF-8 text file or a folder of them (default: the built-in corpus)")
     p.add_argument("--run-dir", help="the run folder (default: runs/<date>-<cell>)")
@@ -314,8 +398,10 @@ def _add_train(subparsers):
     p.add_argument("--clip", type=float, help=f"max global gradient norm, 0 for none (default {defaults.clip:g})")
     p.add_argument("--dtype", choices=("float32", "float64"), help=f"default {defaults.dtype}")
     p.add_argument("--seed", type=int, help=f"default {defaults.seed}")
-    p.add_argument("--steps", type=int, help="stop after this many updates in all")
-    p.add_argument("--minutes", type=float, help="stop after this many minutes of this invocation")
+    p.add_argument("--steps", type=int, help="stop after this many updates in all, counted from the run's start: "
+                   "a run resumed at step 300 with --steps 500 does 200 more")
+    p.add_argument("--minutes", type=float, help="stop after this many minutes of this invocation (a resumed run "
+                   "gets them anew; default 2 when --steps is not given either)")
     p.add_argument("--valid-fraction", type=float,
                    help=f"the share of the corpus held out for validation (default {defaults.valid_fraction:g})")
     p.add_argument("--log-every", type=int, help=f"log metrics every N steps (default {defaults.log_every})")
@@ -336,7 +422,7 @@ def _run_train(args):
     import time
 
     from .training.checkpoint import CheckpointError
-    from .training.trainer import TrainConfig, Trainer, TrainingError
+    from .training.trainer import RunWriteError, TrainConfig, Trainer, TrainingError
 
     threads, where = _training_threads(args.threads)  # before any file is written
     given = {name: getattr(args, name) for name in TRAIN_SETTINGS if getattr(args, name) is not None}
@@ -355,6 +441,8 @@ def _run_train(args):
                 config = dataclasses.replace(config, minutes=2.0)
             run_dir = args.run_dir or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + f"-{config.cell}")
             trainer = Trainer.start(config, run_dir)
+    except RunWriteError as error:
+        raise WriteError(str(error)) from error
     except (TrainingError, CheckpointError) as error:
         raise UserError(str(error)) from error
     if where:
@@ -364,8 +452,11 @@ def _run_train(args):
 
 
 def _watch_training(trainer, progress):
-    """Drive the trainer: a progress bar (tqdm, when installed) or lines, samples, the plot."""
-    from .training.trainer import TrainingError
+    """Drive the trainer: a progress bar (tqdm, when installed) or lines, samples, the plot.
+    Ctrl-C and SIGTERM save the last completed step."""
+    import time
+
+    from .training.trainer import Diverged, RunWriteError
 
     config, state = trainer.config, trainer.state
     print(f"run folder {trainer.run_dir}: {trainer.network!r}")
@@ -375,20 +466,30 @@ def _watch_training(trainer, progress):
           + (f"; resuming at step {state.step}" if state.step else ""))
     if trainer.data.skipped:
         print(f"skipped {len(trainer.data.skipped)} file(s) that are empty or not UTF-8 text")
-    description = "training" if config.steps else f"training for {config.minutes:g} min"
-    bar = _progress_bar(config.steps, description, state.step) if progress else None
+    began = time.perf_counter()
+    seconds = None if config.steps else 60 * config.minutes  # a bar of time where only minutes limit the run
+    if not progress:
+        bar = None
+    elif seconds is None:
+        bar = _progress_bar(config.steps, "training", state.step)
+    else:
+        bar = _time_bar(seconds, f"training for {_amount(config.minutes, 'minute')}")
     say = bar.write if bar is not None else print
     valid_bpc = None
     try:
         for event in trainer.run():
+            _stop_if_terminated()
             if event.kind == "step":
                 d = event.data
                 status = dict(loss=f"{d['loss']:.3f}", bpc=f"{d['bpc']:.3f}", chars_s=f"{d['chars_per_s']:,.0f}")
                 if valid_bpc is not None:
                     status["valid_bpc"] = f"{valid_bpc:.3f}"
-                if bar is not None:
+                if bar is not None and seconds is None:
                     bar.update(event.step - bar.n)
                     bar.set_postfix(status, refresh=False)
+                elif bar is not None:
+                    bar.update(min(time.perf_counter() - began, seconds) - bar.n)
+                    bar.set_postfix({"step": event.step, **status}, refresh=False)
                 else:
                     print(f"step {event.step}: " + ", ".join(f"{k} {v}" for k, v in status.items()))
             elif event.kind == "valid":
@@ -396,29 +497,69 @@ def _watch_training(trainer, progress):
             elif event.kind == "sample":
                 say(f"--- sample at step {event.step} ---\n{event.data['text']}\n---")
             elif event.kind == "checkpoint":
-                _plot_run(trainer.run_dir)
+                _plot_run(trainer)
             elif event.kind == "done":
                 if bar is not None:
-                    bar.update(event.step - bar.n)
+                    bar.update((event.step if seconds is None else seconds) - bar.n)
                     bar.close()
-                _plot_run(trainer.run_dir)
-                print(f"{event.data['reason']}: step {event.step}, validation {event.data['valid_bpc']:.3f} "
-                      f"bits per character")
+                _plot_run(trainer)
+                print(f"{event.data['reason']}; validation {event.data['valid_bpc']:.3f} bits per character")
                 print(f"--- sample ---\n{trainer.sample(config.sample_length, seed=config.seed)}\n---")
                 print(f"run folder: {trainer.run_dir}  (checkpoint {event.data['path']})")
-    except TrainingError as error:
-        if bar is not None:
-            bar.close()
-        raise UserError(str(error)) from error
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        path = trainer.save()
-        _plot_run(trainer.run_dir)
-        print(f"interrupted at step {trainer.state.step}: saved {path}; go on with "
+                _report_warnings(trainer.numeric, "train")
+    except Diverged as error:
+        raise DivergedError(str(error)) from error
+    except RunWriteError as error:
+        raise WriteError(str(error)) from error
+    except KeyboardInterrupt as stop:
+        _close(bar)
+        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+        with _signals_ignored():  # a second Ctrl-C must not cut the save short
+            try:
+                path = trainer.save()
+            except RunWriteError as error:
+                raise WriteError(f"{how} at step {trainer.state.step}, and the save failed: {error}") from error
+            # the plot is drawn again on resume; the signal may have cut matplotlib's import short
+            with contextlib.suppress(Exception):
+                _plot_run(trainer)
+        _report_warnings(trainer.numeric, "train")
+        print(f"bptt train: {how} at step {trainer.state.step}: saved {path}; go on with "
               f"bptt train --resume {trainer.run_dir}", file=sys.stderr)
-        return 130
-    return 0
+        return TERMINATED if isinstance(stop, Terminated) else INTERRUPTED
+    finally:
+        _close(bar)
+    return DONE
+
+
+def _amount(count, noun):
+    """"1 minute", "2.5 minutes"."""
+    return f"{count:g} {noun}" + ("" if count == 1 else "s")
+
+
+def _report_warnings(numeric, verb):
+    """NumPy's counted floating-point warnings as one sentence on stderr, if there were any."""
+    sentence = numeric.sentence()
+    if sentence:
+        print(f"bptt {verb}: {sentence}: a sign of weights grown large; a smaller --lr may help", file=sys.stderr)
+
+
+def _close(bar):
+    if bar is not None:
+        bar.close()
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    """SIGINT and SIGTERM ignored for the duration (in the main thread; elsewhere, unchanged)."""
+    try:
+        previous = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _progress_bar(total, description, initial=0):
@@ -430,25 +571,40 @@ def _progress_bar(total, description, initial=0):
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, desc=description)
 
 
-def _plot_run(run_dir):
-    """loss.png of a run from its metrics; skipped quietly without matplotlib."""
+def _time_bar(seconds, description):
+    """A tqdm bar of ``seconds`` of wall time, its ETA the time left, or None without tqdm."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=seconds, unit="s", dynamic_ncols=True, desc=description,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}")
+
+
+def _plot_run(trainer):
+    """loss.png of a run from its metrics; skipped quietly without matplotlib. A WriteError
+    (exit 4) where the system refuses to write it."""
     from .training.trainer import read_metrics
 
     try:
         from .plots import plot_curves
     except ImportError:
         return
+    run_dir = trainer.run_dir
     metrics = read_metrics(run_dir)
     train = [(m["step"], m["bpc"]) for m in metrics if m["kind"] == "step"]
     valid = [(m["step"], m["valid_bpc"]) for m in metrics if m["kind"] == "valid"]
     if not train and not valid:
         return
+    path = os.path.join(run_dir, "loss.png")
     try:
         plot_curves({"training": tuple(zip(*train)) or ((), ()), "validation": tuple(zip(*valid)) or ((), ())},
-                    os.path.join(run_dir, "loss.png"), os.path.basename(os.path.normpath(run_dir)),
-                    "bits per character")
+                    path, os.path.basename(os.path.normpath(run_dir)), "bits per character")
     except ImportError:
         return
+    except OSError as error:
+        raise WriteError(f"cannot write {path}: {error.strerror or error}; training stopped at step "
+                         f"{trainer.state.step} and {trainer.kept()}") from error
 
 
 # sample
@@ -461,7 +617,9 @@ def _add_sample(subparsers):
     p.add_argument("--prime", help="text to start from (default a newline, or the vocabulary's first character "
                    "when it has none)")
     p.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
-    p.add_argument("--temperature", type=float, default=0.8, help="default 0.8")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="below 1 sharpens the distribution, above 1 flattens it; 0 always picks the most likely "
+                   "character (default 0.8)")
     p.add_argument("--top-k", type=int, help="sample only among the k most likely characters")
     p.add_argument("--seed", type=int, help="for a repeatable sample")
 
@@ -471,13 +629,16 @@ def _run_sample(args):
 
     from .training.checkpoint import CheckpointError
     from .training.sampling import default_prime, sample_chars
-    from .training.trainer import load_model
+    from .training.trainer import NumericWarnings, load_model
 
+    if not args.temperature >= 0:  # NaN too
+        raise UserError(f"expected --temperature >= 0 (0 picks the most likely character) but got {args.temperature}")
     try:
         network, vocab = load_model(args.source)
     except (CheckpointError, ValueError) as error:
         raise UserError(f"cannot sample from {args.source}: {error}") from error
     prime = default_prime(vocab) if args.prime is None else args.prime
+    numeric = NumericWarnings()
     try:
         # every argument is checked here, before anything is written
         chars = sample_chars(network, vocab, prime, args.length, temperature=args.temperature,
@@ -485,11 +646,14 @@ def _run_sample(args):
     except ValueError as error:
         raise UserError(str(error)) from error
     sys.stdout.write(prime)
-    for char in chars:
-        sys.stdout.write(char)
-        sys.stdout.flush()
+    with numeric.watch(0):
+        for char in chars:
+            sys.stdout.write(char)
+            sys.stdout.flush()
     sys.stdout.write("\n")
-    return 0
+    if numeric.counts:
+        print(f"bptt sample: {numeric.sentence(steps=False)}: the model's weights are large", file=sys.stderr)
+    return DONE
 
 
 # task
@@ -523,15 +687,14 @@ def _add_task(subparsers):
     p.add_argument("--seed", type=int, default=defaults["seed"], help=f"default {defaults['seed']}")
     p.add_argument("--eval-every", type=int, default=250,
                    help="score the test set every N steps too, 0 for only at the end (default 250)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--json", action="store_true",
+                   help="print the result and its settings as one JSON object (docs/json.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, help=THREADS_HELP)
 
 
 def _run_task(args):
-    import json
-
-    from .training.task_runner import TaskError, train_task
+    from .training.task_runner import TaskDiverged, TaskError, train_task
 
     threads, where = _training_threads(args.threads)
     try:
@@ -546,28 +709,31 @@ def _run_task(args):
     try:
         with threads:
             for event in events:
+                _stop_if_terminated()
                 if event.kind == "step" and bar is not None:
                     bar.update(event.step - bar.n)
                     bar.set_postfix(loss=f"{event.data['loss']:.4g}", refresh=False)
                 elif event.kind == "eval" and not args.json:
                     say(f"step {event.step}: test " + ", ".join(f"{k} {v:.4g}" for k, v in event.data.items()))
                 elif event.kind == "done":
-                    result = event.data["result"]
+                    result, numeric = event.data["result"], event.data["numeric"]
+    except TaskDiverged as error:
+        raise DivergedError(str(error)) from error
     except TaskError as error:
         raise UserError(str(error)) from error
     finally:
-        if bar is not None:
-            bar.close()
+        _close(bar)
+    _report_warnings(numeric, "task")
     if args.json:
-        print(json.dumps(result.as_dict()))
-        return 0
+        _print_json({**result.as_dict(), "eval_every": args.eval_every, "kernels": kernels.selected()})
+        return DONE
     metric = {"mse": "MSE", "cross_entropy": "cross-entropy"}[result.metric]
     accuracy = "" if result.accuracy is None else (f", accuracy {result.accuracy:.1%} (baseline "
                                                   f"{result.baseline_accuracy:.1%})")
     print(f"{result.task} T={result.length} {result.cell} H={result.hidden_size}, {result.steps} steps in "
           f"{result.wall_seconds:.0f} s: test {metric} {result.value:.4g} (baseline {result.baseline:.4g}, a tenth "
           f"{result.baseline / 10:.4g}){accuracy}: " + ("solved" if result.solved else "not solved"))
-    return 0
+    return DONE
 
 
 # bench
@@ -580,7 +746,8 @@ def _add_bench(subparsers):
         description="Times bptt and (with --vs torch, when installed) torch in the same process, "
         "interleaved run by run after warm-up, with both thread counts fixed, and prints medians, the "
         "ratio bptt/torch, GFLOP/s and the fraction of this machine's GEMM peak. A run taken while "
-        "other processes used the CPU is taken again.",
+        "other processes used the CPU is taken again. The targets are set for the compiled kernels: "
+        "bptt bench --vs torch --kernels c.",
     )
     p.add_argument("--vs", choices=["torch", "none"], default="torch", help="compare with (default torch)")
     p.add_argument("--threads", type=int, default=2, help="threads for both libraries (default 2)")
@@ -590,29 +757,28 @@ def _add_bench(subparsers):
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument("--pause", type=float, default=0.25,
                    help="seconds to sleep before each run, so the other library's threads go idle (default 0.25)")
-    p.add_argument("--quiet", type=float, default=0.1,
+    p.add_argument("--max-load", type=float, default=0.1, metavar="SHARE",
                    help="retake a run during which other processes used more than this share of a core "
-                   "(default 0.1)")
+                   "(default 0.1; inf: never)")
+    p.add_argument("--quiet", action="store_true", help="print the report only, not each case as it finishes")
     p.add_argument("--no-memory", action="store_true", help="skip cache sizes and peak memory")
     p.add_argument("--no-sampling", action="store_true", help="skip sampling throughput")
     p.add_argument("--peak-size", type=int, default=2048,
                    help="side of the square GEMM whose rate is this machine's peak (default 2048)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (docs/json.md)")
 
 
 def _run_bench(args):
-    import json
-
     from . import bench
 
     if args.list:
         for case in bench.default_cases():
             target = "" if case.target is None else f"  target <= {case.target:.1f}"
             print(f"{case.name:<22} {case.mode:<9} T={case.T} B={case.B} I={case.I} H={case.H}{target}")
-        return 0
-    if args.threads < 1 or args.repeat < 1 or args.pause < 0 or args.peak_size < 1:
-        raise UserError(f"expected --threads >= 1, --repeat >= 1, --pause >= 0, --peak-size >= 1 but got "
-                        f"{args.threads}, {args.repeat}, {args.pause}, {args.peak_size}")
+        return DONE
+    if args.threads < 1 or args.repeat < 1 or args.pause < 0 or args.peak_size < 1 or not args.max_load >= 0:
+        raise UserError(f"expected --threads >= 1, --repeat >= 1, --pause >= 0, --peak-size >= 1, --max-load >= 0 "
+                        f"but got {args.threads}, {args.repeat}, {args.pause}, {args.peak_size}, {args.max_load}")
     patterns = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else None
     try:
         cases = bench.select_cases(patterns)
@@ -621,17 +787,21 @@ def _run_bench(args):
     vs_torch = args.vs == "torch"
     if vs_torch and not bench.torch_importable():
         print("bptt bench: torch is not installed; timing bptt alone", file=sys.stderr)
-    # rows as they finish go to stderr; stdout gets the final report alone
-    print(bench.table_header(vs_torch and bench.torch_importable()), file=sys.stderr)
-    progress = lambda row: print(bench.format_row(row), file=sys.stderr, flush=True)  # noqa: E731
+    progress = None
+    if not args.quiet:  # rows as they finish go to stderr; stdout gets the final report alone
+        print(bench.table_header(vs_torch and bench.torch_importable()), file=sys.stderr)
+        progress = lambda row: print(bench.format_row(row), file=sys.stderr, flush=True)  # noqa: E731
     try:
         report = bench.run(cases, threads=args.threads, repeat=args.repeat, pause=args.pause,
                            vs_torch=vs_torch, memory=not args.no_memory, sample=not args.no_sampling,
-                           quiet=args.quiet, progress=progress, peak_size=args.peak_size)
+                           max_load=args.max_load, progress=progress, peak_size=args.peak_size)
     except ImportError as error:
         raise UserError(f"{error} (pip install threadpoolctl, or bptt[bench])") from error
-    print(json.dumps(report, indent=1) if args.json else bench.format_report(report))
-    return 0
+    if args.json:
+        _print_json(report, indent=1)
+    else:
+        print(bench.format_report(report))
+    return DONE
 
 
 VERBS = {
@@ -648,16 +818,61 @@ VERBS = {
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="bptt", description="Recurrent networks with hand-written, proven backpropagation through time."
+        prog="bptt", description="Recurrent networks with hand-written, proven backpropagation through time.",
+        epilog="exit statuses: 0 done; 1 a check found a fault; 2 refused (bad arguments or input, nothing "
+        "written); 3 training diverged (the last good checkpoint kept); 4 the system refused to read or write "
+        "a file (a missing folder, no permission, a full disk; the previous checkpoint kept); 130 Ctrl-C, 143 "
+        "SIGTERM (train saves first); 141 stdout closed",
     )
+    parser.add_argument("--version", action="version", version=f"bptt {__version__}")
     subparsers = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for add, _ in VERBS.values():
         add(subparsers)
     for verb in subparsers.choices.values():
         verb.add_argument("--kernels", choices=kernels.NAMES,
-                          help="the cells' elementwise step in NumPy or in C compiled on first use with this "
-                          "machine's compiler (default: $BPTT_KERNELS, else numpy)")
+                          help="the cells' elementwise step in NumPy or in the C the install compiled for "
+                          "this machine (default: $BPTT_KERNELS, else numpy)")
     return parser
+
+
+_terminating = []  # SIGTERM's arrival, kept for where its exception was swallowed
+
+
+def _raise_terminated(signum, frame):
+    _terminating.append(signum)
+    raise Terminated()
+
+
+def _stop_if_terminated():
+    """Raise Terminated where SIGTERM came and its exception did not get through: a handler that
+    runs inside a weakref callback or a ``__del__`` has what it raises printed and dropped."""
+    if _terminating:
+        raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises Terminated for the duration, so that a command stops as Ctrl-C stops it
+    (cleaning up, a run saving) instead of dying where it is; off the main thread, unchanged."""
+    _terminating.clear()
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        yield
+        return
+    unraisable = sys.unraisablehook
+
+    def quiet_about_terminated(report):  # the swallowed Terminated is raised again, without its traceback
+        if not isinstance(report.exc_value, Terminated):
+            unraisable(report)
+
+    sys.unraisablehook = quiet_about_terminated
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = unraisable
+        _terminating.clear()
 
 
 def main(argv=None):
@@ -669,19 +884,27 @@ def main(argv=None):
             kernels.selected()  # $BPTT_KERNELS, checked before any work
     except (kernels.KernelsUnavailable, ValueError) as error:
         print(f"bptt {args.verb}: {error}", file=sys.stderr)
-        return 2
+        return REFUSED
     try:
-        return VERBS[args.verb][1](args)
-    except UserError as error:
+        with _sigterm_raises():
+            if getattr(args, "output", None):  # -o of any verb: its folder is there before any work
+                _check_output(args.output)
+            return VERBS[args.verb][1](args)
+    except CommandError as error:
         print(f"bptt {args.verb}: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"bptt {args.verb}: interrupted", file=sys.stderr)
-        return 130
+        return error.status
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print(f"bptt {args.verb}: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+        return TERMINATED if terminated else INTERRUPTED
     except BrokenPipeError:
         # the reader went away (``bptt sample ... | head``): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        return BROKEN_PIPE
+    except OSError as error:  # the system refused a file operation that no verb foresaw
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"bptt {args.verb}: {where}{error.strerror or error}", file=sys.stderr)
+        return SYSTEM
 
 
 if __name__ == "__main__":

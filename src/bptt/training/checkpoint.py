@@ -54,7 +54,10 @@ def _unflatten(meta, arrays):
 
 def save_checkpoint(path, tree):
     """Write ``tree`` to ``path`` (an ``.npz``) atomically; the previous file stays intact
-    until the new one is complete."""
+    until the new one is complete, and no temporary file stays behind.
+
+    Raises OSError where the system refuses the write (a full disk, a file too large, a
+    read-only or missing folder), naming ``path`` where the system named no file."""
     arrays = {}
     meta = {"format": FORMAT, "tree": _flatten(tree, "", arrays)}
     if META in arrays:
@@ -67,6 +70,10 @@ def save_checkpoint(path, tree):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        if error.filename is None and error.errno is not None:  # a write to the open file: "File too large"
+            raise OSError(error.errno, error.strerror, os.fspath(path)) from error
+        raise
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)

@@ -23,6 +23,9 @@ report accuracy (copy: over the recalled symbols only).
 
 Seeds: ``seed`` sets the initial parameters and, through ``default_rng([1, seed])``, the training
 batches; the test set comes from ``default_rng([2, test_seed])``, so training never sees it.
+
+NumPy's floating-point warnings (a large learning rate overflows ``exp`` in the gates) are
+counted, not printed: the ``"done"`` event carries them.
 """
 
 import math
@@ -37,6 +40,7 @@ from ..nets import Network
 from .optim import Adam, WarmupCosine, clip_by_global_norm, global_norm
 from .tasks import (ADDING_BASELINE_MSE, ORDER_BASELINE_ACCURACY, ORDER_BASELINE_CROSS_ENTROPY, adding_problem,
                     copy_baseline, copy_task, temporal_order)
+from .trainer import NumericWarnings
 
 TASKS = ("adding", "copy", "order")
 CELLS = ("lstm", "gru", "rnn")  # the cells the tasks are run with
@@ -48,9 +52,13 @@ class TaskError(ValueError):
     """Bad settings, or a run that diverged; the message says which."""
 
 
+class TaskDiverged(TaskError):
+    """The training loss or the gradient stopped being finite."""
+
+
 class TaskEvent(NamedTuple):
     """``kind`` is ``"step"`` (data: loss, lr), ``"eval"`` (data: the test metrics) or ``"done"``
-    (data: {"result": TaskResult})."""
+    (data: {"result": TaskResult, "numeric": NumericWarnings})."""
 
     kind: str
     step: int
@@ -58,7 +66,8 @@ class TaskEvent(NamedTuple):
 
 
 class TaskResult(NamedTuple):
-    """The record of a finished run. ``params`` are the final parameters (name -> array)."""
+    """The record of a finished run: its settings, its result. ``params`` are the final
+    parameters (name -> array)."""
 
     task: str
     cell: str
@@ -67,7 +76,12 @@ class TaskResult(NamedTuple):
     hidden_size: int
     batch_size: int
     lr: float
+    warmup_steps: int
+    clip: float | None
+    gate_bias: float
     seed: int
+    test_seed: int
+    dtype: str
     metric: str  # "mse" or "cross_entropy"
     value: float  # the final test metric
     baseline: float  # the trivial baseline of the same metric
@@ -202,7 +216,9 @@ def train_task(task, cell, length, steps, hidden_size=64, batch_size=32, *, lr=1
     schedule = WarmupCosine(lr, total_steps=steps, warmup_steps=min(warmup_steps, steps - 1))
     test = held_out_set(task, length, test_size, test_seed, network.dtype)
     record = dict(task=task, cell=cell, length=int(length), steps=int(steps), hidden_size=int(hidden_size),
-                  batch_size=int(batch_size), lr=float(lr), seed=seed, test_size=int(test_size))
+                  batch_size=int(batch_size), lr=float(lr), warmup_steps=schedule.warmup_steps,
+                  clip=None if clip is None else float(clip), gate_bias=float(gate_bias), seed=seed,
+                  test_seed=test_seed, dtype=np.dtype(dtype).name, test_size=int(test_size))
     return _train(network, schedule, clip, np.random.default_rng([1, seed]), test, eval_every, record)
 
 
@@ -212,29 +228,36 @@ def _train(network, schedule, clip, rng, test, eval_every, record):
     task, length, steps, batch_size = record["task"], record["length"], record["steps"], record["batch_size"]
     optimizer = Adam()
     state = optimizer.init_state(network.params)
+    numeric = NumericWarnings()
     for step in range(steps):
         batch = task_batch(task, rng, batch_size, length, network.dtype)
-        loss, grads, _ = network.loss_and_grads(batch.inputs, batch.targets)
-        if clip is not None:
-            grads, norm = clip_by_global_norm(grads, clip)
-        else:
-            norm = global_norm(grads)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            raise TaskError(f"the training loss became {loss} (gradient norm {norm}) at step {step + 1}; "
-                            "try a smaller learning rate or clipping")
-        step_lr = schedule.lr_at(step)
-        network.params, state = optimizer.update(network.params, grads, state, step_lr)
+        with numeric.watch(step + 1):
+            loss, grads, _ = network.loss_and_grads(batch.inputs, batch.targets)
+            if clip is not None:
+                grads, norm = clip_by_global_norm(grads, clip)
+            else:
+                norm = global_norm(grads)
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                warned = numeric.since(step + 1)
+                warned = f"; {warned}" if warned else ""
+                raise TaskDiverged(f"the training loss became {loss} (gradient norm {norm}) at step {step + 1}"
+                                   f"{warned}; try a smaller learning rate or clipping")
+            step_lr = schedule.lr_at(step)
+            network.params, state = optimizer.update(network.params, grads, state, step_lr)
         yield TaskEvent("step", step + 1, {"loss": loss, "lr": step_lr})
         if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
-            yield TaskEvent("eval", step + 1, evaluate(network, test))
-    scores = evaluate(network, test)
+            with numeric.watch(step + 1):
+                scores = evaluate(network, test)
+            yield TaskEvent("eval", step + 1, scores)
+    with numeric.watch(steps):
+        scores = evaluate(network, test)
     yield TaskEvent("eval", steps, scores)
     metric, baseline, baseline_accuracy = baselines(task, length)
     result = TaskResult(**record, metric=metric, value=scores[metric], baseline=baseline,
                         solved=scores[metric] < baseline / 10, accuracy=scores.get("accuracy"),
                         baseline_accuracy=baseline_accuracy, wall_seconds=time.perf_counter() - began,
                         params=network.state_dict())
-    yield TaskEvent("done", steps, {"result": result})
+    yield TaskEvent("done", steps, {"result": result, "numeric": numeric})
 
 
 def run_task(*args, **kwargs):

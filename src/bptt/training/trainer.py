@@ -15,14 +15,22 @@ A run lives in a folder::
 yields :class:`Event` records and never prints: the command line draws them. The run's state is
 replaced as a whole after each update, so :meth:`Trainer.save` at any moment (Ctrl-C included)
 writes a consistent checkpoint, and a resumed run repeats the uninterrupted one bit for bit.
+
+A file of the run folder is either written whole or left as it was: the checkpoint and rewritten
+files go through a temporary file renamed over the old one, and a line that cannot be appended
+whole is taken back. A write the system refuses (a full disk, a read-only folder) stops the run
+with :class:`RunWriteError`; a loss, gradient or update that is not finite with :class:`Diverged`.
+NumPy's floating-point warnings are counted (:class:`NumericWarnings`), not printed.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
 import re
+import tempfile
 import time
 from typing import NamedTuple
 
@@ -49,10 +57,64 @@ class TrainingError(ValueError):
     """A run that cannot start, go on or resume; the message says why and what is kept."""
 
 
+class Diverged(TrainingError):
+    """The loss, the gradient or the updated parameters stopped being finite."""
+
+
+class RunWriteError(TrainingError):
+    """The system refused a write to the run folder (no room, no permission, a read-only or
+    missing folder); the message names the file and says which checkpoint is kept."""
+
+
+class NumericWarnings:
+    """NumPy's floating-point warnings (overflow, invalid value, division by zero) counted with
+    the step at which each kind first came, instead of printed: a large learning rate saturates
+    the gates (``exp`` overflows in the sigmoid) long before the loss stops being finite.
+
+    Use ``with warnings.watch(step): ...`` around the work of a step.
+    """
+
+    KINDS = {"overflow": "overflow", "invalid value": "an invalid value", "divide by zero": "a division by zero"}
+
+    def __init__(self):
+        self.counts = {}  # kind -> [count, first step]
+        self._step = 0
+
+    def watch(self, step):
+        """A context in which NumPy's warnings are counted as of ``step``."""
+        self._step = step
+        return np.errstate(over="call", invalid="call", divide="call", call=self._record)
+
+    def _record(self, kind, flag):
+        self.counts.setdefault(kind, [0, self._step])[0] += 1
+
+    def sentence(self, steps=True):
+        """"NumPy warned 12 times of overflow (first at step 40)", or "" when it did not warn;
+        without the steps when ``steps`` is False."""
+        parts = [f"{count} time{'s' if count != 1 else ''} of {self.KINDS.get(kind, kind)}"
+                 + (f" (first at step {first})" if steps else "") for kind, (count, first) in self.counts.items()]
+        return "NumPy warned " + _listed(parts) if parts else ""
+
+    def since(self, step):
+        """"NumPy had warned of overflow since step 40" for the kinds first seen before ``step``,
+        or "": what came before a run diverged at ``step``."""
+        earlier = {kind: first for kind, (_, first) in self.counts.items() if first < step}
+        if not earlier:
+            return ""
+        kinds = _listed([self.KINDS.get(kind, kind) for kind in earlier])
+        return f"NumPy had warned of {kinds} since step {min(earlier.values())}"
+
+
+def _listed(parts):
+    """"a", "a and b", "a, b and c"."""
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a run. ``k2=None`` means k2 = k1; ``steps`` counts updates in
-    all (a resumed run goes on to it), ``minutes`` limits this invocation's wall time."""
+    all, from the run's start (a resumed run goes on to it), ``minutes`` limits this
+    invocation's wall time (a resumed run gets them anew)."""
 
     corpus: str | None = None  # a file or folder of UTF-8 text; None for the built-in corpus
     cell: str = "lstm"
@@ -229,6 +291,9 @@ class Trainer:
         self.optimizer = _optimizer(config)
         self.schedule = _schedule(config)
         self.state = state
+        self.numeric = NumericWarnings()
+        # the step of the checkpoint on disk; None while this run has none
+        self.saved_step = state.step if os.path.exists(self.checkpoint_path) else None
 
     @property
     def checkpoint_path(self):
@@ -247,12 +312,15 @@ class Trainer:
         network = build_network(config, data.vocab.size)
         dropout_rng = np.random.default_rng([config.seed, 1]).bit_generator.state  # apart from the init's
         state = RunState(network.params, _optimizer(config).init_state(network.params), 0, 0, 0, None, dropout_rng)
+        made = _missing_folders(run_dir)
         try:
             os.makedirs(run_dir, exist_ok=True)
-            with open(os.path.join(run_dir, "config.json"), "w") as handle:
-                json.dump(dataclasses.asdict(config), handle, indent=2)
+            _replace_text(os.path.join(run_dir, "config.json"), json.dumps(dataclasses.asdict(config), indent=2))
         except OSError as error:
-            raise TrainingError(f"cannot make the run folder {run_dir}: {error.strerror or error}") from error
+            for folder in made:  # the folders this call made go again, so that nothing is left behind
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)
+            raise RunWriteError(f"cannot make the run folder {run_dir}: {_reason(error)}") from error
         return cls(config, run_dir, data, state)
 
     @classmethod
@@ -285,25 +353,44 @@ class Trainer:
             state = _saved_state(saved, network, _optimizer(config), data.train.shape, config)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CheckpointError(f"{path} does not fit its configuration: {error}") from error
-        _keep_metrics_until(os.path.join(run_dir, "metrics.jsonl"), state.step)
-        _keep_samples_until(os.path.join(run_dir, "samples.txt"), state.step)
+        if config.steps is not None and state.step >= config.steps:
+            more = changes.get("steps") or 100  # the user's --steps, had they meant "so many more"
+            more = "a cosine run cannot go past them" if config.schedule == "cosine" else (
+                f"give --steps {state.step + more} for {more} more, or --minutes")
+            raise TrainingError(f"{run_dir} has done {state.step} steps already, as many as --steps {config.steps} "
+                                f"asks for: --steps counts the run's steps in all, from its start, not from the "
+                                f"resume; {more}")
+        metrics, samples = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "samples.txt")
+        for path, write in ((run_dir, lambda: tempfile.TemporaryFile(dir=run_dir).close()),  # named before training
+                            (metrics, lambda: _keep_metrics_until(metrics, state.step)),
+                            (samples, lambda: _keep_samples_until(samples, state.step))):
+            try:
+                write()
+            except OSError as error:
+                raise RunWriteError(f"cannot resume {run_dir}: cannot write {path}: {_reason(error)}; its checkpoint "
+                                    f"(step {state.step}) is kept") from error
         return cls(config, run_dir, data, state)
 
     def save(self):
-        """Write the run's state to its checkpoint, atomically. Returns the path."""
+        """Write the run's state to its checkpoint, atomically. Returns the path.
+
+        Raises RunWriteError where the system refuses the write; the previous checkpoint is
+        then on disk as it was."""
         state = self.state
-        save_checkpoint(self.checkpoint_path, {
-            "config": dataclasses.asdict(self.config),
-            "vocab": self.data.vocab.chars,
-            "corpus_sha256": self.data.digest,
-            "params": state.params,
-            "optimizer": state.optimizer,
-            "step": state.step,
-            "epoch": state.epoch,
-            "window": state.window,
-            "carry": None if state.carry is None else list(state.carry),
-            "dropout_rng": state.dropout_rng,
-        })
+        with self._writing(self.checkpoint_path):
+            save_checkpoint(self.checkpoint_path, {
+                "config": dataclasses.asdict(self.config),
+                "vocab": self.data.vocab.chars,
+                "corpus_sha256": self.data.digest,
+                "params": state.params,
+                "optimizer": state.optimizer,
+                "step": state.step,
+                "epoch": state.epoch,
+                "window": state.window,
+                "carry": None if state.carry is None else list(state.carry),
+                "dropout_rng": state.dropout_rng,
+            })
+        self.saved_step = state.step
         return self.checkpoint_path
 
     def validation_bpc(self):
@@ -312,17 +399,20 @@ class Trainer:
         k1 = self.config.k1
         count = min(self.config.valid_windows, window_count(self.data.valid, k1))
         state, total = None, 0.0
-        for index in range(count):
-            inputs, targets = window_at(self.data.valid, k1, index)  # T,B each
-            logits, state = self.network.predict(inputs, state)  # no cache: nothing to differentiate
-            total += cross_entropy_forward(logits, targets)[0]
+        with self.numeric.watch(self.state.step):
+            for index in range(count):
+                inputs, targets = window_at(self.data.valid, k1, index)  # T,B each
+                logits, state = self.network.predict(inputs, state)  # no cache: nothing to differentiate
+                total += cross_entropy_forward(logits, targets)[0]
         return total / count / math.log(2)
 
     def sample(self, length, prime=None, temperature=0.8, seed=0):
         """``length`` generated characters after ``prime`` (None: :func:`default_prime`), as one string."""
         rng = np.random.default_rng(seed)
         prime = default_prime(self.data.vocab) if prime is None else prime
-        return "".join(sample_chars(self.network, self.data.vocab, prime, length, temperature=temperature, rng=rng))
+        with self.numeric.watch(self.state.step):
+            return "".join(sample_chars(self.network, self.data.vocab, prime, length, temperature=temperature,
+                                        rng=rng))
 
     def _epoch_updates(self, state, dropout_rng):
         streams = self.data.train
@@ -331,13 +421,17 @@ class Trainer:
                      state=carry, start_window=state.window, dropout_rng=dropout_rng)
 
     def run(self):
-        """Train until ``steps`` or ``minutes`` is reached, yielding :class:`Event` records.
+        """Train until ``steps`` or ``minutes`` is reached, yielding :class:`Event` records; the
+        last, ``"done"``, says why it stopped (``reason``) after the final validation has been
+        logged and the checkpoint written.
 
-        Raises TrainingError when the loss or the gradient stops being finite; the checkpoint
-        on disk is then the last one written before, untouched.
+        Raises Diverged when the loss, the gradient or the update stops being finite, and
+        RunWriteError when a file cannot be written; the checkpoint on disk is then the last
+        one written before, untouched.
         """
         config = self.config
-        began = time.perf_counter()
+        began, first_step = time.perf_counter(), self.state.step
+        valid_step = None  # the step whose validation was logged last in this invocation
         windows_per_epoch = _windows_per_epoch(self.data.train.shape, config)
         chars_per_update = config.k1 * config.batch_size
         # the one generator of this invocation's dropout masks, started where the run left off
@@ -348,22 +442,21 @@ class Trainer:
         while True:
             state = self.state
             if config.steps is not None and state.step >= config.steps:
-                reason = f"reached {config.steps} steps"
+                reason = _steps_reason(config.steps, first_step)
                 break
             if config.minutes is not None and time.perf_counter() - began >= 60 * config.minutes:
-                reason = f"reached {config.minutes:g} minutes"
+                reason = _minutes_reason(config.minutes, state.step, first_step)
                 break
             update_began = time.perf_counter()
-            # overflow is checked for below and reported as one line, not as NumPy's warnings
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            # NumPy's warnings are counted, not printed; what is not finite is checked below
+            with self.numeric.watch(state.step + 1):
                 update = next(updates)
-            grads, norm = update.grads, global_norm(update.grads)
-            if not (math.isfinite(update.loss) and math.isfinite(norm)):
-                raise self._diverged(f"the loss became {update.loss} (gradient norm {norm})", state.step + 1)
-            if config.clip is not None:
-                grads, _ = clip_by_global_norm(grads, config.clip)
-            lr = self.schedule.lr_at(state.step)
-            with np.errstate(over="ignore", invalid="ignore"):
+                grads, norm = update.grads, global_norm(update.grads)
+                if not (math.isfinite(update.loss) and math.isfinite(norm)):
+                    raise self._diverged(f"the loss became {update.loss} (gradient norm {norm})", state.step + 1)
+                if config.clip is not None:
+                    grads, _ = clip_by_global_norm(grads, config.clip)
+                lr = self.schedule.lr_at(state.step)
                 params, optimizer_state = self.optimizer.update(state.params, grads, state.optimizer, lr)
             if not all(np.isfinite(param).all() for param in params.values()):
                 # a finite gradient times a large learning rate can overflow: such parameters
@@ -391,28 +484,98 @@ class Trainer:
                     "chars_per_s": speed, "epoch": next_state.epoch,
                 }))
             if step % config.eval_every == 0:
-                yield self._log(Event("valid", step, {"valid_bpc": self.validation_bpc()}))
+                valid_bpc, valid_step = self.validation_bpc(), step
+                yield self._log(Event("valid", step, {"valid_bpc": valid_bpc}))
             if step % config.sample_every == 0 and config.sample_length:
                 text = self.sample(config.sample_length, seed=config.seed + step)
                 self._append("samples.txt", f"--- step {step} ---\n{text}\n")
                 yield Event("sample", step, {"text": text})
             if step % config.checkpoint_every == 0:
                 yield Event("checkpoint", step, {"path": self.save()})
-        yield Event("done", self.state.step, {"reason": reason, "path": self.save(),
-                                              "valid_bpc": self.validation_bpc()})
+        step = self.state.step
+        if valid_step != step:  # the final validation, unless it was logged at this step already
+            valid_bpc = self.validation_bpc()
+            self._log(Event("valid", step, {"valid_bpc": valid_bpc}))
+        yield Event("done", step, {"reason": reason, "path": self.save(), "valid_bpc": valid_bpc})
+
+    def kept(self):
+        """What a run that stops here keeps: "the last checkpoint, <path>, is kept (step N)"."""
+        if self.saved_step is None:
+            return "no checkpoint had been written yet"
+        return f"the last checkpoint, {self.checkpoint_path}, is kept (step {self.saved_step})"
 
     def _diverged(self, what, step):
-        kept = (f"the last checkpoint, {self.checkpoint_path}, is kept"
-                if os.path.exists(self.checkpoint_path) else "no checkpoint had been written yet")
-        return TrainingError(f"{what} at step {step}; training stopped and {kept}; try a smaller --lr or --clip")
+        warned = self.numeric.since(step)
+        warned = f"; {warned}" if warned else ""
+        return Diverged(f"{what} at step {step}{warned}; training stopped and {self.kept()}; try a smaller --lr "
+                        f"or --clip")
+
+    @contextlib.contextmanager
+    def _writing(self, path):
+        """Turn the system's refusal to write ``path`` into a RunWriteError that says what is kept."""
+        try:
+            yield
+        except OSError as error:
+            resume = f"; go on with bptt train --resume {self.run_dir} once it can be written" if (
+                self.saved_step is not None) else ""
+            raise RunWriteError(f"cannot write {path}: {_reason(error)}; training stopped at step {self.state.step} "
+                                f"and {self.kept()}{resume}") from error
 
     def _append(self, name, text):
-        with open(os.path.join(self.run_dir, name), "a", encoding="utf-8") as handle:
-            handle.write(text)
+        """Append ``text`` to the run's file ``name`` whole, or leave the file as it was."""
+        path = os.path.join(self.run_dir, name)
+        with self._writing(path):
+            size = os.path.getsize(path) if os.path.exists(path) else None
+            try:
+                with open(path, "a", encoding="utf-8") as handle:
+                    handle.write(text)
+            except OSError:
+                with contextlib.suppress(OSError):  # take back what part of it was written
+                    if size is None:
+                        os.remove(path)
+                    else:
+                        os.truncate(path, size)
+                raise
 
     def _log(self, event):
         self._append("metrics.jsonl", json.dumps({"kind": event.kind, "step": event.step, **event.data}) + "\n")
         return event
+
+
+def _reason(error):
+    """What the system said of a refused file operation: "No space left on device"."""
+    return error.strerror or str(error) or type(error).__name__
+
+
+def _missing_folders(path):
+    """The folders ``os.makedirs(path)`` would make, deepest first."""
+    missing, path = [], os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def _plural(count, noun):
+    return f"{count:g} {noun}" + ("" if count == 1 else "s")
+
+
+def _steps_reason(steps, first_step):
+    """Why a run stopped at ``steps``, having started this invocation at ``first_step``."""
+    if first_step == 0:
+        return f"reached {_plural(steps, 'step')}"
+    done = _plural(steps - first_step, "step")
+    return (f"reached step {steps}, the run's total that --steps {steps} asks for ({done} after resuming at step "
+            f"{first_step})")
+
+
+def _minutes_reason(minutes, step, first_step):
+    """Why a run stopped after ``minutes`` of this invocation, at ``step``."""
+    resumed = f", {_plural(step - first_step, 'step')} after resuming at step {first_step}" if first_step else ""
+    return f"stopped after {_plural(minutes, 'minute')} (--minutes {minutes:g}) at step {step}{resumed}"
 
 
 def _windows_per_epoch(train_shape, config):
@@ -469,9 +632,11 @@ def _keep_metrics_until(path, step):
     """Drop the metrics a crashed run logged after its last checkpoint, atomically."""
     if not os.path.exists(path):
         return
-    with open(path, encoding="utf-8") as handle:
-        kept = [line for line in handle if _logged_step(line) <= step]
-    _replace_text(path, "".join(kept))
+    with open(path, encoding="utf-8", errors="replace") as handle:  # a line cut short may be cut in a character
+        lines = handle.readlines()
+    kept = [line for line in lines if _logged_step(line) <= step]
+    if len(kept) < len(lines):
+        _replace_text(path, "".join(kept))
 
 
 SAMPLE_HEADER = re.compile(r"^--- step (\d+) ---$", re.M)
@@ -482,17 +647,24 @@ def _keep_samples_until(path, step):
     a sequence of ``--- step N ---`` headers, each followed by its sample."""
     if not os.path.exists(path):
         return
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8", errors="replace") as handle:
         text = handle.read()
     cut = next((m.start() for m in SAMPLE_HEADER.finditer(text) if int(m.group(1)) > step), len(text))
-    _replace_text(path, text[:cut])
+    if cut < len(text):
+        _replace_text(path, text[:cut])
 
 
 def _replace_text(path, text):
+    """Write ``text`` to ``path`` through a temporary file renamed over it: the file is the old
+    text or the new one, whole, and no temporary file stays behind."""
     temporary = path + ".partial"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
 
 
 def _logged_step(line):
