@@ -1,24 +1,26 @@
 # The two commands of the README. Both create .venv on first use and reuse it after. Each set of
 # extras has its own stamp, so that `make demo` installs only what the demo draws with (tqdm,
 # matplotlib) and `make test` the test extra (torch among it); a stamp re-installs its set only
-# when pyproject.toml changes.
+# when what the install is made from changes.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.installed-progress-plot
 TEST_STAMP := $(VENV)/.installed-test-progress-plot-bench
+# the install compiles the kernels (setup.py): a changed C source re-installs too
+INSTALLED_FROM := pyproject.toml setup.py src/bptt/kernels/recurrence.c src/bptt/kernels/cells.c
 
 .PHONY: test demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+$(DEMO_STAMP): $(INSTALLED_FROM) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[progress,plot]'
 	touch $@
 
-$(TEST_STAMP): pyproject.toml | $(BIN)/python
+$(TEST_STAMP): $(INSTALLED_FROM) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,progress,plot,bench]'
 	touch $@
@@ -31,4 +33,4 @@ demo: $(DEMO_STAMP)
 	$(BIN)/bptt train --minutes 2
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) build src/*.egg-info src/bptt/kernels/_kernels_*.so
