@@ -127,3 +127,64 @@ def reach_by_cell(cells=("rnn", "lstm", "gru"), length=100, hidden_size=64, inpu
         for part in cell.STATE_NAMES[1:] if paths else ():
             result[f"{name} ({PATH_LABELS[part]})"] = gradient_reach(cell, weights, x, state0, direction, part, cut)
     return result
+
+
+def source_reach(model, source, source_lengths, target, target_lengths, *, source_reversed=False, params=None):
+    """How much gradient of the loss at each target step of an encoder–decoder reaches each
+    source token: ``||∂ℓ_j/∂e_s||``, averaged over the batch.
+
+    ``ℓ_j = -log p(target[j] | target[:j], source)`` is the cross-entropy of target step j
+    alone (teacher forcing), ``e_s`` the embedding of source token s as the encoder reads it
+    (``x_src[s]``, (E_s,)). The only path from ``e_s`` to ``ℓ_j`` runs forward through the
+    encoder's steps s..n-1 (n the source's length), through the bridge, and through the
+    decoder's steps 0..j: ``n - 1 - s + j`` recurrent steps in all. Feeding the source
+    reversed changes which token lies at which end of that path.
+
+    One backward pass of :class:`~bptt.nets.Seq2Seq` does it all: the batch is replicated T
+    times, replica j carrying the loss of step j alone (the masked cross-entropy's mask cut to
+    step j, its count to 1, so that ``dlogits = softmax - onehot`` at step j and 0 elsewhere),
+    and the model's own backward returns ``dsource``, whose column of replica j, example b is
+    ``∂ℓ_j^b/∂x_src[:, b]``: examples do not mix.
+
+    Parameters
+    ----------
+    model : a Seq2Seq with an encoder; any dtype (float64 for proofs)
+    source : (S, B) token ids, as fed to the encoder (already reversed where the task reverses it)
+    source_lengths : B ints in [1, S], or None for all S
+    target : (T, B) token ids; target_lengths : B ints in [1, T], or None for all T
+    source_reversed : whether ``source`` holds each sequence reversed; then column s of the
+        result is token s of the source as written (its first token is column 0), read from
+        fed position ``n_b - 1 - s``, so that the two feeding orders compare token for token
+    params : None for ``model.params``, or a dict of the same names and shapes
+
+    Returns
+    -------
+    (T, S) float64: entry [j, s] the mean of ``||∂ℓ_j^b/∂e_s^b||`` over the examples b that
+    have both a target step j and a source token s (j < target_lengths[b], s < source_lengths[b]);
+    NaN where no example has both
+    """
+    if model.encoder is None:
+        raise ValueError("source_reach needs a Seq2Seq with an encoder; a conditioned decoder reads no source tokens")
+    params = model.check_params(params)
+    source, source_lengths, B = model.check_source(source, source_lengths)
+    target, target_lengths, mask = model.check_target(target, target_lengths, B)
+    S, T = source.shape[0], target.shape[0]
+    source_lengths = np.full(B, S) if source_lengths is None else source_lengths  # B
+    target_lengths = np.full(B, T) if target_lengths is None else target_lengths  # B
+    # replica j (columns j*B .. j*B + B-1) of the batch carries the loss of step j alone
+    _, cache = model.forward(np.tile(source, (1, T)), np.tile(source_lengths, T), np.tile(target, (1, T)),
+                             np.tile(target_lengths, T), params=params, dropout_rng=False)
+    only_step = np.zeros((T, T, B), dtype=bool)  # T,T,B  [t, j, b]: step t of replica j
+    only_step[np.arange(T), np.arange(T)] = mask
+    # dlogits = (softmax - onehot) · mask / count: with count 1 the gradient of Σ_b ℓ_j^b
+    cache = cache._replace(loss=cache.loss._replace(mask=only_step.reshape(T, T * B), count=1))
+    _, dsource = model.backward(cache)  # S,T*B,E_s
+    norms = np.linalg.norm(dsource.astype(np.float64).reshape(S, T, B, -1), axis=-1)  # S,T,B
+    if source_reversed:
+        # token s as written was fed at position n_b - 1 - s
+        fed = source_lengths[None, :] - 1 - np.arange(S)[:, None]  # S,B
+        norms = np.take_along_axis(norms, np.where(fed >= 0, fed, 0)[:, None, :], axis=0)  # S,T,B
+    both = (np.arange(T)[:, None, None] < target_lengths) & (np.arange(S)[None, :, None] < source_lengths)  # T,S,B
+    total = np.where(both, norms.transpose(1, 0, 2), 0.0).sum(axis=-1)  # T,S
+    count = both.sum(axis=-1)  # T,S
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
