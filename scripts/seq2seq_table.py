@@ -1,7 +1,8 @@
 """Train the encoder–decoder on the reverse and addition tasks with the runner's defaults (LSTM
 and GRU, each with the source as written and reversed), score each on held-out data, measure
 how far each target step's gradient reaches into the source, and write both into
-docs/seq2seq.md between the seq2seq-table and seq2seq-flow markers.
+docs/seq2seq.md between the seq2seq-table and seq2seq-flow markers (the table into README.md
+too).
 
     OMP_NUM_THREADS=1 python scripts/seq2seq_table.py           # about five minutes
     OMP_NUM_THREADS=1 python scripts/seq2seq_table.py --print   # print only, docs/seq2seq.md untouched
@@ -24,6 +25,7 @@ from bptt.training import seq2seq_tasks as tasks
 from bptt.training.seq2seq_runner import DEFAULTS, SIZE_NAMES, build_model, run_seq2seq_task, train_seq2seq_task
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "seq2seq.md"
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"  # holds the table too
 TABLE_MARKERS = ("<!-- seq2seq-table -->", "<!-- /seq2seq-table -->")
 FLOW_MARKERS = ("<!-- seq2seq-flow -->", "<!-- /seq2seq-flow -->")
 TASKS = ("reverse", "addition")
@@ -167,7 +169,8 @@ def main():
         for text, markers in zip(blocks, (TABLE_MARKERS, FLOW_MARKERS)):
             document = write_block(text, markers, document)
         DOC.write_text(document)
-        print(f"wrote the table and the flow into {DOC}", file=sys.stderr)
+        README.write_text(write_block(blocks[0], TABLE_MARKERS, README.read_text()))
+        print(f"wrote the table and the flow into {DOC}, the table into {README}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def json_of(capsys, argv, status=0):
 
 
 def test_every_table_parses_and_names_known_types():
-    for name in ("task", "bench", "flow", "diagnosis", "config.json", "metrics step", "metrics valid"):
+    for name in ("task", "task seq2seq", "bench", "flow", "diagnosis", "config.json", "metrics step", "metrics valid"):
         for key, (kind, _) in table(name).items():
             assert all(alternative.split()[0] in TYPES for alternative in kind.split(" or ")), (name, key, kind)
 
@@ -106,6 +106,16 @@ def test_task(capsys):
         assert (document["task"], document["steps"], document["hidden_size"]) == (task, 2, 4)
         paths |= fits(document, "task")
     covered("task", paths)
+
+
+def test_task_seq2seq(capsys):
+    paths = set()
+    for task, size in (("reverse", "--length"), ("addition", "--digits")):
+        document = json_of(capsys, ["task", task, size, "2", "--steps", "2", "--hidden", "4", "--batch", "2",
+                                    "--embedding", "3", "--reverse-source", "--no-progress", "--json"])
+        assert (document["task"], document["steps"], document["reverse_source"]) == (task, 2, True)
+        paths |= fits(document, "task seq2seq")
+    covered("task seq2seq", paths)
 
 
 def test_bench(capsys, monkeypatch):

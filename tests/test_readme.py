@@ -91,3 +91,14 @@ def test_the_diagnose_output_shown_is_what_diagnose_prints(rng):
         assert line in printed.splitlines()
     summary = " ".join(printed[printed.index("Verdict:"):].split())
     assert summary.startswith(" ".join(verdict.split()).removesuffix("...").rstrip(" ,"))
+
+
+def test_the_encoder_decoder_table_is_the_docs():
+    """scripts/seq2seq_table.py writes one table into README.md and docs/seq2seq.md: they agree."""
+    docs = (README.parent / "docs" / "seq2seq.md").read_text()
+
+    def block(text):
+        return text[text.index("<!-- seq2seq-table -->"):text.index("<!-- /seq2seq-table -->")]
+
+    assert block(README.read_text()) == block(docs)
+    assert "| reverse (1–8 digits) | LSTM |" in block(docs)

@@ -126,3 +126,17 @@ def test_a_nan_loss_stops_the_run_with_a_clear_error(monkeypatch):
     with pytest.raises(seq2seq_runner.TaskDiverged,
                        match=r"the training loss became nan .* at step 1; try a smaller learning rate"):
         run_seq2seq_task("reverse", "gru", steps=3, **TINY)
+
+
+def test_the_cli_runs_an_encoder_decoder_task(capsys):
+    from bptt import cli
+
+    assert cli.main(["task", "reverse", "--length", "3", "--steps", "60", "--hidden", "16", "--cell", "gru",
+                     "--no-progress", "--eval-every", "0"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("reverse (1-3 digits) gru H=16, 60 steps in ")
+    assert "on 1,000 held-out sequences (baseline" in last and "copy the source" in last
+    assert cli.main(["task", "adding", "--digits", "3"]) == 2
+    assert "--digits go with the encoder-decoder tasks (reverse, addition), not adding" in capsys.readouterr().err
+    assert cli.main(["task", "addition", "--length", "3", "--steps", "1"]) == 2
+    assert "length" in capsys.readouterr().err

@@ -109,7 +109,7 @@ def test_cli_ends_with_the_metric_beside_the_baseline(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["task", "sum"], "task 'sum' (expected one of adding, copy, order)"),
+    (["task", "sum"], "task 'sum' (expected one of adding, copy, order, reverse, addition)"),
     (["task", "adding", "--cell", "tcn"], "cell 'tcn' (expected one of lstm, gru, rnn)"),
     (["task", "adding", "--length", "1"], "length 1 (expected an integer >= 2)"),
     (["task", "copy", "--steps", "0"], "steps 0 (expected an integer >= 1)"),

@@ -662,29 +662,45 @@ def _run_sample(args):
 def _add_task(subparsers):
     import inspect
 
+    from .training import seq2seq_runner
     from .training.task_runner import TASKS, train_task
 
-    defaults = {name: p.default for name, p in inspect.signature(train_task).parameters.items()}
+    memory = {name: p.default for name, p in inspect.signature(train_task).parameters.items()}
+    seq2seq = {name: p.default for name, p in inspect.signature(seq2seq_runner.train_seq2seq_task).parameters.items()}
     p = subparsers.add_parser(
         "task",
-        help="train on a long-range memory task and compare with its trivial baseline",
+        help="train on a long-range memory task or an encoder-decoder task and compare with its trivial baseline",
         description="Train a one-layer network on fresh batches of the adding problem, the copy task or the "
-        "temporal-order task (Adam, warm-up and cosine decay, clipping), then report the metric on held-out "
-        "sequences beside the score of a model that remembers nothing. Solved: under a tenth of the baseline.",
+        "temporal-order task, or an encoder-decoder on reversing a digit string or adding two integers written "
+        "as strings (Adam, warm-up and cosine decay, clipping), then report the metric on held-out sequences "
+        "beside the score of a trivial model. A memory task is solved under a tenth of its baseline; an "
+        "encoder-decoder task reports exact match.",
     )
-    p.add_argument("task", metavar="{" + ",".join(TASKS) + "}", help="adding: MSE; copy and order: cross-entropy")
+    names = TASKS + seq2seq_runner.TASKS
+    p.add_argument("task", metavar="{" + ",".join(names) + "}",
+                   help="adding: MSE; copy and order: cross-entropy; reverse and addition: exact match")
     p.add_argument("--cell", default="lstm", metavar="{lstm,gru,rnn}", help="default lstm")
-    p.add_argument("--length", type=int, default=100,
-                   help="sequence length T; for copy the delay D, sequences D + 20 long (default 100)")
-    p.add_argument("--steps", type=int, default=3000, help="updates, each on a fresh batch (default 3000)")
-    p.add_argument("--hidden", type=int, default=defaults["hidden_size"],
-                   help=f"hidden units (default {defaults['hidden_size']})")
-    p.add_argument("--batch", type=int, default=defaults["batch_size"], help=f"default {defaults['batch_size']}")
-    p.add_argument("--lr", type=float, default=defaults["lr"],
-                   help=f"Adam's peak learning rate (default {defaults['lr']:g})")
-    p.add_argument("--gate-bias", type=float, default=defaults["gate_bias"],
-                   help=f"added to LSTM's forget / GRU's update gate bias (default {defaults['gate_bias']:g})")
-    p.add_argument("--seed", type=int, default=defaults["seed"], help=f"default {defaults['seed']}")
+    reverse, addition = seq2seq_runner.DEFAULTS["reverse"], seq2seq_runner.DEFAULTS["addition"]
+    p.add_argument("--length", type=int,
+                   help="sequence length T; for copy the delay D, sequences D + 20 long (default 100); for "
+                   f"reverse the longest string (default {reverse['length']})")
+    p.add_argument("--digits", type=int, help=f"addition: digits of each operand at most (default {addition['digits']})")
+    p.add_argument("--steps", type=int,
+                   help="updates, each on a fresh batch (default 3000; reverse "
+                   f"{reverse['steps']}, addition {addition['steps']})")
+    p.add_argument("--hidden", type=int,
+                   help=f"hidden units (default {memory['hidden_size']}; encoder-decoder {seq2seq['hidden_size']})")
+    p.add_argument("--embedding", type=int, help=f"encoder-decoder: embedding size (default {seq2seq['embedding_size']})")
+    p.add_argument("--batch", type=int,
+                   help=f"default {memory['batch_size']}; encoder-decoder {seq2seq['batch_size']}")
+    p.add_argument("--reverse-source", action="store_true",
+                   help="encoder-decoder: feed each source reversed (Sutskever et al. 2014)")
+    p.add_argument("--lr", type=float, default=memory["lr"],
+                   help=f"Adam's peak learning rate (default {memory['lr']:g})")
+    p.add_argument("--gate-bias", type=float,
+                   help="added to LSTM's forget / GRU's update gate bias (default "
+                   f"{memory['gate_bias']:g}; encoder-decoder {seq2seq['gate_bias']:g})")
+    p.add_argument("--seed", type=int, default=memory["seed"], help=f"default {memory['seed']}")
     p.add_argument("--eval-every", type=int, default=250,
                    help="score the test set every N steps too, 0 for only at the end (default 250)")
     p.add_argument("--json", action="store_true",
@@ -693,18 +709,47 @@ def _add_task(subparsers):
     p.add_argument("--threads", type=int, help=THREADS_HELP)
 
 
+def _task_events(args):
+    """The events of the task ``args`` asks for, and its number of steps; each setting not
+    given takes the default of its kind of task."""
+    from .training import seq2seq_runner
+    from .training.task_runner import TASKS, train_task
+
+    if args.task not in TASKS + seq2seq_runner.TASKS:
+        raise UserError(f"bad task settings: task {args.task!r} (expected one of "
+                        f"{', '.join(TASKS + seq2seq_runner.TASKS)})")
+    given = {"hidden_size": args.hidden, "batch_size": args.batch, "gate_bias": args.gate_bias}
+    given = {name: value for name, value in given.items() if value is not None}
+    if args.task in seq2seq_runner.TASKS:
+        steps = seq2seq_runner.DEFAULTS[args.task]["steps"] if args.steps is None else args.steps
+        if args.embedding is not None:
+            given["embedding_size"] = args.embedding
+        events = seq2seq_runner.train_seq2seq_task(
+            args.task, args.cell, steps=steps, length=args.length, digits=args.digits,
+            reverse_source=args.reverse_source, lr=args.lr, seed=args.seed, eval_every=args.eval_every or None,
+            **given)
+        return events, steps
+    extra = [flag for flag, value in (("--digits", args.digits), ("--embedding", args.embedding),
+                                      ("--reverse-source", args.reverse_source or None)) if value is not None]
+    if extra:
+        raise UserError(f"{', '.join(extra)} go with the encoder-decoder tasks (reverse, addition), not {args.task}")
+    steps = 3000 if args.steps is None else args.steps
+    events = train_task(args.task, args.cell, 100 if args.length is None else args.length, steps, lr=args.lr,
+                        seed=args.seed, eval_every=args.eval_every or None, **given)
+    return events, steps
+
+
 def _run_task(args):
-    from .training.task_runner import TaskDiverged, TaskError, train_task
+    from .training.task_runner import TaskDiverged, TaskError
 
     threads, where = _training_threads(args.threads)
     try:
-        events = train_task(args.task, args.cell, args.length, args.steps, args.hidden, args.batch, lr=args.lr,
-                            gate_bias=args.gate_bias, seed=args.seed, eval_every=args.eval_every or None)
+        events, steps = _task_events(args)
     except TaskError as error:
         raise UserError(str(error)) from error
     if where and not args.json:
         print(where)
-    bar = None if args.no_progress else _progress_bar(args.steps, f"{args.task} {args.cell}")
+    bar = None if args.no_progress else _progress_bar(steps, f"{args.task} {args.cell}")
     say = bar.write if bar is not None else print
     try:
         with threads:
@@ -727,13 +772,25 @@ def _run_task(args):
     if args.json:
         _print_json({**result.as_dict(), "eval_every": args.eval_every, "kernels": kernels.selected()})
         return DONE
+    print(_task_line(result))
+    return DONE
+
+
+def _task_line(result):
+    """The result of a task in one line."""
+    if result.task in ("reverse", "addition"):
+        size = f"1-{result.length} digits" if result.task == "reverse" else f"operands up to {result.digits} digits"
+        baseline = "copy the source" if result.task == "reverse" else "the most frequent sum"
+        source = ", source reversed" if result.reverse_source else ""
+        return (f"{result.task} ({size}) {result.cell} H={result.hidden_size}{source}, {result.steps} steps in "
+                f"{result.wall_seconds:.0f} s: exact match {result.accuracy:.1%} on {result.test_size:,} held-out "
+                f"sequences (baseline {result.baseline_accuracy:.1%}: {baseline})")
     metric = {"mse": "MSE", "cross_entropy": "cross-entropy"}[result.metric]
     accuracy = "" if result.accuracy is None else (f", accuracy {result.accuracy:.1%} (baseline "
                                                   f"{result.baseline_accuracy:.1%})")
-    print(f"{result.task} T={result.length} {result.cell} H={result.hidden_size}, {result.steps} steps in "
-          f"{result.wall_seconds:.0f} s: test {metric} {result.value:.4g} (baseline {result.baseline:.4g}, a tenth "
-          f"{result.baseline / 10:.4g}){accuracy}: " + ("solved" if result.solved else "not solved"))
-    return DONE
+    return (f"{result.task} T={result.length} {result.cell} H={result.hidden_size}, {result.steps} steps in "
+            f"{result.wall_seconds:.0f} s: test {metric} {result.value:.4g} (baseline {result.baseline:.4g}, a tenth "
+            f"{result.baseline / 10:.4g}){accuracy}: " + ("solved" if result.solved else "not solved"))
 
 
 # bench
