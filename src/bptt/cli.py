@@ -365,8 +365,17 @@ def _run_check(args):
 # train
 
 
+def _parameter_names(text):
+    """``--freeze rnn.bias_hh_l0,head.bias`` as a tuple of names."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected parameter names separated by commas but got {text!r}")
+    return names
+
+
 def _add_train(subparsers):
-    from .training.trainer import CELLS, TrainConfig
+    from .training.data import LAST_WINDOWS
+    from .training.trainer import CELLS, INPUTS, REDUCTIONS, TrainConfig
 
     defaults = TrainConfig()
     p = subparsers.add_parser(
@@ -383,19 +392,39 @@ def _add_train(subparsers):
     p.add_argument("--cell", choices=CELLS, help=f"default {defaults.cell}")
     p.add_argument("--hidden", dest="hidden_size", type=int, help=f"hidden units (default {defaults.hidden_size})")
     p.add_argument("--layers", dest="num_layers", type=int, help=f"default {defaults.num_layers}")
+    p.add_argument("--input", choices=INPUTS, help="characters enter the stack through an embedding or as one-hot "
+                   f"codes of the vocabulary's size (default {defaults.input})")
     p.add_argument("--embedding", dest="embedding_size", type=int,
-                   help=f"embedding size (default {defaults.embedding_size})")
+                   help=f"embedding size, with --input embedding (default {defaults.embedding_size})")
     p.add_argument("--dropout", type=float, help="dropout between stacked layers (default 0)")
+    p.add_argument("--init-std", type=float, help="draw every weight from N(0, STD²) and set every bias to 0 "
+                   "(min-char-rnn: 0.01; default: torch's initialisation)")
+    p.add_argument("--freeze", type=_parameter_names, metavar="NAME[,NAME...]",
+                   help="parameters the optimizer leaves as initialised, by their state_dict names "
+                   "(rnn.bias_hh_l0: one hidden bias, as min-char-rnn)")
     p.add_argument("--k1", type=int, help=f"steps between updates (default {defaults.k1})")
     p.add_argument("--k2", type=int, help="steps each update backpropagates through (default k1)")
     p.add_argument("--batch", dest="batch_size", type=int, help=f"parallel streams (default {defaults.batch_size})")
+    p.add_argument("--last-window", choices=LAST_WINDOWS,
+                   help="the end of the streams in each epoch: a shorter last window, only full windows (drop), "
+                   "or full windows with a character after the last target (min-char-rnn's wrap-around); the "
+                   f"next epoch starts from a zero state (default {defaults.last_window})")
+    p.add_argument("--loss-reduction", choices=REDUCTIONS,
+                   help="each window's loss, and so its gradient: the mean or the sum (min-char-rnn) over its "
+                   f"characters; metrics stay per character (default {defaults.loss_reduction})")
     p.add_argument("--optimizer", choices=("sgd", "adagrad", "rmsprop", "adam", "adamw"),
                    help=f"default {defaults.optimizer}")
     p.add_argument("--lr", type=float, help=f"learning rate (default {defaults.lr:g})")
+    p.add_argument("--eps", type=float, help="the optimizer's epsilon (default its own: adagrad 1e-10, the others "
+                   "1e-8)")
+    p.add_argument("--eps-inside-sqrt", action="store_true", default=None,
+                   help="adagrad: divide by sqrt(sum + eps), as min-char-rnn, not by sqrt(sum) + eps, as torch")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--schedule", choices=("constant", "step", "cosine"), help=f"default {defaults.schedule}")
     p.add_argument("--warmup", dest="warmup_steps", type=int, help="warm-up steps of the cosine schedule")
     p.add_argument("--clip", type=float, help=f"max global gradient norm, 0 for none (default {defaults.clip:g})")
+    p.add_argument("--clip-value", type=float, help="clip every gradient entry to [-V, V], before --clip; 0 for "
+                   "none (default none; min-char-rnn: 5)")
     p.add_argument("--dtype", choices=("float32", "float64"), help=f"default {defaults.dtype}")
     p.add_argument("--seed", type=int, help=f"default {defaults.seed}")
     p.add_argument("--steps", type=int, help="stop after this many updates in all, counted from the run's start: "
@@ -403,7 +432,8 @@ def _add_train(subparsers):
     p.add_argument("--minutes", type=float, help="stop after this many minutes of this invocation (a resumed run "
                    "gets them anew; default 2 when --steps is not given either)")
     p.add_argument("--valid-fraction", type=float,
-                   help=f"the share of the corpus held out for validation (default {defaults.valid_fraction:g})")
+                   help="the share of the corpus held out for validation, 0 for none: the whole corpus trains "
+                   f"(default {defaults.valid_fraction:g})")
     p.add_argument("--log-every", type=int, help=f"log metrics every N steps (default {defaults.log_every})")
     p.add_argument("--eval-every", type=int, help=f"validate every N steps (default {defaults.eval_every})")
     p.add_argument("--sample-every", type=int, help=f"sample every N steps (default {defaults.sample_every})")
@@ -412,8 +442,9 @@ def _add_train(subparsers):
     p.add_argument("--threads", type=int, help=THREADS_HELP)
 
 
-TRAIN_SETTINGS = ("corpus", "cell", "hidden_size", "num_layers", "embedding_size", "dropout", "k1", "k2", "batch_size",
-                  "optimizer", "lr", "weight_decay", "schedule", "warmup_steps", "clip", "dtype", "seed",
+TRAIN_SETTINGS = ("corpus", "cell", "hidden_size", "num_layers", "input", "embedding_size", "dropout", "init_std",
+                  "freeze", "k1", "k2", "batch_size", "last_window", "loss_reduction", "optimizer", "lr", "eps",
+                  "eps_inside_sqrt", "weight_decay", "schedule", "warmup_steps", "clip", "clip_value", "dtype", "seed",
                   "valid_fraction", "steps", "minutes", "log_every", "eval_every", "sample_every", "checkpoint_every")
 
 
@@ -426,8 +457,9 @@ def _run_train(args):
 
     threads, where = _training_threads(args.threads)  # before any file is written
     given = {name: getattr(args, name) for name in TRAIN_SETTINGS if getattr(args, name) is not None}
-    if given.get("clip") == 0:
-        given["clip"] = None
+    for name in ("clip", "clip_value"):
+        if given.get(name) == 0:
+            given[name] = None
     if "corpus" in given:  # a run resumes from any folder
         given["corpus"] = os.path.abspath(given["corpus"])
     try:
@@ -460,7 +492,7 @@ def _watch_training(trainer, progress):
 
     config, state = trainer.config, trainer.state
     print(f"run folder {trainer.run_dir}: {trainer.network!r}")
-    print(f"corpus: {trainer.data.train.size + trainer.data.valid.size:,} characters in "
+    print(f"corpus: {trainer.data.characters:,} characters in "
           f"{trainer.data.sources} file(s), vocabulary {trainer.data.vocab.size}; "
           f"TBPTT k1={config.k1} k2={config.k2 or config.k1}, batch {config.batch_size}"
           + (f"; resuming at step {state.step}" if state.step else ""))
@@ -503,7 +535,9 @@ def _watch_training(trainer, progress):
                     bar.update((event.step if seconds is None else seconds) - bar.n)
                     bar.close()
                 _plot_run(trainer)
-                print(f"{event.data['reason']}; validation {event.data['valid_bpc']:.3f} bits per character")
+                valid = event.data["valid_bpc"]
+                print(event.data["reason"] + ("; no validation (--valid-fraction 0)" if valid is None else
+                                              f"; validation {valid:.3f} bits per character"))
                 print(f"--- sample ---\n{trainer.sample(config.sample_length, seed=config.seed)}\n---")
                 print(f"run folder: {trainer.run_dir}  (checkpoint {event.data['path']})")
                 _report_warnings(trainer.numeric, "train")

@@ -11,7 +11,7 @@ Forward, in order (backward calls the backwards in exactly the reverse order)::
     y_sel = y                          (many-to-many)    T,B,D*H
           | y[lengths_b - 1, b]        (many-to-one)     B,D*H
     out   = y_sel Wᵀ + b                                 T,B,V | B,V
-    loss  = cross_entropy | mse (out, targets, mask)
+    loss  = cross_entropy | mse (out, targets, mask)     the mean, or the sum (reduction)
 
 The parameters are one dict with torch's ``state_dict`` names of an equivalent torch module
 whose submodules are ``embedding`` (``nn.Embedding``), ``rnn`` (``nn.RNN/LSTM/GRU``) and
@@ -35,6 +35,7 @@ from .params import checked_params, load_arrays
 
 INPUTS = ("features", "one_hot", "embedding")
 MODES = ("many_to_many", "many_to_one")
+REDUCTIONS = ("mean", "sum")
 
 
 def check_mask(mask, shape, name="mask"):
@@ -84,6 +85,9 @@ class Network:
     loss : ``"cross_entropy"`` (targets: class ids) or ``"mse"`` (targets: floats)
     mode : ``"many_to_many"`` (a loss at every step the mask selects) or ``"many_to_one"``
         (a loss only at each sequence's last valid step)
+    reduction : ``"mean"`` (the loss is the mean over the positions that carry one, as
+        torch's losses by default) or ``"sum"`` (their sum, torch's ``reduction="sum"``: the
+        mean times the number of positions, squared errors summed over the V outputs too)
     seed : seeds the initialisation of the embedding (N(0, 1), as torch) and the head
         (uniform in ±1/sqrt(D*H), as torch)
 
@@ -96,7 +100,7 @@ class Network:
     """
 
     def __init__(self, rnn, output_size, *, input="features", vocab_size=None, loss="cross_entropy",
-                 mode="many_to_many", seed=None):
+                 mode="many_to_many", reduction="mean", seed=None):
         if not isinstance(rnn, (RNN, LSTM, GRU)):
             raise TypeError(f"expected rnn to be a bptt.RNN, bptt.LSTM or bptt.GRU but got {type(rnn).__name__}")
         if not is_integer(output_size, 1):
@@ -107,6 +111,8 @@ class Network:
             raise ValueError(f"expected loss one of {', '.join(LOSSES)} but got {loss!r}")
         if mode not in MODES:
             raise ValueError(f"expected mode one of {', '.join(MODES)} but got {mode!r}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"expected reduction one of {', '.join(REDUCTIONS)} but got {reduction!r}")
         if input == "embedding":
             if not is_integer(vocab_size, 1):
                 raise ValueError(f'expected vocab_size, a positive integer, with input="embedding" but got {vocab_size!r}')
@@ -134,6 +140,7 @@ class Network:
         self.vocab_size = None if vocab_size is None else int(vocab_size)
         self.loss = loss
         self.mode = mode
+        self.reduction = reduction
         rng = np.random.default_rng(seed)
         params = {}
         if input == "embedding":
@@ -151,8 +158,9 @@ class Network:
         rnn += ", bidirectional=True" if self.bidirectional else ""
         rnn += ", batch_first=True" if self.batch_first else ""
         vocab = f", vocab_size={self.vocab_size}" if self.input == "embedding" else ""
+        reduction = f", reduction={self.reduction!r}" if self.reduction != "mean" else ""
         return (f"Network({rnn}), {self.output_size}, input={self.input!r}{vocab}, loss={self.loss!r}, "
-                f"mode={self.mode!r}, dtype={self.dtype.name})")
+                f"mode={self.mode!r}{reduction}, dtype={self.dtype.name})")
 
     # parameters
 
@@ -264,14 +272,19 @@ class Network:
 
         Returns
         -------
-        loss : float
+        loss : float, the mean or the sum (``reduction``)
         states : list of tuples of (L*D, B, H): the state after each segment; the last is state_n
         cache : NetworkCache
         """
         out, states, cache = self._outputs(params, x, state0, lengths, boundaries, dropout_rng)
         loss_forward = LOSSES[self.loss][0]
         loss, loss_cache = loss_forward(out, targets, mask if self.mode == "many_to_many" else None)
-        return loss, states, cache._replace(loss=loss_cache)
+        return loss * self._loss_scale(loss_cache), states, cache._replace(loss=loss_cache)
+
+    def _loss_scale(self, loss_cache):
+        """The network's loss over the mean the loss function computes: 1, or for the sum the
+        count the mean divides by (positions, times V for squared errors)."""
+        return float(loss_cache.count) if self.reduction == "sum" else 1.0
 
     def _outputs(self, params, x, state0, lengths, boundaries, dropout_rng=None, keep_cache=True):
         """Forward up to the head's output; the cache has no loss yet (and is of no use for
@@ -356,7 +369,8 @@ class Network:
 
         Returns
         -------
-        loss : float, the mean over the steps that carry a loss (many-to-one: over B)
+        loss : float, the mean over the steps that carry a loss (many-to-one: over B), or
+            their sum with ``reduction="sum"``
         state_n : (L*D, B, H), for LSTM a tuple; each sequence's state at its last step
         cache : NetworkCache, for :meth:`backward`
         """
@@ -398,8 +412,9 @@ class Network:
             if self.bidirectional or cache.stacks[0].lengths is not None or len(cache.stacks) > 1:
                 raise ValueError("truncation by depth needs a unidirectional network, no lengths and one segment")
         grads = {}
-        # loss(out, targets)
-        dout = LOSSES[self.loss][1](1.0, cache.loss)
+        # loss = scale * mean(out, targets): the sum's upstream gradient is the count, so that
+        # the mean's 1/count cancels exactly (count / count is 1.0)
+        dout = LOSSES[self.loss][1](self._loss_scale(cache.loss), cache.loss)
         # out = y_sel Wᵀ + b
         head_grads, dy_sel = head_backward(dout, cache.head)
         # y_sel = y, or y[last_b, b]: the other steps of y get no gradient
@@ -443,7 +458,7 @@ class Network:
         Returns
         -------
         loss : float, the mean of the loss over the steps that carry one (many-to-one: over
-            the B sequences)
+            the B sequences), or their sum with ``reduction="sum"``
         grads : dict name -> ndarray, the gradient of ``loss`` for every parameter: the keys,
             order and shapes of ``params`` (``embedding.weight``, ``rnn.*``, ``head.weight``,
             ``head.bias``)

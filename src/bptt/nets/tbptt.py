@@ -13,7 +13,8 @@ Window j covers the steps
 k1 = k2 = k is the common case (windows side by side, the state carried from each to the
 next); k1 < k2 makes the windows overlap, each recomputing the forward of its k2 steps from
 the state stored at its start; k2 >= N reaches back to the stream's start. The loss of a
-window is the network's: the mean over its loss steps (and streams) that the mask selects.
+window is the network's: the mean over its loss steps (and streams) that the mask selects,
+or their sum for a network with ``reduction="sum"``.
 
 Each window runs the stack's forward in two segments cut where the next window starts, so the
 state the next window needs comes out of this window's forward at no extra cost.
@@ -37,7 +38,7 @@ class Window(NamedTuple):
 class Update(NamedTuple):
     """What :func:`tbptt` yields per window."""
 
-    loss: float  # the mean over the window's loss steps
+    loss: float  # the network's loss of the window's loss steps: their mean (or sum)
     grads: dict  # the keys and shapes of the network's params
     state: object  # (L, B, H), for LSTM a tuple (h, c): the state after the window's last step
     next_state: object  # the state entering the next window's first step, as ``state``: what a

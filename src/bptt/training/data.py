@@ -9,6 +9,7 @@ Legend: N tokens, B streams (batch), T window length (k1), V vocabulary size.
     train, valid = split_train_valid(ids, 0.05)
     streams = make_streams(train, batch_size=32, k1=64)          # (N/B, B)
     for inputs, targets in iter_windows(streams, k1=64): ...     # (T, B) each
+    streams = trim_streams(streams, k1=64, last_window="drop")   # an epoch of full windows only
 
 The default corpus is the Python standard library's own source, which every Python install
 has: no download, real text, a few MB.
@@ -344,3 +345,44 @@ def iter_windows(streams, k1):
     """Every full window of the streams in order: ``(inputs, targets)``, each (T, B), as :func:`window_at`."""
     for index in range(window_count(streams, k1)):
         yield window_at(streams, k1, index)
+
+
+LAST_WINDOWS = ("partial", "drop", "min-char-rnn")
+"""What an epoch of truncated BPTT does with the end of its streams (:func:`trim_streams`)."""
+
+
+def trim_streams(streams, k1, last_window):
+    """The streams cut to the steps one epoch of truncated BPTT with windows of ``k1`` steps
+    walks, its inputs ``trimmed[:-1]`` and targets ``trimmed[1:]``.
+
+    ``last_window`` says what becomes of the end of the streams:
+
+    - ``"partial"``: nothing is cut; the last window is shorter when k1 does not divide the
+      N - 1 input steps.
+    - ``"drop"``: only full windows, ``(N - 1) // k1`` of them; the shorter tail is left out.
+    - ``"min-char-rnn"``: full windows that each leave at least one token after their last
+      target, ``max(1, (N - 2) // k1)`` of them: min-char-rnn.py goes back to the start when
+      ``p + seq_length + 1 >= len(data)``, so it leaves out a last window that would end on the
+      text's last character too (the first window it always takes).
+
+    Parameters
+    ----------
+    streams : (N, B), from :func:`make_streams` (at least k1 + 1 steps)
+    k1 : window length T >= 1
+    last_window : one of ``LAST_WINDOWS``
+
+    Returns
+    -------
+    trimmed : (steps + 1, B) view of the first rows of ``streams``, ``steps`` a multiple of
+        k1 (or N - 1 for ``"partial"``)
+    """
+    if last_window not in LAST_WINDOWS:
+        raise ValueError(f"expected last_window one of {', '.join(LAST_WINDOWS)} but got {last_window!r}")
+    steps = streams.shape[0] - 1  # input steps: every token but the last has a target
+    if steps < k1:
+        raise ValueError(f"expected streams of at least k1 + 1 = {k1 + 1} steps but got {streams.shape[0]}")
+    if last_window == "drop":
+        steps = steps // k1 * k1
+    elif last_window == "min-char-rnn":
+        steps = max(1, (steps - 1) // k1) * k1
+    return streams[: steps + 1]

@@ -1,5 +1,5 @@
-"""Optimizers, clipping by global norm and learning-rate schedules, each equal to its
-``torch.optim`` counterpart.
+"""Optimizers, clipping (by global norm, by value) and learning-rate schedules, each equal to
+its ``torch`` counterpart.
 
 An optimizer is a frozen dataclass of hyperparameters with two pure methods:
 
@@ -181,12 +181,15 @@ class Adagrad(_Optimizer):
     clr = lr / (1 + (step - 1) * lr_decay)
     sum = sum + g * g                             (sum starts at initial_accumulator_value)
     p = p - clr * g / (sqrt(sum) + eps)
+    p = p - clr * g / sqrt(sum + eps)             (eps_inside_sqrt: min-char-rnn.py's Adagrad,
+                                                   ``param -= lr * dparam / np.sqrt(mem + 1e-8)``)
     """
 
     lr_decay: float = 0.0
     weight_decay: float = 0.0
     initial_accumulator_value: float = 0.0
     eps: float = 1e-10
+    eps_inside_sqrt: bool = False
     name: ClassVar[str] = "adagrad"
 
     def __post_init__(self):
@@ -204,7 +207,7 @@ class Adagrad(_Optimizer):
             grad = grad + self.weight_decay * param
         clr = lr / (1 + (step - 1) * self.lr_decay)
         state_sum = slots["sum"] + grad * grad
-        std = np.sqrt(state_sum) + self.eps
+        std = np.sqrt(state_sum + self.eps) if self.eps_inside_sqrt else np.sqrt(state_sum) + self.eps
         return param + (-clr) * (grad / std), {"sum": state_sum}
 
 
@@ -366,6 +369,25 @@ def clip_by_global_norm(grads, max_norm):
     total_norm = np.linalg.norm(norms)  # a scalar of ``dtype``
     coef = np.minimum(max_norm / (total_norm + 1e-6), 1.0)
     return {name: np.asarray(grad) * coef for name, grad in grads.items()}, float(total_norm)
+
+
+def clip_by_value(grads, clip_value):
+    """Every gradient entry clipped to ``[-clip_value, clip_value]``, as
+    ``torch.nn.utils.clip_grad_value_`` (and min-char-rnn.py's ``np.clip(dparam, -5, 5)``).
+    A NaN stays NaN (the caller decides what it means).
+
+    Parameters
+    ----------
+    grads : dict name -> float ndarray
+    clip_value : float > 0
+
+    Returns
+    -------
+    clipped : dict name -> new ndarray, same shapes and dtypes
+    """
+    if not clip_value > 0:
+        raise ValueError(f"expected clip_value > 0 but got {clip_value!r}")
+    return {name: np.clip(grad, -clip_value, clip_value) for name, grad in grads.items()}
 
 
 @dataclass(frozen=True)

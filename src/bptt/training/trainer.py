@@ -39,11 +39,14 @@ import numpy as np
 from ..layers import KINDS, make_rnn
 from ..nets import Network, cross_entropy_forward, tbptt, windows
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import Vocabulary, load_corpus, make_streams, split_train_valid, window_at, window_count
-from .optim import clip_by_global_norm, global_norm, make_optimizer, make_schedule
+from .data import (LAST_WINDOWS, Vocabulary, load_corpus, make_streams, split_train_valid, trim_streams, window_at,
+                   window_count)
+from .optim import clip_by_global_norm, clip_by_value, global_norm, make_optimizer, make_schedule
 from .sampling import default_prime, sample_chars
 
 CELLS = KINDS
+INPUTS = ("embedding", "one_hot")
+REDUCTIONS = ("mean", "sum")
 CHECKPOINT = "checkpoint.npz"
 # the files of a run folder: a folder holding any of them holds a run that a new one must not overwrite
 RUN_FILES = ("config.json", CHECKPOINT, "metrics.jsonl", "samples.txt", "loss.png")
@@ -114,28 +117,41 @@ def _listed(parts):
 class TrainConfig:
     """Everything that defines a run. ``k2=None`` means k2 = k1; ``steps`` counts updates in
     all, from the run's start (a resumed run goes on to it), ``minutes`` limits this
-    invocation's wall time (a resumed run gets them anew)."""
+    invocation's wall time (a resumed run gets them anew).
+
+    The settings that reproduce min-char-rnn.py (README, "Training"): ``input="one_hot"``,
+    ``init_std=0.01``, ``freeze=("rnn.bias_hh_l0",)`` (one hidden bias), ``batch_size=1``,
+    ``valid_fraction=0``, ``last_window="min-char-rnn"``, ``loss_reduction="sum"``,
+    ``clip_value=5``, ``clip=None``, Adagrad with ``eps=1e-8`` and ``eps_inside_sqrt``."""
 
     corpus: str | None = None  # a file or folder of UTF-8 text; None for the built-in corpus
     cell: str = "lstm"
     hidden_size: int = 256
     num_layers: int = 2
-    embedding_size: int = 64
+    input: str = "embedding"  # how characters enter the stack: "embedding" or "one_hot" (I = V)
+    embedding_size: int = 64  # with input "embedding"
     dropout: float = 0.0  # between stacked layers, on every layer's output but the last
+    init_std: float | None = None  # every weight from N(0, init_std²), every bias 0; None: torch's init
+    freeze: tuple = ()  # names of parameters the optimizer leaves as initialised
     k1: int = 64
     k2: int | None = None
     batch_size: int = 32
+    last_window: str = "partial"  # the end of the streams in an epoch: data.LAST_WINDOWS
+    loss_reduction: str = "mean"  # each window's loss (and so its gradient): mean or sum over characters
     optimizer: str = "adam"
     lr: float = 2e-3
+    eps: float | None = None  # the optimizer's epsilon; None for its default
+    eps_inside_sqrt: bool = False  # Adagrad's sqrt(sum + eps), not torch's sqrt(sum) + eps
     weight_decay: float = 0.0
     schedule: str = "constant"  # constant, step, cosine
     warmup_steps: int = 0
     decay_every: int = 1000  # the step schedule's step_size
     decay_gamma: float = 0.5
     clip: float | None = 1.0  # max global gradient norm; None for no clipping
+    clip_value: float | None = None  # every gradient entry clipped to [-clip_value, clip_value] first
     dtype: str = "float32"
     seed: int = 0
-    valid_fraction: float = 0.05
+    valid_fraction: float = 0.05  # 0: no validation, the whole corpus trains
     steps: int | None = None
     minutes: float | None = None
     log_every: int = 10
@@ -145,11 +161,36 @@ class TrainConfig:
     sample_length: int = 200
     valid_windows: int = 20  # validation windows evaluated each time (each B * k1 characters)
 
+    def __post_init__(self):
+        # freeze as a tuple, however given, so that equal settings compare equal
+        if isinstance(self.freeze, str):  # "a,b"
+            object.__setattr__(self, "freeze", tuple(name.strip() for name in self.freeze.split(",") if name.strip()))
+        elif isinstance(self.freeze, list):  # config.json's, a checkpoint's
+            object.__setattr__(self, "freeze", tuple(self.freeze))
+
     def check(self):
         """Raise TrainingError naming every setting that is out of range."""
         problems = []
         if self.cell not in CELLS:
             problems.append(f"cell {self.cell!r} (expected one of {', '.join(CELLS)})")
+        for name, allowed in (("input", INPUTS), ("last_window", LAST_WINDOWS), ("loss_reduction", REDUCTIONS)):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} {getattr(self, name)!r} (expected one of {', '.join(allowed)})")
+        if not isinstance(self.freeze, tuple) or not all(isinstance(name, str) for name in self.freeze):
+            problems.append(f"freeze {self.freeze!r} (expected parameter names)")
+        for name in ("init_std", "clip_value"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+                problems.append(f"{name} {value!r} (expected > 0, or None)")
+        if self.eps is not None and (isinstance(self.eps, bool) or not isinstance(self.eps, (int, float))
+                                     or not self.eps >= 0):
+            problems.append(f"eps {self.eps!r} (expected >= 0, or None for the optimizer's default)")
+        if self.eps is not None and self.optimizer == "sgd":
+            problems.append(f"eps {self.eps!r} (sgd has no epsilon)")
+        if not isinstance(self.eps_inside_sqrt, bool):
+            problems.append(f"eps_inside_sqrt {self.eps_inside_sqrt!r} (expected true or false)")
+        elif self.eps_inside_sqrt and self.optimizer != "adagrad":
+            problems.append(f"eps_inside_sqrt with optimizer {self.optimizer!r} (it is Adagrad's)")
         for name in ("hidden_size", "num_layers", "embedding_size", "k1", "batch_size", "log_every", "eval_every",
                      "sample_every", "checkpoint_every", "valid_windows"):
             value = getattr(self, name)
@@ -165,8 +206,8 @@ class TrainConfig:
             problems.append(f"lr {self.lr!r} (expected > 0)")
         if self.clip is not None and not self.clip > 0:
             problems.append(f"clip {self.clip!r} (expected > 0, or None for no clipping)")
-        if not 0 < self.valid_fraction < 1:
-            problems.append(f"valid_fraction {self.valid_fraction!r} (expected in (0, 1))")
+        if not 0 <= self.valid_fraction < 1:
+            problems.append(f"valid_fraction {self.valid_fraction!r} (expected in [0, 1); 0 for no validation)")
         if self.steps is not None and self.steps < 1:
             problems.append(f"steps {self.steps!r} (expected >= 1)")
         if self.minutes is not None and not self.minutes > 0:
@@ -227,10 +268,39 @@ def load_model(path):
 
 
 def build_network(config, vocab_size):
-    """The character language model of ``config``: embedding, recurrent stack, linear head."""
-    rnn = make_rnn(config.cell, config.embedding_size, config.hidden_size, config.num_layers,
+    """The character language model of ``config``: embedding (or one-hot codes), recurrent
+    stack, linear head, each window's loss the mean or the sum over its characters."""
+    input_size = vocab_size if config.input == "one_hot" else config.embedding_size
+    rnn = make_rnn(config.cell, input_size, config.hidden_size, config.num_layers,
                    dropout=config.dropout, dtype=np.dtype(config.dtype), seed=config.seed)
-    return Network(rnn, vocab_size, input="embedding", vocab_size=vocab_size, seed=config.seed)
+    network = Network(rnn, vocab_size, input=config.input, vocab_size=vocab_size, reduction=config.loss_reduction,
+                      seed=config.seed)
+    if config.init_std is not None:
+        network.params = _normal_init(network.params, config.init_std, config.seed)
+    return network
+
+
+def _normal_init(params, std, seed):
+    """Every weight drawn from N(0, std²), every bias zero, as min-char-rnn.py initialises
+    (``np.random.randn(...) * 0.01``, ``np.zeros(...)``); drawn in the order of ``params``."""
+    rng = np.random.default_rng([seed, 2])  # apart from the torch-like init's and the dropout's
+    return {name: np.zeros_like(value) if name.rsplit(".", 1)[-1].startswith("bias")
+            else (rng.standard_normal(value.shape) * std).astype(value.dtype)
+            for name, value in params.items()}
+
+
+def trained_names(config, params):
+    """The names of ``params`` the optimizer updates: all but ``config.freeze``, in order.
+    A TrainingError names a frozen name the network does not have, or a run with nothing left
+    to train."""
+    unknown = [name for name in config.freeze if name not in params]
+    if unknown:
+        raise TrainingError(f"cannot freeze {', '.join(map(repr, unknown))}: the network's parameters are "
+                            f"{', '.join(params)}")
+    names = [name for name in params if name not in config.freeze]
+    if not names:
+        raise TrainingError("every parameter is frozen: nothing would train")
+    return names
 
 
 def _schedule(config):
@@ -243,6 +313,10 @@ def _schedule(config):
 
 def _optimizer(config):
     settings = {"weight_decay": config.weight_decay} if config.weight_decay else {}
+    if config.eps is not None:
+        settings["eps"] = config.eps
+    if config.eps_inside_sqrt:
+        settings["eps_inside_sqrt"] = True
     return make_optimizer(config.optimizer, **settings)
 
 
@@ -250,16 +324,18 @@ class Data(NamedTuple):
     """The corpus as the trainer uses it."""
 
     vocab: Vocabulary
-    train: np.ndarray  # N,B ids
-    valid: np.ndarray  # N_valid,B ids
+    train: np.ndarray  # N,B ids: the steps of one epoch, and the last one's target
+    valid: np.ndarray  # N_valid,B ids; 0,B without validation
+    characters: int  # in the corpus
     digest: str  # sha256 of the corpus text: a resumed run must read the same text
     sources: int  # files read
     skipped: tuple  # files of a folder left out (empty or not UTF-8)
 
 
 def load_data(config, vocab=None, digest=None):
-    """Read the corpus, build (or check against ``vocab``) the vocabulary, split and streams.
-    With ``digest`` (a resumed run's), the corpus must be the text that digest was taken of."""
+    """Read the corpus, build (or check against ``vocab``) the vocabulary, split and streams
+    (the training streams cut to the epoch ``last_window`` asks for). With ``digest`` (a
+    resumed run's), the corpus must be the text that digest was taken of."""
     try:
         corpus = load_corpus(config.corpus)
     except (OSError, ValueError) as error:
@@ -272,10 +348,14 @@ def load_data(config, vocab=None, digest=None):
         ids = vocab.encode(corpus.text)
         train_ids, valid_ids = split_train_valid(ids, config.valid_fraction)
         train = make_streams(train_ids, config.batch_size, config.k1, name="training part of the corpus")
-        valid = make_streams(valid_ids, config.batch_size, config.k1, name="validation part of the corpus")
+        train = trim_streams(train, config.k1, config.last_window)
+        if config.valid_fraction:
+            valid = make_streams(valid_ids, config.batch_size, config.k1, name="validation part of the corpus")
+        else:
+            valid = np.zeros((0, config.batch_size), np.int64)  # 0,B
     except ValueError as error:
         raise TrainingError(str(error)) from error
-    return Data(vocab, train, valid, text_digest, len(corpus.sources), corpus.skipped)
+    return Data(vocab, train, valid, len(ids), text_digest, len(corpus.sources), corpus.skipped)
 
 
 class Trainer:
@@ -288,6 +368,8 @@ class Trainer:
         self.data = data
         self.network = build_network(config, data.vocab.size)
         self.network.params = state.params
+        self.trained = trained_names(config, state.params)
+        self.plan = windows(data.train.shape[0] - 1, config.k1, config.k2)  # the windows of an epoch
         self.optimizer = _optimizer(config)
         self.schedule = _schedule(config)
         self.state = state
@@ -310,8 +392,9 @@ class Trainer:
                                 f"{run_dir} or choose another folder")
         data = load_data(config)
         network = build_network(config, data.vocab.size)
+        trained = {name: network.params[name] for name in trained_names(config, network.params)}
         dropout_rng = np.random.default_rng([config.seed, 1]).bit_generator.state  # apart from the init's
-        state = RunState(network.params, _optimizer(config).init_state(network.params), 0, 0, 0, None, dropout_rng)
+        state = RunState(network.params, _optimizer(config).init_state(trained), 0, 0, 0, None, dropout_rng)
         made = _missing_folders(run_dir)
         try:
             os.makedirs(run_dir, exist_ok=True)
@@ -395,7 +478,9 @@ class Trainer:
 
     def validation_bpc(self):
         """Bits per character on the first ``valid_windows`` windows of the validation streams,
-        the state carried from window to window."""
+        the state carried from window to window; None for a run without validation."""
+        if not self.config.valid_fraction:
+            return None
         k1 = self.config.k1
         count = min(self.config.valid_windows, window_count(self.data.valid, k1))
         state, total = None, 0.0
@@ -423,7 +508,11 @@ class Trainer:
     def run(self):
         """Train until ``steps`` or ``minutes`` is reached, yielding :class:`Event` records; the
         last, ``"done"``, says why it stopped (``reason``) after the final validation has been
-        logged and the checkpoint written.
+        logged and the checkpoint written (a run without validation logs none: ``valid_bpc``
+        is None).
+
+        An update: the window's gradients of the trained (not frozen) parameters, clipped by
+        value (``clip_value``), then by their global norm (``clip``), then the optimizer's step.
 
         Raises Diverged when the loss, the gradient or the update stops being finite, and
         RunWriteError when a file cannot be written; the checkpoint on disk is then the last
@@ -431,8 +520,9 @@ class Trainer:
         """
         config = self.config
         began, first_step = time.perf_counter(), self.state.step
+        validating = bool(config.valid_fraction)
         valid_step = None  # the step whose validation was logged last in this invocation
-        windows_per_epoch = _windows_per_epoch(self.data.train.shape, config)
+        windows_per_epoch = len(self.plan)
         chars_per_update = config.k1 * config.batch_size
         # the one generator of this invocation's dropout masks, started where the run left off
         dropout_rng = np.random.default_rng()
@@ -451,13 +541,18 @@ class Trainer:
             # NumPy's warnings are counted, not printed; what is not finite is checked below
             with self.numeric.watch(state.step + 1):
                 update = next(updates)
-                grads, norm = update.grads, global_norm(update.grads)
+                grads = {name: update.grads[name] for name in self.trained}  # frozen ones have none
+                norm = global_norm(grads)
                 if not (math.isfinite(update.loss) and math.isfinite(norm)):
                     raise self._diverged(f"the loss became {update.loss} (gradient norm {norm})", state.step + 1)
+                if config.clip_value is not None:
+                    grads = clip_by_value(grads, config.clip_value)
                 if config.clip is not None:
                     grads, _ = clip_by_global_norm(grads, config.clip)
                 lr = self.schedule.lr_at(state.step)
-                params, optimizer_state = self.optimizer.update(state.params, grads, state.optimizer, lr)
+                trained, optimizer_state = self.optimizer.update({name: state.params[name] for name in self.trained},
+                                                                 grads, state.optimizer, lr)
+                params = {name: trained.get(name, value) for name, value in state.params.items()}
             if not all(np.isfinite(param).all() for param in params.values()):
                 # a finite gradient times a large learning rate can overflow: such parameters
                 # must never reach a checkpoint
@@ -479,11 +574,15 @@ class Trainer:
             if step % config.log_every == 0:
                 speed = config.log_every * chars_per_update / max(training_seconds, 1e-9)
                 training_seconds = 0.0
+                loss = update.loss  # per character, whichever the reduction
+                if config.loss_reduction == "sum":
+                    done = self.plan[state.window]
+                    loss /= (done.stop - done.loss_start) * config.batch_size
                 yield self._log(Event("step", step, {
-                    "loss": update.loss, "bpc": update.loss / math.log(2), "lr": lr, "grad_norm": norm,
+                    "loss": loss, "bpc": loss / math.log(2), "lr": lr, "grad_norm": norm,
                     "chars_per_s": speed, "epoch": next_state.epoch,
                 }))
-            if step % config.eval_every == 0:
+            if validating and step % config.eval_every == 0:
                 valid_bpc, valid_step = self.validation_bpc(), step
                 yield self._log(Event("valid", step, {"valid_bpc": valid_bpc}))
             if step % config.sample_every == 0 and config.sample_length:
@@ -493,7 +592,9 @@ class Trainer:
             if step % config.checkpoint_every == 0:
                 yield Event("checkpoint", step, {"path": self.save()})
         step = self.state.step
-        if valid_step != step:  # the final validation, unless it was logged at this step already
+        if not validating:
+            valid_bpc = None
+        elif valid_step != step:  # the final validation, unless it was logged at this step already
             valid_bpc = self.validation_bpc()
             self._log(Event("valid", step, {"valid_bpc": valid_bpc}))
         yield Event("done", step, {"reason": reason, "path": self.save(), "valid_bpc": valid_bpc})
@@ -596,7 +697,7 @@ def _check_run_config(run_dir, config):
             folder = json.load(handle)
     except (OSError, ValueError) as error:
         raise CheckpointError(f"cannot read {path}: {error}") from error
-    saved = dataclasses.asdict(config)
+    saved = json.loads(json.dumps(dataclasses.asdict(config)))  # as config.json holds it: lists, not tuples
     if not isinstance(folder, dict):
         raise CheckpointError(f"{path} is not a run configuration")
     differ = [f"{name} {saved[name]!r} (config.json has {folder[name]!r})"
@@ -615,7 +716,8 @@ def _saved_state(saved, network, optimizer, train_shape, config):
     count = _windows_per_epoch(train_shape, config)
     if window >= count:
         raise ValueError(f"window {window} (an epoch has {count} windows)")
-    optimizer._check_state(saved["optimizer"], network.params)
+    optimizer._check_state(saved["optimizer"], {name: network.params[name]
+                                                for name in trained_names(config, network.params)})
     carry = saved["carry"]
     if carry is not None:
         carry = network.check_state(network.public_state(tuple(carry)), train_shape[1], "carried state")
