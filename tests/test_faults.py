@@ -427,3 +427,13 @@ def test_metrics_that_are_not_utf8_do_not_stop_a_resume(run, capsys):
     assert main(["train", "--resume", str(run), "--steps", "6", "--no-progress"]) == 0
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and steps[-1] == 6
+
+
+def test_info_says_what_runs(capsys):
+    from bptt import cli, kernels
+
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("bptt ") and out[1].startswith("kernels: ")
+    assert "compiled kernels built at install:" in out[2]
+    assert out[3].startswith(f"threads of the compiled passes: {kernels.threads()}, of ")

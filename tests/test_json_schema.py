@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+import bptt
 from bptt import bench, cli
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "json.md"
@@ -93,7 +94,7 @@ def json_of(capsys, argv, status=0):
 
 
 def test_every_table_parses_and_names_known_types():
-    for name in ("task", "task seq2seq", "bench", "flow", "diagnosis", "config.json", "metrics step", "metrics valid"):
+    for name in ("info", "task", "task seq2seq", "bench", "flow", "diagnosis", "config.json", "metrics step", "metrics valid"):
         for key, (kind, _) in table(name).items():
             assert all(alternative.split()[0] in TYPES for alternative in kind.split(" or ")), (name, key, kind)
 
@@ -106,6 +107,15 @@ def test_task(capsys):
         assert (document["task"], document["steps"], document["hidden_size"]) == (task, 2, 4)
         paths |= fits(document, "task")
     covered("task", paths)
+
+
+def test_info(capsys):
+    paths = set()
+    for argv in (["info", "--json"], ["info", "--json", "--kernels", "numpy"]):
+        document = json_of(capsys, argv)
+        assert document["version"] == bptt.__version__ and document["kernels"] in ("numpy", "c")
+        paths |= fits(document, "info")
+    covered("info", paths, skip=() if paths & {"built[]"} else ("built[]", "runnable[]"))
 
 
 def test_task_seq2seq(capsys):

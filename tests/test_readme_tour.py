@@ -29,6 +29,7 @@ SMALL = {
                    ("--no-memory",), ("--no-sampling",), ("--peak-size", "64"), ("--quiet",)]),
     "check": ({}, []),
     "diagnose": ({}, []),
+    "info": ({}, []),
 }
 
 
@@ -51,7 +52,7 @@ def readme_commands():
 
 def test_the_tour_sees_every_verb_the_readme_shows():
     verbs = {shlex.split(command)[1] for command in readme_commands()}
-    assert verbs == {"check", "diagnose", "gradcheck", "flow", "train", "sample", "bench"}
+    assert verbs == {"check", "diagnose", "gradcheck", "flow", "train", "sample", "bench", "info"}
     assert set(verbs) <= set(SMALL)
 
 

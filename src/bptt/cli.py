@@ -136,6 +136,36 @@ def _training_threads(requested):
     return threadpool_limits(1), f"compiled passes on {threads} threads, BLAS on 1"
 
 
+# info
+
+
+def _add_info(subparsers):
+    p = subparsers.add_parser(
+        "info", help="the version, the kernels, their instruction set and threads",
+        description="Says which version of bptt this is, which kernels run (numpy, or c: the C the install "
+        "compiled), the instruction set of the compiled ones this CPU runs, and the threads of their passes.",
+    )
+    p.add_argument("--json", action="store_true", help="print it as JSON (docs/json.md)")
+
+
+def _run_info(args):
+    from . import __version__
+
+    try:
+        record = {"version": __version__, **kernels.info()}
+    except ValueError as error:  # a bad $BPTT_THREADS
+        raise UserError(str(error)) from error
+    if args.json:
+        _print_json(record)
+        return DONE
+    print(f"bptt {record['version']}")
+    print(f"kernels: {record['kernels']}" + (f" ({record['isa']})" if record["isa"] else ""))
+    print(f"compiled kernels built at install: {', '.join(record['built']) or 'none (no C compiler then)'}; "
+          f"this CPU runs: {', '.join(record['runnable']) or 'none'}")
+    print(f"threads of the compiled passes: {record['threads']}, of {record['cpus']} CPUs this process may use")
+    return DONE
+
+
 # gradcheck
 
 
@@ -897,6 +927,7 @@ def _run_bench(args):
 
 VERBS = {
     "gradcheck": (_add_gradcheck, _run_gradcheck),
+    "info": (_add_info, _run_info),
     "diagnose": (_add_diagnose, _run_diagnose),
     "check": (_add_check, _run_check),
     "flow": (_add_flow, _run_flow),

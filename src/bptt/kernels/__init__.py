@@ -97,6 +97,24 @@ def threads():
     return _selected["threads"]
 
 
+def info():
+    """What runs here: ``{"kernels", "isa", "built", "runnable", "threads", "cpus"}``: the
+    kernels selected, the instruction set of the compiled ones loaded (None with NumPy's), the
+    variants the install built and those this CPU runs, the threads of the compiled passes, and
+    the CPUs this process may use."""
+    from . import library
+
+    name = selected()
+    return {
+        "kernels": name,
+        "isa": isa(),
+        "built": library.built(),
+        "runnable": [variant for variant in library.built() if library.runnable(variant)],
+        "threads": threads(),
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+    }
+
+
 def compiled(cell, dtype, steps):
     """The compiled kernels of ``cell`` (a module of ``bptt.cells``) for a pass of ``steps``
     steps in ``dtype``, or None where NumPy runs: NumPy is selected, the pass is shorter than
@@ -106,5 +124,5 @@ def compiled(cell, dtype, steps):
     return CompiledCell.of(_selected["library"], cell, dtype)
 
 
-__all__ = ["KernelsUnavailable", "MAX_VECTOR_PRODUCT_BYTES", "MIN_STEPS", "NAMES", "compiled", "isa", "selected", "threads",
-           "use"]
+__all__ = ["KernelsUnavailable", "MAX_VECTOR_PRODUCT_BYTES", "MIN_STEPS", "NAMES", "compiled", "info", "isa", "selected",
+           "threads", "use"]
