@@ -610,15 +610,25 @@ def _allowed_cpus(task):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
                     reason="needs Linux and two CPUs")
-def test_the_pools_workers_are_kept_off_the_callers_cpu(restore_kernels):
-    """After a threaded pass the pool's worker may run on every CPU of the caller's but one,
-    the CPU the caller ran the pass on, so that Linux cannot wake it onto the caller's."""
-    kernels.use("c", threads=2)
+def test_the_pools_workers_are_kept_off_the_callers_cpu_only_when_asked(restore_kernels):
+    """With pin=True, after a threaded pass the pool's worker may run on every CPU of the
+    caller's but one, the CPU the caller ran the pass on, so that Linux cannot wake it onto the
+    caller's; unasked (the default, and pin=False after), every worker may run on every CPU."""
     caller = os.sched_getaffinity(0)
-    _lstm_gradients(1)
-    others = [task for task in os.listdir("/proc/self/task") if int(task) != threading.get_native_id()]
-    masks = [_allowed_cpus(task) for task in others]
-    assert any(len(caller - mask) == 1 and mask < caller for mask in masks), (caller, masks)
+
+    def masks():
+        others = [task for task in os.listdir("/proc/self/task") if int(task) != threading.get_native_id()]
+        return [_allowed_cpus(task) for task in others]
+
+    try:
+        kernels.use("c", threads=2, pin=True)
+        _lstm_gradients(1)
+        assert any(len(caller - mask) == 1 and mask < caller for mask in masks()), (caller, masks())
+        kernels.use("c", threads=2, pin=False)
+        _lstm_gradients(1)
+        assert all(mask == caller for mask in masks()), (caller, masks())
+    finally:
+        kernels.use("c", pin=False)
 
 
 def test_a_threaded_pass_refuses_cell_steps_that_do_not_go_with_its_products():

@@ -127,7 +127,7 @@ def _training_threads(requested):
             raise UserError(str(error)) from error
     else:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    kernels.use("c", threads=threads)
+    kernels.use("c", threads=threads, pin=True)  # the command owns its process: its workers may be pinned
     if threads == 1:
         return contextlib.nullcontext(), "compiled passes on 1 thread"
     if threadpool_limits is None:

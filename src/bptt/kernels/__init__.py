@@ -26,6 +26,7 @@ c`` took 5.7 s on 2 threads against 5.3 on one; with BLAS limited to one thread
 has the measurements.
 """
 
+import ctypes
 import os
 
 from ..checks import is_integer
@@ -41,12 +42,17 @@ MIN_STEPS = 8
 # OpenBLAS's two threads read faster (K*H x H = 2048 x 512 float32: 91 against 51 us)
 MAX_VECTOR_PRODUCT_BYTES = 512 * 1024
 
-_selected = {"name": None, "library": None, "isa": None, "threads": None}
+_selected = {"name": None, "library": None, "isa": None, "threads": None, "pin": False}
 
 
-def use(name, threads=None):
+def use(name, threads=None, pin=None):
     """Select the kernels the engine runs from now on: ``"numpy"`` or ``"c"``, and, where
     ``threads`` is given, how many threads the compiled passes run on (see :func:`threads`).
+    ``pin=True`` lets the passes' worker threads change their CPU affinity, to keep off the
+    caller's CPU (passes 1.5-3x faster after an idle spell, where Linux woke a worker onto the
+    caller's CPU); off by default, since a library does not touch its user's threads unasked
+    (``bptt train`` and ``bptt task`` ask: they own their process). ``pin=False`` gives the
+    workers back every CPU of the process at the next pass.
 
     Selecting ``"c"`` loads the library at once, so that kernels the install could not build
     are reported here and not in the middle of a pass. Raises KernelsUnavailable then, and
@@ -61,7 +67,16 @@ def use(name, threads=None):
         from .library import load
 
         library, isa_loaded = (_selected["library"], _selected["isa"]) if _selected["library"] else load()
+    if pin is not None:
+        _selected["pin"] = bool(pin)
+    if library is not None:
+        library.set_pinning(ctypes.c_int64(_selected["pin"]))
     _selected.update(name=name, library=library, isa=isa_loaded)
+
+
+def pinned():
+    """Whether the compiled passes' workers may be kept off the caller's CPU (``use(pin=)``)."""
+    return _selected["pin"]
 
 
 def isa():
@@ -124,5 +139,5 @@ def compiled(cell, dtype, steps):
     return CompiledCell.of(_selected["library"], cell, dtype)
 
 
-__all__ = ["KernelsUnavailable", "MAX_VECTOR_PRODUCT_BYTES", "MIN_STEPS", "NAMES", "compiled", "info", "isa", "selected",
+__all__ = ["KernelsUnavailable", "MAX_VECTOR_PRODUCT_BYTES", "MIN_STEPS", "NAMES", "compiled", "info", "isa", "pinned", "selected",
            "threads", "use"]

@@ -364,8 +364,13 @@ static struct {
     long long first_job[MAX_THREADS]; /* the job each worker was started after */
     pthread_t ids[MAX_THREADS];       /* the workers, 1 .. started */
     int away_from;                    /* the CPU the workers are kept off, -1 for none */
+    atomic_int pin;                   /* keep the workers off the caller's CPU: only when asked */
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
           .busy = ATOMIC_FLAG_INIT, .away_from = -1};
+
+/* Whether the pool may change its workers' CPU affinity (keep_off_callers_cpu): a library does
+   not touch a user's threads unless asked; `bptt train` asks, as it owns its process. */
+void set_pinning(int64_t on) { atomic_store(&pool.pin, on != 0); }
 
 static void *work(void *arg) {
     const int64_t t = (int64_t)(intptr_t)arg;
@@ -425,15 +430,23 @@ static int64_t start_workers(int64_t wanted) {
     return pool.started;
 }
 
-/* Keeps the workers off the CPU the caller runs on. After the machine had been idle for a
+/* Keeps the workers off the CPU the caller runs on, where pinning was asked for (set_pinning).
+   After the machine had been idle for a
    while, Linux often put a worker woken by the caller on the caller's CPU, where it began its
    share 0.7 ms late and the two shared the CPU until one was moved: passes 1.5-3x slower. A
    mask without the caller's CPU leaves the scheduler the others. Linux only; it costs a system
    call per worker only when the caller has moved to another CPU. */
 static void keep_off_callers_cpu(void) {
 #if defined(__linux__)
-    const int cpu = sched_getcpu();
     cpu_set_t set;
+    if (!atomic_load(&pool.pin)) { /* not asked: workers pinned before get the caller's CPUs back */
+        if (pool.away_from < 0 || sched_getaffinity(0, sizeof set, &set)) return;
+        for (int64_t t = 1; t <= pool.started; t++)
+            pthread_setaffinity_np(pool.ids[t], sizeof set, &set);
+        pool.away_from = -1;
+        return;
+    }
+    const int cpu = sched_getcpu();
     if (cpu < 0 || cpu == pool.away_from || sched_getaffinity(0, sizeof set, &set)) return;
     CPU_CLR(cpu, &set);
     if (CPU_COUNT(&set) == 0) return;
