@@ -315,3 +315,33 @@ def test_a_prime_outside_the_vocabulary_is_named(run, tmp_path, capsys):
 
 def test_sampling_a_missing_run_is_refused(tmp_path, capsys):
     refused(capsys, tmp_path, ["sample", "nowhere"], "cannot sample from nowhere: no checkpoint at nowhere")
+
+
+@pytest.mark.skipif(choose() is None, reason="the compiled kernels were not built at install")
+def test_a_trainer_driven_from_python_holds_blas_to_one_thread_in_its_steps(tmp_path, kernels_restored, monkeypatch):
+    """The policy lives in the library: a Trainer iterated from Python, with the passes on two
+    threads, runs each step with BLAS on one, and leaves BLAS alone between steps."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from bptt.training import trainer as trainer_module
+    from bptt.training.trainer import TrainConfig
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+
+    before, during = blas_threads(), []
+    if not before or max(before) < 2:
+        pytest.skip("BLAS here runs on one thread anyway")
+    (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
+    global_norm = trainer_module.global_norm
+
+    def watched(grads):  # called inside a step
+        during.append(blas_threads())
+        return global_norm(grads)
+
+    monkeypatch.setattr(trainer_module, "global_norm", watched)
+    kernels.use("c", threads=2)
+    config = TrainConfig(corpus=str(tmp_path / "corpus.txt"), hidden_size=8, num_layers=1, embedding_size=4, k1=4,
+                         batch_size=2, steps=2, eval_every=1000, sample_every=1000, checkpoint_every=1000)
+    for _ in Trainer.start(config, str(tmp_path / "run")).run():
+        assert blas_threads() == before  # between steps, the user's BLAS as it was
+    assert during and all(max(threads) == 1 for threads in during), during

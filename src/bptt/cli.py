@@ -99,41 +99,14 @@ THREADS_HELP = ("threads of the compiled passes at B > 1, with --kernels c (defa
 
 
 def _training_threads(requested):
-    """For a verb that trains: with the compiled kernels, their passes on ``requested``
-    threads (None: $BPTT_THREADS, else every CPU this process may use) and NumPy's BLAS on one
-    meanwhile. Between the passes a training loop calls BLAS (the output layer), whose workers
-    then spin and take the cores from the passes: 60 updates of ``bptt train``'s default model
-    took 5.3 s on one thread, 5.7 s on two, 3.6 s on two with BLAS on one.
+    """``training.threads.training_threads`` (the passes' threads and BLAS held to one while
+    training), its refusals as one line."""
+    from .training.threads import training_threads
 
-    Returns a context manager to train in and a line saying where the passes run, None with
-    the NumPy kernels.
-    """
-    if requested is not None and requested < 1:
-        raise UserError(f"expected --threads to be a positive integer but got {requested}")
-    if kernels.selected() != "c":
-        if requested is not None:
-            raise UserError("--threads sets the threads of the compiled passes: give --kernels c with it")
-        return contextlib.nullcontext(), None
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        threadpool_limits = None
-    if requested is not None:
-        threads = requested
-    elif os.environ.get("BPTT_THREADS") or threadpool_limits is None:
-        try:
-            threads = kernels.threads()
-        except ValueError as error:  # a bad $BPTT_THREADS
-            raise UserError(str(error)) from error
-    else:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    kernels.use("c", threads=threads, pin=True)  # the command owns its process: its workers may be pinned
-    if threads == 1:
-        return contextlib.nullcontext(), "compiled passes on 1 thread"
-    if threadpool_limits is None:
-        return contextlib.nullcontext(), (f"compiled passes on {threads} threads; BLAS keeps its own, which take "
-                                          "the cores from them (pip install threadpoolctl holds it to one)")
-    return threadpool_limits(1), f"compiled passes on {threads} threads, BLAS on 1"
+        return training_threads(requested)
+    except ValueError as error:
+        raise UserError(str(error)) from error
 
 
 # info

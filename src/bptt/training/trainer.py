@@ -43,6 +43,7 @@ from .data import (LAST_WINDOWS, Vocabulary, load_corpus, make_streams, split_tr
                    window_count)
 from .optim import clip_by_global_norm, clip_by_value, global_norm, make_optimizer, make_schedule
 from .sampling import default_prime, sample_chars
+from .threads import step_blas
 
 CELLS = KINDS
 INPUTS = ("embedding", "one_hot")
@@ -539,7 +540,7 @@ class Trainer:
                 break
             update_began = time.perf_counter()
             # NumPy's warnings are counted, not printed; what is not finite is checked below
-            with self.numeric.watch(state.step + 1):
+            with self.numeric.watch(state.step + 1), step_blas():  # BLAS on one thread beside threaded passes
                 update = next(updates)
                 grads = {name: update.grads[name] for name in self.trained}  # frozen ones have none
                 norm = global_norm(grads)

@@ -1,0 +1,63 @@
+"""The thread policy of training with the compiled kernels, in the library so that a
+:class:`~bptt.training.trainer.Trainer` driven from Python gets it as ``bptt train`` does.
+
+Between the compiled passes a training step calls BLAS (the output layer, the embedding's
+gradient), and OpenBLAS's workers keep spinning after each call, taking the cores from the
+passes' threads: 60 updates of ``bptt train``'s default model took 5.3 s on one thread, 5.7 s
+on two, 3.6 s on two with BLAS on one. So while the passes run on more than one thread, BLAS is
+held to one (threadpoolctl; without it BLAS keeps its threads).
+"""
+
+import contextlib
+import os
+
+from .. import kernels
+
+
+def training_threads(requested=None):
+    """Set the compiled passes' threads for a training process: ``requested``, else
+    ``$BPTT_THREADS``, else every CPU this process may use (its workers kept off the caller's
+    CPU: the process is the trainer's). Returns a context manager that holds BLAS to one thread
+    for the whole of a training loop, and a line saying where the passes run; ``(nullcontext,
+    None)`` with the NumPy kernels.
+
+    Raises ValueError for a count that is not a positive integer, or one given with the NumPy
+    kernels selected.
+    """
+    if requested is not None and requested < 1:
+        raise ValueError(f"expected --threads to be a positive integer but got {requested}")
+    if kernels.selected() != "c":
+        if requested is not None:
+            raise ValueError("--threads sets the threads of the compiled passes: give --kernels c with it")
+        return contextlib.nullcontext(), None
+    limits = _threadpool_limits()
+    if requested is not None:
+        threads = requested
+    elif os.environ.get("BPTT_THREADS") or limits is None:
+        threads = kernels.threads()
+    else:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    kernels.use("c", threads=threads, pin=True)
+    if threads == 1:
+        return contextlib.nullcontext(), "compiled passes on 1 thread"
+    if limits is None:
+        return contextlib.nullcontext(), (f"compiled passes on {threads} threads; BLAS keeps its own, which take "
+                                          "the cores from them (pip install threadpoolctl holds it to one)")
+    return limits(1), f"compiled passes on {threads} threads, BLAS on 1"
+
+
+def step_blas():
+    """The context a training step runs in: BLAS held to one thread while the compiled passes
+    run on more than one (where threadpoolctl is installed), else nothing."""
+    limits = _threadpool_limits()
+    if limits is None or kernels.selected() != "c" or kernels.threads() < 2:
+        return contextlib.nullcontext()
+    return limits(1)
+
+
+def _threadpool_limits():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits
