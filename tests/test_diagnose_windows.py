@@ -11,7 +11,7 @@ from bptt import LSTM, GRU, Window, cli
 from bptt.interop import keras
 from bptt.proofs.diagnose import diagnose
 from bptt.proofs.variants import dx_by_reach, reach_profiles
-from learners import keras_forward, lstm_backward, lstm_forward, rnn_backward, rnn_forward
+from learners import keras_forward, lstm_backward, rnn_backward, rnn_forward
 from test_diagnose import course_lstm
 
 I, H, B = 3, 4, 2

@@ -9,6 +9,7 @@ import pytest
 from bptt.nets import Seq2Seq, greedy_decode
 from bptt.training import seq2seq_runner
 from bptt.training import seq2seq_tasks as tasks
+from bptt.training.task_runner import TaskDiverged
 from bptt.training.seq2seq_runner import (DEFAULTS, TaskError, build_model, evaluate, held_out_set, run_seq2seq_task,
                                           task_batch, train_seq2seq_task)
 
@@ -123,7 +124,7 @@ def test_a_nan_loss_stops_the_run_with_a_clear_error(monkeypatch):
         return float("nan"), {name: np.zeros_like(value) for name, value in self.params.items()}
 
     monkeypatch.setattr(Seq2Seq, "loss_and_grads", diverging)
-    with pytest.raises(seq2seq_runner.TaskDiverged,
+    with pytest.raises(TaskDiverged,
                        match=r"the training loss became nan .* at step 1; try a smaller learning rate"):
         run_seq2seq_task("reverse", "gru", steps=3, **TINY)
 

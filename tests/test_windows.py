@@ -50,7 +50,6 @@ def torch_step(cell, w, x, state, cut):
 def mirror_loss(cell, params, x, states0, length, L, D, detached, dy, dstate_n, cut):
     """``Σ y·dy + Σ state_n·dstate_n`` of one sequence of ``length`` steps, with the gradient
     between steps e-1 and e dropped in every layer and direction where ``detached(e)``."""
-    H = dy.shape[-1] // D
     layer_input = [x[t] for t in range(length)]
     total = 0.0
     for layer in range(L):

@@ -122,7 +122,7 @@ def _missing(status, window, path, names, verdicts, words):
 
 
 def _truncation(listed, window, words):
-    h, dy_t, carried = words["h"], words["dy_t"], _carried(words)
+    dy_t, carried = words["dy_t"], _carried(words)
     if window.k1 > 1 and window.k1 == window.k2:
         k = window.k1
         return (

@@ -41,8 +41,8 @@ from ..checks import is_integer
 from ..layers import make_rnn, remember_bias
 from ..nets import Seq2Seq, greedy_decode
 from . import seq2seq_tasks as tasks
-from .optim import Adam, WarmupCosine, clip_by_global_norm, global_norm
-from .task_runner import TaskDiverged, TaskError, TaskEvent
+from .optim import Adam, WarmupCosine
+from .task_runner import TaskError, TaskEvent, checked_update
 from .trainer import NumericWarnings
 
 TASKS = ("reverse", "addition")
@@ -277,17 +277,9 @@ def _train(model, schedule, clip, rng, test, eval_every, size, record):
         batch = task_batch(task, rng, batch_size, size, reverse_source)
         with numeric.watch(step + 1):
             loss, grads = model.loss_and_grads(batch.source, batch.source_lengths, batch.target, batch.target_lengths)
-            if clip is not None:
-                grads, norm = clip_by_global_norm(grads, clip)
-            else:
-                norm = global_norm(grads)
-            if not (math.isfinite(loss) and math.isfinite(norm)):
-                warned = numeric.since(step + 1)
-                warned = f"; {warned}" if warned else ""
-                raise TaskDiverged(f"the training loss became {loss} (gradient norm {norm}) at step {step + 1}"
-                                   f"{warned}; try a smaller learning rate or clipping")
             step_lr = schedule.lr_at(step)
-            model.params, state = optimizer.update(model.params, grads, state, step_lr)
+            model.params, state = checked_update(optimizer, model.params, grads, state, step_lr, loss, clip, step + 1,
+                                                 numeric)
         losses.append(loss)
         yield TaskEvent("step", step + 1, {"loss": loss, "lr": step_lr})
         if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:

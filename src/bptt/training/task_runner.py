@@ -184,6 +184,23 @@ def _check_settings(task, cell, length, steps, hidden_size, batch_size, lr, clip
         raise TaskError("bad task settings: " + "; ".join(problems))
 
 
+def checked_update(optimizer, params, grads, state, lr, loss, clip, step, numeric):
+    """One update of a task's training: ``grads`` clipped to global norm ``clip`` (None: not
+    clipped), then ``optimizer``'s step at ``lr``; returns ``(params, state)``. Raises
+    TaskDiverged, with what NumPy warned of (``numeric``), where the loss or the gradient norm
+    at ``step`` is not finite."""
+    if clip is not None:
+        grads, norm = clip_by_global_norm(grads, clip)
+    else:
+        norm = global_norm(grads)
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        warned = numeric.since(step)
+        warned = f"; {warned}" if warned else ""
+        raise TaskDiverged(f"the training loss became {loss} (gradient norm {norm}) at step {step}"
+                           f"{warned}; try a smaller learning rate or clipping")
+    return optimizer.update(params, grads, state, lr)
+
+
 def train_task(task, cell, length, steps, hidden_size=64, batch_size=32, *, lr=1e-2, warmup_steps=100,
                clip=1.0, gate_bias=3.0, seed=0, eval_every=None, test_size=1000, test_seed=0, dtype=np.float32):
     """Train a fresh network on ``task`` and score it on a held-out test set.
@@ -233,17 +250,9 @@ def _train(network, schedule, clip, rng, test, eval_every, record):
         batch = task_batch(task, rng, batch_size, length, network.dtype)
         with numeric.watch(step + 1):
             loss, grads, _ = network.loss_and_grads(batch.inputs, batch.targets)
-            if clip is not None:
-                grads, norm = clip_by_global_norm(grads, clip)
-            else:
-                norm = global_norm(grads)
-            if not (math.isfinite(loss) and math.isfinite(norm)):
-                warned = numeric.since(step + 1)
-                warned = f"; {warned}" if warned else ""
-                raise TaskDiverged(f"the training loss became {loss} (gradient norm {norm}) at step {step + 1}"
-                                   f"{warned}; try a smaller learning rate or clipping")
             step_lr = schedule.lr_at(step)
-            network.params, state = optimizer.update(network.params, grads, state, step_lr)
+            network.params, state = checked_update(optimizer, network.params, grads, state, step_lr, loss, clip,
+                                                   step + 1, numeric)
         yield TaskEvent("step", step + 1, {"loss": loss, "lr": step_lr})
         if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
             with numeric.watch(step + 1):
