@@ -322,11 +322,16 @@ def _run_diagnose(args):
         result = diagnose(args.layout, *arrays)
     except LayoutError as error:
         raise UserError(str(error)) from error
-    if args.json:
+    return _print_diagnosis(result, args.json)
+
+
+def _print_diagnosis(result, as_json):
+    """Print a Diagnosis (its table and verdict, or its JSON); the status: 0 when it passed."""
+    if as_json:
         _print_json(result.to_dict(), indent=2)
     else:
         print(result)
-    return 0 if result.passed else 1
+    return DONE if result.passed else FOUND
 
 
 # check
@@ -358,11 +363,7 @@ def _run_check(args):
         result = check_file(args.solution, args.layout, seed=args.seed)
     except (FileNotFoundError, LearnerError) as error:
         raise UserError(str(error)) from error
-    if args.json:
-        _print_json(result.to_dict(), indent=2)
-    else:
-        print(result)
-    return 0 if result.passed else 1
+    return _print_diagnosis(result, args.json)
 
 
 # train
