@@ -19,7 +19,7 @@ VARIANTS = {  # best first; x86-64-v4 is AVX-512 (F, BW, CD, DQ, VL), v3 AVX2 wi
 
 setup(
     ext_modules=[
-        Extension(f"bptt.kernels._kernels_{name}", sources=[SOURCE], depends=["src/bptt/kernels/cells.c"],
+        Extension(f"bptt.kernels._kernels_{name}", sources=[SOURCE], depends=["src/bptt/kernels/cells.c", "src/bptt/kernels/contract.h"],
                   extra_compile_args=COMMON + flags, extra_link_args=["-pthread"], optional=True)
         for name, flags in VARIANTS.items()
     ],

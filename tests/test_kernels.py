@@ -644,3 +644,41 @@ def test_a_threaded_pass_refuses_cell_steps_that_do_not_go_with_its_products():
         products.check(cells(32, 24, 2), 0, 2)
     with pytest.raises(ValueError, match="threaded pass: steps 1..2 of 2 products and 2 cell steps"):
         products.check(cells(32, 12, 2), 1, 2)
+
+
+# 7. one contract between Python and C
+
+def test_the_contract_is_read_by_name_and_matches_the_compiled_structs(built_kernels):
+    """plan.py builds its rows from contract.h's field names; the library's sizeof of each
+    struct is the header's 8 bytes a field, so a one-sided edit fails loudly."""
+    loaded, _ = library.load()
+    for struct in ("pass_args", "gradient_args"):
+        fields = plan.contract_fields(struct)
+        assert len(set(fields)) == len(fields) > 5
+        assert getattr(loaded, f"sizeof_{struct}")() == 8 * len(fields)
+    assert plan.contract_fields("gradient_args")[:2] == ("K", "dpre_h")
+    row = plan.contract_row("gradient_args", **{field: i for i, field in enumerate(plan.contract_fields("gradient_args"))})
+    assert row.tolist() == list(range(len(plan.contract_fields("gradient_args")))) and row.dtype == np.int64
+
+
+def test_a_row_missing_or_inventing_a_field_is_refused():
+    fields = plan.contract_fields("pass_args")
+    values = dict.fromkeys(fields, 0)
+    with pytest.raises(ValueError, match=r"pass_args: missing \['discard'\], unknown \[\]"):
+        plan.contract_row("pass_args", **{k: v for k, v in values.items() if k != "discard"})
+    with pytest.raises(ValueError, match=r"unknown \['stride'\]"):
+        plan.contract_row("pass_args", **values, stride=1)
+
+
+def test_a_field_that_is_not_an_int64_is_refused(tmp_path, monkeypatch):
+    header = tmp_path / "contract.h"
+    header.write_text("typedef struct {\n    int64_t a, b; /* two */\n    double c;\n} odd;\n")
+    monkeypatch.setattr(plan, "CONTRACT", header)
+    plan.contract_fields.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="odd holds 'double c'; every field must be an int64_t"):
+            plan.contract_fields("odd")
+        with pytest.raises(ValueError, match="contract.h defines no struct nothing"):
+            plan.contract_fields("nothing")
+    finally:
+        plan.contract_fields.cache_clear()

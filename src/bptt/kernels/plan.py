@@ -10,7 +10,9 @@ never touches memory outside the arrays it was given. A step then costs one ctyp
 """
 
 import ctypes
+import re
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -114,6 +116,36 @@ def _row_major(stack, index, count, shape, dtype, what):
     return _address(stack) + index * stack.strides[0], stack.strides[1] // stack.itemsize
 
 
+CONTRACT = Path(__file__).with_name("contract.h")  # the structs Python fills, read by name
+
+
+@lru_cache(maxsize=None)
+def contract_fields(struct):
+    """The fields of ``struct`` (a typedef of contract.h), in their order: every one an int64_t."""
+    text = re.sub(r"/\*.*?\*/", "", CONTRACT.read_text(), flags=re.S)  # comments out
+    found = re.search(r"typedef struct \{([^}]*)\}\s*" + re.escape(struct) + r"\s*;", text)
+    if found is None:
+        raise ValueError(f"contract.h defines no struct {struct}")
+    fields = []
+    for declaration in filter(None, (part.strip() for part in found.group(1).split(";"))):
+        kind, _, names = declaration.partition(" ")
+        if kind != "int64_t":
+            raise ValueError(f"contract.h: {struct} holds {declaration!r}; every field must be an int64_t")
+        fields += [name.strip() for name in names.split(",")]
+    return tuple(fields)
+
+
+def contract_row(struct, **values):
+    """The int64 row of ``struct`` with each field's value given by name: a field missing or
+    unknown is a ValueError, so a field added to or removed from contract.h cannot be filled
+    by position by mistake."""
+    fields = contract_fields(struct)
+    missing, unknown = [f for f in fields if f not in values], [v for v in values if v not in fields]
+    if missing or unknown:
+        raise ValueError(f"{struct}: missing {missing}, unknown {unknown} (fields of contract.h: {', '.join(fields)})")
+    return np.array([values[field] for field in fields], np.int64)
+
+
 def gradient_args(dpre_h, dpre_x, h_rows, x_rows, dw_hh_1, dw_ih, db_ih, accumulate):
     """The ``gradient_args`` of ``recurrence.c``: the sums over the steps of a threaded backward
     pass, ``[dW_hh | db_hh] (+)= dpre_h [h_rows | 1]``, ``dW_ih (+)= dpre_x x_rows`` and, unless
@@ -138,10 +170,12 @@ def gradient_args(dpre_h, dpre_x, h_rows, x_rows, dw_hh_1, dw_ih, db_ih, accumul
     if db_ih is not None and (db_ih.dtype != dpre_h.dtype or db_ih.shape != (KH,) or not db_ih.flags.c_contiguous):
         raise ValueError(f"gradients db_ih: expected ({KH},) {dpre_h.dtype}, got {db_ih.shape} {db_ih.dtype}")
     item = dpre_h.itemsize
-    row = np.array([n, _address(dpre_h), dpre_h.strides[0] // item, _address(dpre_x), dpre_x.strides[0] // item,
-                    _address(h_rows), _address(x_rows), I, _address(dw_hh_1), dw_hh_1.strides[0] // item,
-                    _address(dw_ih), dw_ih.strides[0] // item, 0 if db_ih is None else _address(db_ih),
-                    int(bool(accumulate))], np.int64)
+    row = contract_row(
+        "gradient_args", K=n, dpre_h=_address(dpre_h), ld_dpre_h=dpre_h.strides[0] // item, dpre_x=_address(dpre_x),
+        ld_dpre_x=dpre_x.strides[0] // item, h_rows=_address(h_rows), x_rows=_address(x_rows), I=I,
+        dw_hh=_address(dw_hh_1), ld_dw_hh=dw_hh_1.strides[0] // item, dw_ih=_address(dw_ih),
+        ld_dw_ih=dw_ih.strides[0] // item, db_ih=0 if db_ih is None else _address(db_ih),
+        accumulate=int(bool(accumulate)))
     return row, (dpre_h, dpre_x, h_rows, x_rows, dw_hh_1, dw_ih, db_ih)
 
 
@@ -228,6 +262,11 @@ class CompiledCell:
         self._backward_pass = _function(library, f"{name}_backward_pass_{suffix}", 9)
         self._forward_threads = _function(library, f"{name}_forward_threads_{suffix}", 7)
         self._backward_threads = _function(library, f"{name}_backward_threads_{suffix}", 9)
+        for struct in ("pass_args", "gradient_args"):  # the compiled structs are the header's
+            size = getattr(library, f"sizeof_{struct}")()
+            if size != 8 * len(contract_fields(struct)):
+                raise ValueError(f"the compiled kernels' {struct} is {size} bytes, contract.h's fields "
+                                 f"{8 * len(contract_fields(struct))}: the library was built from another contract.h")
         self._panel_rows = library.panel_rows()
         self._tile_columns = library.tile_columns(ctypes.c_int64(self.dtype.itemsize))
         self._gradient_scratch = library.gradient_scratch(ctypes.c_int64(self.dtype.itemsize))
@@ -290,11 +329,12 @@ class CompiledCell:
         if w_x.shape[0] != w.shape[0]:
             raise ValueError(f"threaded weights: W_ih has {w_x.shape[0]} rows, W_hh {w.shape[0]}")
         scratch = POOL.empty((threads, scratch_numbers), self.dtype)
-        pass_args = np.array([threads, packed.shape[1], K, _address(packed), direct, _address(scratch),
-                              scratch_numbers, input_n, _address(packed_x),
-                              0 if gradients is None else _address(gradients[0]), _address(w),
-                              w.strides[0] // w.itemsize, _address(w_x), w_x.strides[0] // w_x.itemsize, discard],
-                             np.int64)
+        pass_args = contract_row(
+            "pass_args", threads=threads, n=packed.shape[1], gates=K, packed=_address(packed), direct=direct,
+            scratch=_address(scratch), scratch_numbers=scratch_numbers, input_n=input_n,
+            input_packed=_address(packed_x), gradients=0 if gradients is None else _address(gradients[0]),
+            weights=_address(w), ld_weights=w.strides[0] // w.itemsize, input_weights=_address(w_x),
+            ld_input_weights=w_x.strides[0] // w_x.itemsize, discard=discard)
         return Threaded(rows, pass_args, (weights, scratch, arrays, gradients), units)
 
     def threaded_forward(self, w, w_x, h_prev, x, h_t, h_rows, count, threads, keep_cache=True):

@@ -16,6 +16,7 @@
 
 #define _GNU_SOURCE /* pthreads, sched_yield; on Linux sched_getcpu and CPU affinity */
 #include "cells.c"
+#include "contract.h" /* pass_args and gradient_args: the structs Python fills, by name */
 
 #include <pthread.h>
 #include <sched.h>
@@ -48,6 +49,10 @@
 
 int64_t panel_rows(void) { return PANEL_ROWS; }
 
+/* the sizes of the structs of contract.h, which Python checks against the fields it reads there */
+int64_t sizeof_pass_args(void) { return sizeof(pass_args); }
+int64_t sizeof_gradient_args(void) { return sizeof(gradient_args); }
+
 /* the columns of one tile for numbers of `itemsize` bytes */
 int64_t tile_columns(int64_t itemsize) { return VECTORS * (VECTOR_BYTES / itemsize); }
 
@@ -56,36 +61,6 @@ int64_t tile_columns(int64_t itemsize) { return VECTORS * (VECTOR_BYTES / itemsi
 int64_t gradient_scratch(int64_t itemsize) {
     return GRADIENT_BLOCK * (PANEL_ROWS + GRADIENT_TARGETS * tile_columns(itemsize));
 }
-
-/* What a pass takes besides its tables: the threads to run on, the inner length `n` of the
-   product (the rows of h_{t-1} read, H, or H + 1 with GRU's row of ones; K*H backward), the
-   cell's gates K, room for the packed panels, which the threads fill (n x PANEL_ROWS each:
-   element [k][r] is W's row r of the panel at column k), whether the cell's backward leaves a direct gradient of h_{t-1} in dh
-   (GRU), per thread `scratch_numbers` numbers of scratch, and where `input_n` is not 0, the
-   product with the input's weights of each step too, packed the same way (`input_packed`):
-   forward, the input projection `pre_x = [W_ih | b] [x_t; 1]` (panels of input_n = I + 1
-   columns); backward, the input's gradient `dx_tᵀ = W_ihᵀ dpre_x` (input_n = I rows, panels of
-   K*H columns). */
-typedef struct {
-    int64_t threads, n, gates, packed, direct, scratch, scratch_numbers, input_n, input_packed;
-    int64_t gradients; /* backward: a gradient_args, or 0 */
-    /* the weights the threads pack their own panels of, at the start of the pass, with their
-       row strides: forward [W_hh | b] (K*H, n) and [W_ih | b] (K*H, input_n); backward W_hh
-       (K*H, H) and W_ih (K*H, I), whose columns are the rows of W_hhᵀ and W_ihᵀ */
-    int64_t weights, ld_weights, input_weights, ld_input_weights;
-    int64_t discard; /* forward: bit k marks the step's array k, of the cache, as not kept */
-} pass_args;
-
-/* Backward, what a pass adds up over its steps once they have run, each thread for the rows
-   of its units (`K` = steps x B; rows of the matrices `ld_*` numbers apart):
-   [dW_hh | db_hh] (K*H, H+1) += Σ_k dpre_h[:, k] [h_{t-1}; 1]ᵀ and dW_ih (K*H, I) +=
-   Σ_k dpre_x[:, k] x_kᵀ, and, where `db_ih` is not 0, db_ih += Σ_k dpre_x[:, k]; dpre_h and
-   dpre_x (K*H, K) hold k contiguous, h_rows (K, H) and x_rows (K, I) a step's features. They
-   are overwritten instead where `accumulate` is 0. */
-typedef struct {
-    int64_t K, dpre_h, ld_dpre_h, dpre_x, ld_dpre_x, h_rows, x_rows, I;
-    int64_t dw_hh, ld_dw_hh, dw_ih, ld_dw_ih, db_ih, accumulate;
-} gradient_args;
 
 /* The threads of a pass meet at a barrier once per step: a count of arrivals and a generation
    that the last one to arrive moves on. Waiting spins (a step takes microseconds), then yields
