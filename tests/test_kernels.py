@@ -657,8 +657,9 @@ def test_the_contract_is_read_by_name_and_matches_the_compiled_structs(built_ker
         assert len(set(fields)) == len(fields) > 5
         assert getattr(loaded, f"sizeof_{struct}")() == 8 * len(fields)
     assert plan.contract_fields("gradient_args")[:2] == ("K", "dpre_h")
-    row = plan.contract_row("gradient_args", **{field: i for i, field in enumerate(plan.contract_fields("gradient_args"))})
-    assert row.tolist() == list(range(len(plan.contract_fields("gradient_args")))) and row.dtype == np.int64
+    fields = plan.contract_fields("gradient_args")
+    row = plan.contract_row("gradient_args", **{field: i for i, field in enumerate(fields)})
+    assert row.tolist() == list(range(len(fields))) and row.dtype == np.int64
 
 
 def test_a_row_missing_or_inventing_a_field_is_refused():
