@@ -20,6 +20,7 @@ whose submodules are ``embedding`` (``nn.Embedding``), ``rnn`` (``nn.RNN/LSTM/GR
 cache that :meth:`Network.forward` returns and :meth:`Network.backward` takes.
 """
 
+import copy
 from typing import NamedTuple
 
 import numpy as np
@@ -67,6 +68,10 @@ class NetworkCache(NamedTuple):
     head: object  # head.HeadCache
     loss: object  # the loss's cache
     batch_first: bool  # whether backward returns dx batch-first
+
+
+RNN_CONFIGURATION = ("cell", "input_size", "hidden_size", "num_layers", "num_directions", "bidirectional",
+                     "batch_first", "dtype", "dropout")
 
 
 class Network:
@@ -124,17 +129,10 @@ class Network:
             vocab_size = rnn.input_size
         elif vocab_size is not None:
             raise ValueError('vocab_size is for input="embedding" or "one_hot", not for input="features"')
-        self.rnn_type = type(rnn).__name__
-        self.nonlinearity = getattr(rnn, "nonlinearity", None)
-        self.dropout = rnn.dropout
-        self.cell = rnn.cell
-        self.input_size = rnn.input_size
-        self.hidden_size = rnn.hidden_size
-        self.num_layers = rnn.num_layers
-        self.num_directions = rnn.num_directions
-        self.bidirectional = rnn.bidirectional
-        self.batch_first = rnn.batch_first
-        self.dtype = rnn.dtype
+        # the network holds its recurrent stack for its configuration; the stack's parameters
+        # are the network's own "rnn.*", so the copy it holds keeps none
+        self.rnn = copy.copy(rnn)
+        self.rnn.params = {}
         self.output_size = int(output_size)
         self.input = input
         self.vocab_size = None if vocab_size is None else int(vocab_size)
@@ -152,6 +150,19 @@ class Network:
         params["head.weight"] = rng.uniform(-bound, bound, (self.output_size, width)).astype(self.dtype)
         params["head.bias"] = rng.uniform(-bound, bound, (self.output_size,)).astype(self.dtype)
         self.params = params
+
+    def __getattr__(self, name):
+        """The recurrent stack's configuration, read through: ``cell``, ``input_size``,
+        ``hidden_size``, ``num_layers``, ``num_directions``, ``bidirectional``,
+        ``batch_first``, ``dtype``, ``dropout``."""
+        if name in RNN_CONFIGURATION and "rnn" in vars(self):
+            return getattr(self.rnn, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def rnn_type(self):
+        """``"RNN"``, ``"LSTM"`` or ``"GRU"``: the class of the recurrent stack."""
+        return type(self.rnn).__name__
 
     def __repr__(self):
         rnn = f"{self.rnn_type}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
