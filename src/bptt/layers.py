@@ -243,7 +243,8 @@ def stack_backward_window(dy, dstate_n, cache, window, cut=None):
             caches=[[recurrence.slice_cache(one, start, stop) for one in layer] for layer in cache.caches],
             dropout_masks=None if cache.dropout_masks is None else [m[start:stop] for m in cache.dropout_masks],
         )
-        grads, dx_part, dstate0 = stack_backward(dy_pass[start:stop], dstate, part, cut, edges)
+        # without an edge inside the slice, the fast engine runs it
+        grads, dx_part, dstate0 = stack_backward(dy_pass[start:stop], dstate, part, cut, edges if edges.any() else None)
         if total is None:
             total = grads
             dx = np.zeros((T, B) + dx_part.shape[2:], dy.dtype)
