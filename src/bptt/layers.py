@@ -216,7 +216,8 @@ def stack_backward_window(dy, dstate_n, cache, window, cut=None):
     T, B = dy.shape[:2]
     lengths = cache.lengths
     if window.k1 == window.k2:
-        return stack_backward(dy, dstate_n, cache, cut, recurrence.window_edges(window, T, lengths))
+        edges = recurrence.window_edges(window, T, lengths)
+        return stack_backward(dy, dstate_n, cache, cut, edges if edges.any() else None)
     if len(cache.caches[0]) != 1:
         raise ValueError(f"expected a unidirectional stack for TBPTT({window.k1}, {window.k2}) with k2 > k1 "
                          f"but got {len(cache.caches[0])} directions")
