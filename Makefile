@@ -1,11 +1,11 @@
 # The two commands of the README. Both create .venv on first use and reuse it after. Each set of
-# extras has its own stamp, so that `make demo` installs only what the demo draws with (tqdm,
-# matplotlib) and `make test` the test extra (torch among it); a stamp re-installs its set only
-# when what the install is made from changes.
+# extras has its own stamp, so that `make demo` installs only what the demo needs (tqdm,
+# matplotlib, threadpoolctl) and `make test` the test extra (torch among it); a stamp
+# re-installs its set only when what the install is made from changes.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEMO_STAMP := $(VENV)/.installed-progress-plot
+DEMO_STAMP := $(VENV)/.installed-progress-plot-threads
 TEST_STAMP := $(VENV)/.installed-test-progress-plot-bench
 # the install compiles the kernels (setup.py): a changed C source re-installs too
 INSTALLED_FROM := pyproject.toml setup.py src/bptt/kernels/recurrence.c src/bptt/kernels/cells.c src/bptt/kernels/contract.h
@@ -17,7 +17,7 @@ $(BIN)/python:
 
 $(DEMO_STAMP): $(INSTALLED_FROM) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[progress,plot]'
+	$(BIN)/python -m pip install --quiet -e '.[progress,plot,threads]'
 	touch $@
 
 $(TEST_STAMP): $(INSTALLED_FROM) | $(BIN)/python

@@ -22,7 +22,7 @@ import tokenize
 
 import numpy as np
 
-from bptt import LSTM, recurrence
+from bptt import LSTM, kernels, recurrence
 from bptt.cells import lstm, rnn_tanh
 from bptt.layers import layer_weights, param_shapes, stack_backward_window, stack_forward
 from bptt.nets import Network
@@ -329,7 +329,12 @@ def main(argv=None):
     mode.add_argument("--check", action="store_true")
     parser.add_argument("doc", nargs="?", default=str(DOC))
     args = parser.parse_args(argv)
-    blocks = {name: make() for name, make in BLOCKS.items()}
+    before = kernels.selected()
+    kernels.use("numpy")  # the numbers are the NumPy kernels', the same on every machine to the digit
+    try:
+        blocks = {name: make() for name, make in BLOCKS.items()}
+    finally:
+        kernels.use(before)
     path = pathlib.Path(args.doc)
     if args.write:
         path.write_text(refresh_links(fill(path.read_text(), blocks)))

@@ -26,10 +26,11 @@ def each_kernels(request):
     if request.param != "numpy" and choose() is None:
         pytest.skip("the compiled kernels were not built at install (no C compiler then)")
     name, threads = ("numpy", 1) if request.param == "numpy" else ("c", 3 if request.param == "c-threads" else 1)
+    before = kernels.selected(), kernels.threads()
     kernels.use(name, threads=threads)
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(kernels, "MIN_STEPS", 1)  # short test sequences run the compiled path too
             yield request.param
     finally:
-        kernels.use("numpy", threads=1)
+        kernels.use(before[0], threads=before[1])  # the defaults the other tests run with

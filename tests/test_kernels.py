@@ -530,7 +530,7 @@ def test_bptt_threads_is_read_and_checked(restore_kernels, monkeypatch):
         kernels.threads()
     monkeypatch.setitem(kernels._selected, "threads", None)
     monkeypatch.delenv("BPTT_THREADS")
-    assert kernels.threads() == 1  # the per-step passes unless asked
+    assert kernels.threads() == kernels.cpus() == len(os.sched_getaffinity(0))  # every CPU unless asked
 
 
 def _lstm_gradients(seed, B=6, T=9, H=40):

@@ -638,7 +638,7 @@ def format_report(report):
     if report["vs_torch"]:
         lines.append("ratio: median of per-repetition bptt/torch; r(med): ratio of the medians")
         if report.get("kernels", "numpy") != "c" and any(row.get("target") is not None for row in report["cases"]):
-            lines.append("the targets are set for the compiled kernels (bptt bench --vs torch --kernels c); these "
+            lines.append("the targets are set for the compiled kernels (the default: bptt bench --vs torch); these "
                          "rows ran the NumPy kernels, the readable reference, which are not meant to meet them")
     if "cache_per_step" in report:
         lines.append("")

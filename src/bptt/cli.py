@@ -94,8 +94,9 @@ def _check_output(path, option="-o"):
                          f"permission)")
 
 
-THREADS_HELP = ("threads of the compiled passes at B > 1, with --kernels c (default: every CPU this process may use, "
-                "NumPy's BLAS held to one thread meanwhile; one where threadpoolctl is not installed)")
+THREADS_HELP = ("threads of the compiled passes at B > 1, with the compiled kernels (default: every CPU this "
+                "process may use, NumPy's BLAS held to one thread meanwhile; one where threadpoolctl is not "
+                "installed)")
 
 
 def _training_threads(requested):
@@ -841,8 +842,8 @@ def _add_bench(subparsers):
         description="Times bptt and (with --vs torch, when installed) torch in the same process, "
         "interleaved run by run after warm-up, with both thread counts fixed, and prints medians, the "
         "ratio bptt/torch, GFLOP/s and the fraction of this machine's GEMM peak. A run taken while "
-        "other processes used the CPU is taken again. The targets are set for the compiled kernels: "
-        "bptt bench --vs torch --kernels c.",
+        "other processes used the CPU is taken again. The targets are set for the compiled kernels, the "
+        "default; --kernels numpy times the fused NumPy kernels.",
     )
     p.add_argument("--vs", choices=["torch", "none"], default="torch", help="compare with (default torch)")
     p.add_argument("--threads", type=int, default=2, help="threads for both libraries (default 2)")
@@ -927,7 +928,7 @@ def build_parser():
     for verb in subparsers.choices.values():
         verb.add_argument("--kernels", choices=kernels.NAMES,
                           help="the cells' elementwise step in NumPy or in the C the install compiled for "
-                          "this machine (default: $BPTT_KERNELS, else numpy)")
+                          "this machine (default: $BPTT_KERNELS, else c where the install built it)")
     return parser
 
 

@@ -1,15 +1,16 @@
-"""Which implementation runs the cells' elementwise step: NumPy (the default) or compiled C.
+"""Which implementation runs the cells' elementwise step: the C the install compiled (the
+default, where it built kernels this CPU runs) or the fused NumPy kernels (``kernels/fused``).
 
-``bptt.kernels.use("c")`` (or ``BPTT_KERNELS=c`` in the environment) makes the engine call
-``cells.c``, compiled when bptt was installed, for the best instruction set this CPU has
-(see ``library.py``; ``isa()`` says which); every
-result is the same up to rounding, and the exactness tests run both. ``use("numpy")`` goes
-back. The NumPy cells in ``bptt.cells`` stay the reference the documentation derives; the C
-kernels are their arithmetic fused into one pass over memory per step.
+``bptt.kernels.use("numpy")`` (or ``BPTT_KERNELS=numpy``, ``--kernels numpy``) runs the NumPy
+kernels; ``use("c")`` goes back. The C is ``cells.c`` and ``recurrence.c``, compiled when bptt
+was installed, for the best instruction set this CPU has (``library.py``; ``isa()`` says which).
+Every result is the same up to rounding, and the exactness tests run both; the readable
+reference both are held to is ``bptt.cells`` with ``bptt.reference``.
 
-With ``threads()`` above 1 (``use("c", threads=2)``, ``BPTT_THREADS=2``), a pass at B > 1
-without lengths runs its steps in one call on that many threads (the caller and workers
-started on first use and kept, off the caller's CPU), each with its share of the hidden units
+With ``threads()`` above 1 (the default: every CPU this process may use; ``use("c",
+threads=n)``, ``BPTT_THREADS=n``), a pass at B > 1 without lengths runs its steps in one call
+on that many threads (the caller and workers started on first use and kept; kept off the
+caller's CPU only where asked, ``use(..., pin=True)``), each with its share of the hidden units
 and of the weights, which it packs at the pass's start, and with each step's products in its
 own tile kernel instead of BLAS (``recurrence.c``): forward, the input projection and the
 recurrent product, each tile handed to the cell while it is in cache; backward, the
@@ -17,13 +18,13 @@ recurrent product and dx, and after the steps the parameter gradients, each thre
 its units. A training step of a layer then calls no BLAS at all. One pass at a time uses the
 workers; a pass started meanwhile from another Python thread runs on its own thread.
 
-It stays off by default: in a loop that also calls BLAS between passes (a model's output
-layer, the optimizer), OpenBLAS's workers spin for about 0.1 s after each multithreaded call
-and take a core from these threads on a 2-core machine. 60 updates of ``bptt train --kernels
-c`` took 5.7 s on 2 threads against 5.3 on one; with BLAS limited to one thread
-(``threadpoolctl`` or ``OPENBLAS_NUM_THREADS=1``), 3.6 s, which is what ``bptt train`` and
-``bptt task`` do with the compiled kernels (``cli._training_threads``). docs/performance.md
-has the measurements.
+In a loop that also calls BLAS between passes (a model's output layer, the optimizer),
+OpenBLAS's workers spin for about 0.1 s after each multithreaded call and take a core from
+these threads on a 2-core machine: 60 updates of ``bptt train`` took 5.7 s on 2 threads with
+BLAS left alone, 3.6 s with BLAS on one thread, which is what a ``Trainer`` step, ``bptt
+train`` and ``bptt task`` do (``bptt.training.threads``); in your own loop,
+``threadpoolctl.threadpool_limits(1)`` or ``OPENBLAS_NUM_THREADS=1``. docs/performance.md has
+the measurements.
 """
 
 import ctypes
@@ -86,9 +87,12 @@ def isa():
 
 
 def selected():
-    """The name of the kernels in use, ``"numpy"`` unless ``use`` or ``BPTT_KERNELS`` chose."""
+    """The name of the kernels in use: as ``use`` or ``BPTT_KERNELS`` chose, else ``"c"`` where
+    the install built compiled kernels this CPU runs, else ``"numpy"``."""
     if _selected["name"] is None:
-        name = os.environ.get("BPTT_KERNELS") or "numpy"
+        from .library import choose
+
+        name = os.environ.get("BPTT_KERNELS") or ("c" if choose() is not None else "numpy")
         if name not in NAMES:
             raise ValueError(f"expected BPTT_KERNELS to be {' or '.join(map(repr, NAMES))} but got {name!r}")
         use(name)
@@ -104,12 +108,18 @@ def _thread_count(value, what, shown=None):
 
 def threads():
     """The threads of the compiled passes at B > 1: as :func:`use` set it, else
-    ``$BPTT_THREADS``, else 1 (the per-step passes, which leave the products to BLAS)."""
+    ``$BPTT_THREADS``, else every CPU this process may use (1: the per-step passes, which
+    leave the products to BLAS)."""
     if _selected["threads"] is None:
-        text = os.environ.get("BPTT_THREADS") or "1"
+        text = os.environ.get("BPTT_THREADS") or str(cpus())
         value = int(text) if text.strip().isdigit() else text
         _selected["threads"] = _thread_count(value, "BPTT_THREADS", shown=text)
     return _selected["threads"]
+
+
+def cpus():
+    """The CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def info():
@@ -126,7 +136,7 @@ def info():
         "built": library.built(),
         "runnable": [variant for variant in library.built() if library.runnable(variant)],
         "threads": threads(),
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+        "cpus": cpus(),
     }
 
 

@@ -16,8 +16,9 @@ from .. import kernels
 
 def training_threads(requested=None):
     """Set the compiled passes' threads for a training process: ``requested``, else
-    ``$BPTT_THREADS``, else every CPU this process may use (its workers kept off the caller's
-    CPU: the process is the trainer's). Returns a context manager that holds BLAS to one thread
+    ``$BPTT_THREADS``, else every CPU this process may use where threadpoolctl can hold BLAS to
+    one thread meanwhile, else one (its workers kept off the caller's CPU: the process is the
+    trainer's). Returns a context manager that holds BLAS to one thread
     for the whole of a training loop, and a line saying where the passes run; ``(nullcontext,
     None)`` with the NumPy kernels.
 
@@ -33,10 +34,10 @@ def training_threads(requested=None):
     limits = _threadpool_limits()
     if requested is not None:
         threads = requested
-    elif os.environ.get("BPTT_THREADS") or limits is None:
-        threads = kernels.threads()
+    elif limits is None and not os.environ.get("BPTT_THREADS"):
+        threads = 1  # BLAS cannot be held: its spinning workers would take the cores from the passes
     else:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = kernels.threads()  # $BPTT_THREADS, else every CPU
     kernels.use("c", threads=threads, pin=True)
     if threads == 1:
         return contextlib.nullcontext(), "compiled passes on 1 thread"
