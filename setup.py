@@ -9,8 +9,11 @@ from setuptools import Extension, setup
 
 SOURCE = "src/bptt/kernels/recurrence.c"
 # -ffp-contract=fast: GCC fuses a * b + c into one FMA only when told to in ISO C mode (clang
-# does by default); the tile's products and the activations' polynomials are chains of them
-COMMON = ["-O3", "-ffp-contract=fast", "-fno-trapping-math", "-fopenmp-simd", "-std=c11", "-pthread"]
+# does by default); the tile's products and the activations' polynomials are chains of them.
+# -mtune=native schedules for the CPU that installs, without using its instructions: each variant
+# still runs on any CPU with its instruction set (LSTM f32 inference 9.5 -> 8.1 ms, B = 1 3.2-3.6
+# -> 2.7-3.0 ms on Zen 5, A/B in one hour)
+COMMON = ["-O3", "-mtune=native", "-ffp-contract=fast", "-fno-trapping-math", "-fopenmp-simd", "-std=c11", "-pthread"]
 VARIANTS = {  # best first; x86-64-v4 is AVX-512 (F, BW, CD, DQ, VL), v3 AVX2 with FMA
     "avx512": ["-march=x86-64-v4"],
     "avx2": ["-march=x86-64-v3"],
