@@ -126,6 +126,7 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     T, B, I = x.shape
     KH, H = weights.w_hh.shape
     compiled = kernels.compiled(cell, x.dtype, T)  # None: the NumPy cell
+    fused = FUSED[cell.NAME]  # the NumPy cell's buffered kernel
     w_ih_1, w_hh_1 = _with_biases(cell, weights, x.dtype)
     rows = w_hh_1.shape[1]
     if compiled is not None and B > 1 and mask is None and kernels.threads() > 1:
@@ -177,8 +178,7 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
         else:
             product(t)
         if compiled is None:
-            _, step_cache = FUSED[cell.NAME].step(pre_x_steps[t % chunk], pre_h_view, states[t],
-                                                  out=(states[t + 1], kept[t]))
+            _, step_cache = fused.step(pre_x_steps[t % chunk], pre_h_view, states[t], out=(states[t + 1], kept[t]))
         else:
             run(t % chunk)
             step_cache = kept[t] + (states[t + offset][part],)
@@ -383,6 +383,7 @@ def backward(dy, dstate, cache):
     KH, H = weights.w_hh.shape
     shared = cell.SUMMED_GATES == cell.NUM_GATES  # dpre_x is dpre_h
     compiled = kernels.compiled(cell, x.dtype, T)  # None: the NumPy cell
+    fused = FUSED[cell.NAME]  # the NumPy cell's buffered kernel
     # the gradient reaching each part of the state from the future, feature-major, updated in
     # place; h's part alternates between two buffers, the one the step reads and the one the
     # GEMM writes for the step before
@@ -456,7 +457,7 @@ def backward(dy, dstate, cache):
                 for d in carried:
                     d *= within[t]
             if compiled is None:
-                _, _, direct = FUSED[cell.NAME].step_back(through, steps[t], out=out)
+                _, _, direct = fused.step_back(through, steps[t], out=out)
                 np.copyto(dpre_x_slots[t - start], dpre_x_step)
                 if not shared:
                     np.copyto(dpre_h_slots[t - start], dpre_h_step)
