@@ -41,8 +41,8 @@ from ..checks import is_integer
 from ..layers import make_rnn, remember_bias
 from ..nets import Seq2Seq, greedy_decode
 from . import seq2seq_tasks as tasks
-from .optim import Adam, WarmupCosine
-from .task_runner import TaskError, TaskEvent, checked_update
+from .optim import WarmupCosine
+from .task_runner import TaskError, TaskEvent, adam_steps
 from .trainer import NumericWarnings
 
 TASKS = ("reverse", "addition")
@@ -269,26 +269,11 @@ def _train(model, schedule, clip, rng, test, eval_every, size, record):
     began = time.perf_counter()
     task, steps, batch_size = record["task"], record["steps"], record["batch_size"]
     reverse_source = record["reverse_source"]
-    optimizer = Adam()
-    state = optimizer.init_state(model.params)
     numeric = NumericWarnings()
-    losses = []
-    for step in range(steps):
-        batch = task_batch(task, rng, batch_size, size, reverse_source)
-        with numeric.watch(step + 1):
-            loss, grads = model.loss_and_grads(batch.source, batch.source_lengths, batch.target, batch.target_lengths)
-            step_lr = schedule.lr_at(step)
-            model.params, state = checked_update(optimizer, model.params, grads, state, step_lr, loss, clip, step + 1,
-                                                 numeric)
-        losses.append(loss)
-        yield TaskEvent("step", step + 1, {"loss": loss, "lr": step_lr})
-        if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
-            with numeric.watch(step + 1):
-                scores = evaluate(model, test)
-            yield TaskEvent("eval", step + 1, scores)
-    with numeric.watch(steps):
-        scores = evaluate(model, test)
-    yield TaskEvent("eval", steps, scores)
+    scores, losses = yield from adam_steps(
+        model, lambda: task_batch(task, rng, batch_size, size, reverse_source),
+        lambda batch: model.loss_and_grads(batch.source, batch.source_lengths, batch.target, batch.target_lengths),
+        lambda: evaluate(model, test), schedule, clip, steps, eval_every, numeric)
     baseline = tasks.accuracy(baseline_predictions(task, test), test)
     result = Seq2SeqResult(**record, accuracy=scores["accuracy"], baseline_accuracy=baseline,
                            expected_baseline_accuracy=expected_baseline(task, size), test_loss=scores["loss"],

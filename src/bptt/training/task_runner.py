@@ -243,30 +243,45 @@ def _train(network, schedule, clip, rng, test, eval_every, record):
     """The events of :func:`train_task`; ``record`` holds the settings that its result repeats."""
     began = time.perf_counter()
     task, length, steps, batch_size = record["task"], record["length"], record["steps"], record["batch_size"]
-    optimizer = Adam()
-    state = optimizer.init_state(network.params)
     numeric = NumericWarnings()
-    for step in range(steps):
-        batch = task_batch(task, rng, batch_size, length, network.dtype)
-        with numeric.watch(step + 1):
-            loss, grads, _ = network.loss_and_grads(batch.inputs, batch.targets)
-            step_lr = schedule.lr_at(step)
-            network.params, state = checked_update(optimizer, network.params, grads, state, step_lr, loss, clip,
-                                                   step + 1, numeric)
-        yield TaskEvent("step", step + 1, {"loss": loss, "lr": step_lr})
-        if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
-            with numeric.watch(step + 1):
-                scores = evaluate(network, test)
-            yield TaskEvent("eval", step + 1, scores)
-    with numeric.watch(steps):
-        scores = evaluate(network, test)
-    yield TaskEvent("eval", steps, scores)
+    scores, _ = yield from adam_steps(
+        network, lambda: task_batch(task, rng, batch_size, length, network.dtype),
+        lambda batch: network.loss_and_grads(batch.inputs, batch.targets)[:2], lambda: evaluate(network, test),
+        schedule, clip, steps, eval_every, numeric)
     metric, baseline, baseline_accuracy = baselines(task, length)
     result = TaskResult(**record, metric=metric, value=scores[metric], baseline=baseline,
                         solved=scores[metric] < baseline / 10, accuracy=scores.get("accuracy"),
                         baseline_accuracy=baseline_accuracy, wall_seconds=time.perf_counter() - began,
                         params=network.state_dict())
     yield TaskEvent("done", steps, {"result": result, "numeric": numeric})
+
+
+def adam_steps(model, next_batch, loss_and_grads, score, schedule, clip, steps, eval_every, numeric):
+    """The training loop the tasks share: ``steps`` Adam updates of ``model.params`` at the
+    ``schedule``'s rates, each on ``loss_and_grads(next_batch())`` -> (loss, grads), clipped
+    to global norm ``clip`` (:func:`checked_update`); yields a "step" event per update and an
+    "eval" event of ``score()`` every ``eval_every`` steps (None: never) and at the end, NumPy's
+    warnings counted in ``numeric``. Returns the last scores and the loss of every update."""
+    optimizer = Adam()
+    state = optimizer.init_state(model.params)
+    losses = []
+    for step in range(steps):
+        batch = next_batch()
+        with numeric.watch(step + 1):
+            loss, grads = loss_and_grads(batch)
+            step_lr = schedule.lr_at(step)
+            model.params, state = checked_update(optimizer, model.params, grads, state, step_lr, loss, clip, step + 1,
+                                                 numeric)
+        losses.append(loss)
+        yield TaskEvent("step", step + 1, {"loss": loss, "lr": step_lr})
+        if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
+            with numeric.watch(step + 1):
+                scores = score()
+            yield TaskEvent("eval", step + 1, scores)
+    with numeric.watch(steps):
+        scores = score()
+    yield TaskEvent("eval", steps, scores)
+    return scores, losses
 
 
 def run_task(*args, **kwargs):
