@@ -13,12 +13,12 @@ too).
 import argparse
 import datetime
 import inspect
-import os
 import pathlib
 import sys
 import textwrap
 
 import numpy as np
+from adding_table import machine  # the scripts' folder is the first on the path of a script run
 
 from bptt.proofs.flow import source_reach
 from bptt.training import seq2seq_tasks as tasks
@@ -33,17 +33,6 @@ CELLS = {"lstm": "LSTM", "gru": "GRU"}
 ORDERS = {False: "as written", True: "reversed"}
 FLOW_LENGTH = DEFAULTS["reverse"]["length"]  # the flow's strings: all of the longest length trained on
 FLOW_BATCH, FLOW_SEED = 200, 0
-
-
-def machine():
-    """The CPU's model name (from /proc/cpuinfo, where there is one) and the number of cores."""
-    model = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def settings():
