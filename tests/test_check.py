@@ -303,3 +303,24 @@ def test_the_char_language_model_loss_is_checked():
     result = bptt.check("coursera-char-rnn", rnn_forward, char.rnn_backward)
     assert result.verdict["forward"] == ["loss"]
     assert result.summary.startswith("Verdict: your forward's loss is wrong")
+
+
+def test_the_char_language_models_reference_gradients_are_central_differences():
+    """The output layer's gradients the check holds learners to (dz_t = ŷ_t - y_t, summed over
+    t) and the da it hands the recurrent part are the derivatives of the summed loss."""
+    from bptt.proofs.check_model import _problem, reference
+
+    params, X, Y, a0 = _problem(6, 3)
+    loss, head, x, da = reference(params, X, Y, a0)
+    result = bptt.gradcheck(lambda p: reference(p, X, Y, a0)[0], params, {"Wya": head["dWya"], "by": head["dby"]})
+    assert result.passed, str(result)
+    # da: the loss's gradient with respect to every a_t, through the head alone, checked on a
+    # model whose recurrence is cut (Waa = 0, so that a_t reaches only the head of step t)
+    cut = {**params, "Waa": np.zeros_like(params["Waa"])}
+    _, _, _, da_cut = reference(cut, X, Y, a0)
+    pre = np.einsum("hv,vbt->hbt", cut["Wax"], x) + cut["b"][:, :, None]  # H,1,T; a_t = tanh(pre_t)
+    dpre = da_cut * (1 - np.tanh(pre) ** 2)
+    check = bptt.gradcheck(lambda p: reference({**cut, "b": p["b"]}, X, Y, a0)[0], {"b": cut["b"]},
+                           {"b": dpre.sum(axis=2)})
+    assert check.passed, str(check)
+    assert np.isfinite(loss) and loss > 0
