@@ -68,3 +68,36 @@ def _assert_same_grads(reference_result, engine_result, dtype):
     _assert_same(ref_dx, dx, dtype, "dx")
     for got, want in zip(ref_dstate0, dstate0):
         _assert_same(got, want, dtype, "dstate0")
+
+
+@pytest.mark.parametrize("cell_name", list(CELLS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_padded_batch_runs_whole_on_the_threads(cell_name, dtype):
+    """A right-padded batch at B > 1 runs on the compiled passes' threads (nothing falls back
+    to a step at a time), over a backward of two chunks (``GEMM_COLUMNS // B`` steps each), and
+    equals the reference: lengths from 1 to T, the longest not first, and dy non-zero past
+    each end (which must not count)."""
+    from bptt import kernels
+    from bptt.kernels.library import choose
+
+    if choose() is None:
+        pytest.skip("the compiled kernels were not built at install (no C compiler then)")
+    cell = CELLS[cell_name]
+    T, B = 70, 70
+    assert recurrence.GEMM_COLUMNS // B < T  # the backward runs in two chunks
+    lengths = np.random.default_rng(5).integers(1, T + 1, B)
+    lengths[[0, -1]], lengths[B // 2] = (1, 5), T
+    weights, x, state0, dy, dstate, mask = _problem(cell, T, B, dtype, seed=11, lengths=lengths)
+    before = kernels.selected(), kernels.threads()
+    kernels.use("c", threads=2)
+    try:
+        y, state_n, cache = recurrence.forward(cell, weights, x, state0, mask)
+        engine = recurrence.backward(dy, dstate, cache)
+    finally:
+        kernels.use(before[0], threads=before[1])
+    assert cache.h_rows is not None  # the threads ran the forward (only they keep h_rows)
+    ref_y, ref_state_n, ref_cache = reference.forward(cell, weights, x, state0, mask)
+    _assert_same(ref_y, y, dtype, "y")
+    for got, want in zip(ref_state_n, state_n):
+        _assert_same(got, want, dtype, "state_n")
+    _assert_same_grads(reference.backward(dy, dstate, ref_cache), engine, dtype)

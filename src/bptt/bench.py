@@ -5,7 +5,7 @@ Legend: T time steps, B batch, I input features, H hidden units, K gates per cel
 Method (see BENCHMARKING.md in the project notes): both libraries run in this process with the
 same thread count (``threadpoolctl`` for NumPy's BLAS, ``torch.set_num_threads``, and
 ``bptt.kernels.use(..., threads=)`` for the compiled passes, which run on threads of their own
-where they can: at B > 1 without lengths). Each case is
+where they can: at B > 1). Each case is
 warmed up, then every repetition runs each library once untimed and once timed, after a pause
 (``pause`` seconds) that lets the other library's spinning BLAS/OpenMP threads go to sleep; the
 order of the two libraries alternates between repetitions. We report medians and the median of

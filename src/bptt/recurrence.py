@@ -71,6 +71,14 @@ def length_mask(lengths, steps, dtype=bool):
     return (np.arange(steps)[:, None] < np.asarray(lengths)[None, :])[:, :, None].astype(dtype)
 
 
+def prefix_lengths(mask):
+    """The lengths (B,) int64 of the sequences of a right-padded batch's ``mask`` (T, B, 1),
+    or None where some sequence's mask is not True for its first steps and False after."""
+    within = mask[:, :, 0]
+    lengths = within.sum(axis=0, dtype=np.int64)
+    return lengths if np.array_equal(within, np.arange(len(within))[:, None] < lengths) else None
+
+
 def reverse_time(a, lengths=None):
     """Reverse each sequence of ``a`` (T, B, ...) within its own length.
 
@@ -129,8 +137,8 @@ def forward(cell, weights, x, state0, mask=None, keep_cache=True):
     fused = FUSED[cell.NAME]  # the NumPy cell's buffered kernel
     w_ih_1, w_hh_1 = _with_biases(cell, weights, x.dtype)
     rows = w_hh_1.shape[1]
-    if compiled is not None and B > 1 and mask is None and kernels.threads() > 1:
-        return _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, keep_cache)
+    if compiled is not None and B > 1 and kernels.threads() > 1 and (mask is None or prefix_lengths(mask) is not None):
+        return _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_cache)
     # pre_x for a chunk of steps at a time: one GEMM for short sequences, bounded memory for long
     chunk = max(1, GEMM_COLUMNS // B)
     h_hist, h_steps, other_steps, cache_steps = _state_buffers(cell, x, state0, keep_cache)
@@ -250,10 +258,11 @@ def _state_buffers(cell, x, state0, keep_cache, step_major=False):
     return h_hist, h_steps, other_steps, cache_steps
 
 
-def _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, keep_cache):
-    """:func:`forward` at B > 1 without lengths on ``kernels.threads()`` threads: one call of
-    ``recurrence.c`` runs every step, its input projection from [x_t; 1] feature-major, its
-    recurrent product, and its cell, which takes pre_x and pre_h from the threads' scratch."""
+def _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_cache):
+    """:func:`forward` at B > 1 on ``kernels.threads()`` threads: one call of ``recurrence.c``
+    runs every step, its input projection from [x_t; 1] feature-major, its recurrent product,
+    and its cell, which takes pre_x and pre_h from the threads' scratch; with a ``mask`` of a
+    right-padded batch, the threads carry each sequence's state past its end."""
     cell = compiled.cell
     T, B, I = x.shape
     KH, H = weights.w_hh.shape
@@ -269,19 +278,22 @@ def _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, keep_cache):
     h_stack = h_hist[:rows].transpose(1, 2, 0)  # T+1,B,rows
     products = compiled.threaded_forward(
         w_hh_1, w_ih_1, (h_stack, t_all), (x_1_steps.transpose(0, 2, 1), t_all), (h_stack, t_all + 1),
-        (h_rows, t_all + 1), T, kernels.threads(), keep_cache,
+        (h_rows, t_all + 1), T, kernels.threads(), keep_cache, None if mask is None else prefix_lengths(mask),
     )
     unused = POOL.empty((KH, B), x.dtype).T  # B,KH  pre_x and pre_h of the table: the threads have their own
     run = _compiled_forward(compiled, (unused[None], 0), unused, h_steps, other_steps, cache_steps, 0, T)
     compiled.forward_pass(products, run, 0, T)
     state = (h_steps[T].copy(), *(history[T % len(history)].copy() for history in other_steps))
+    # y: without a cache, a view no one else holds; with one, a copy, as h_rows stays in the cache
+    y = h_rows[1:] if not keep_cache else h_rows[1:].copy()
+    if mask is not None:
+        y *= mask  # zero past each sequence's end
     if not keep_cache:
-        return h_rows[1:], state, None  # y: a view no one else holds
+        return y, state, None
     part, offset = compiled.cache_state  # the state the cell's step cache ends with
     histories = (h_steps, *other_steps)
     steps = [tuple(buffer[t] for buffer in cache_steps) + (histories[part][t + offset],) for t in range(T)]
-    return h_rows[1:].copy(), state, Cache(cell, weights, x, h_hist[:, :T], steps, None, histories,
-                                           tuple(cache_steps), h_rows[:T])
+    return y, state, Cache(cell, weights, x, h_hist[:, :T], steps, mask, histories, tuple(cache_steps), h_rows[:T])
 
 
 def _compiled_forward(compiled, pre_x, pre_h, h_steps, other_steps, cache_steps, start, n):
@@ -412,6 +424,7 @@ def backward(dy, dstate, cache):
     dw_ih = POOL.empty((KH, I), x.dtype)
     db_ih = None if shared else np.zeros(KH, x.dtype)
     dx = POOL.empty((T, B, I), x.dtype)
+    lengths = None if mask is None else prefix_lengths(mask)
     if mask is not None:
         within = mask.transpose(0, 2, 1).astype(x.dtype)  # T,1,B
         past_end = 1.0 - within
@@ -425,10 +438,11 @@ def backward(dy, dstate, cache):
             t_here = np.arange(start, stop)
             product = _vector_product(compiled, weights.w_hh, (dpre_h[:, :, 0].T, t_here - start),
                                       (dh_pair[:, :, 0], 1 - (T - 1 - t_here) % 2), B, stop - start, transpose=True)
-            # with no lengths, nothing happens between the steps of a chunk but C: one call runs
-            # them all, at B = 1 with the product in C, at B > 1 on threads
-            whole_chunk = mask is None and (product is not None or (B > 1 and kernels.threads() > 1))
-            threaded = whole_chunk and B > 1
+            # nothing happens between the steps of a chunk but C: one call runs them all, at
+            # B > 1 on threads (which take the lengths of a right-padded batch), at B = 1 without
+            # lengths with the product in C
+            threaded = B > 1 and kernels.threads() > 1 and (mask is None or lengths is not None)
+            whole_chunk = threaded or (mask is None and product is not None)
             if threaded:  # the threads compute dx_tᵀ = W_ihᵀ dpre_x_t too
                 dx_steps = POOL.empty((chunk, I, B), x.dtype).transpose(0, 2, 1)  # chunk,B,I views
                 sums = _threaded_sums(cache, dpre_x, dpre_h, dw_hh_1, dw_ih, db_ih, start, stop)
@@ -436,7 +450,7 @@ def backward(dy, dstate, cache):
                     weights.w_hh, weights.w_ih, (dpre_h.transpose(1, 2, 0), t_here - start),
                     (dh_pair.transpose(0, 2, 1), 1 - (T - 1 - t_here) % 2),
                     (dpre_x.transpose(1, 2, 0), t_here - start), (dx_steps, t_here - start), stop - start,
-                    kernels.threads(), sums,
+                    kernels.threads(), sums, lengths, start,
                 )
         if whole_chunk:
             compiled.backward_pass(run, product, dy_steps[:stop - start], dh_pair, (T - 1 - t_here) % 2, stop - start)

@@ -8,7 +8,7 @@ Every result is the same up to rounding, and the exactness tests run both; the r
 reference both are held to is ``bptt.cells`` with ``bptt.reference``.
 
 With ``threads()`` above 1 (the default: every CPU this process may use; ``use("c",
-threads=n)``, ``BPTT_THREADS=n``), a pass at B > 1 without lengths runs its steps in one call
+threads=n)``, ``BPTT_THREADS=n``), a pass at B > 1 (with or without lengths) runs its steps in one call
 on that many threads (the caller and workers started on first use and kept; kept off the
 caller's CPU only where asked, ``use(..., pin=True)``), each with its share of the hidden units
 and of the weights, which it packs at the pass's start, and with each step's products in its

@@ -25,6 +25,13 @@ typedef struct {
        (K*H, H) and W_ih (K*H, I), whose columns are the rows of W_hhᵀ and W_ihᵀ */
     int64_t weights, ld_weights, input_weights, ld_input_weights;
     int64_t discard; /* forward: bit k marks the step's array k, of the cache, as not kept */
+    /* Right-padded batches (packed sequences): `lengths` the address of B int64, each
+       sequence's length, or 0 for none; `first_step` the time step of the tables' row 0; the
+       cell's `states` parts (h, and LSTM's c). Past a sequence's end the forward carries each
+       part of the state through unchanged, and the backward passes each part's gradient
+       through unchanged, holding it meanwhile in `kept` (states x H x B numbers), while the
+       step gets none. */
+    int64_t lengths, first_step, states, kept;
 } pass_args;
 
 /* Backward, what a pass adds up over its steps once they have run, each thread for the rows

@@ -321,23 +321,33 @@ class CompiledCell:
         return w, POOL.empty((-(-units // panel_units), n, self._panel_rows), self.dtype)
 
     def _threaded(self, rows, weights, units, scratch_numbers, threads, *, direct=False, input_n, gradients=None,
-                  discard=0, arrays):
+                  discard=0, arrays, lengths=None, first_step=0):
         """The :class:`Threaded` pass of the product table ``rows``: ``weights`` (W_hh's and
-        W_ih's, as :meth:`_weights_and_room` checks them) of a layer of ``units``."""
+        W_ih's, as :meth:`_weights_and_room` checks them) of a layer of ``units``; ``lengths``
+        (B,) int64, or None, and the time step of row 0, ``first_step`` (see pass_args)."""
         K = self.cell.NUM_GATES
         (w, packed), (w_x, packed_x) = weights
         if w_x.shape[0] != w.shape[0]:
             raise ValueError(f"threaded weights: W_ih has {w_x.shape[0]} rows, W_hh {w.shape[0]}")
+        B, parts = int(rows[0, 0]), len(self.cell.STATE_NAMES)
+        kept = None
+        if lengths is not None:
+            lengths = np.ascontiguousarray(lengths, np.int64)
+            if lengths.shape != (B,):
+                raise ValueError(f"threaded pass: expected lengths of shape ({B},), got {lengths.shape}")
+            kept = POOL.empty((parts, units, B), self.dtype)
         scratch = POOL.empty((threads, scratch_numbers), self.dtype)
         pass_args = contract_row(
             "pass_args", threads=threads, n=packed.shape[1], gates=K, packed=_address(packed), direct=direct,
             scratch=_address(scratch), scratch_numbers=scratch_numbers, input_n=input_n,
             input_packed=_address(packed_x), gradients=0 if gradients is None else _address(gradients[0]),
             weights=_address(w), ld_weights=w.strides[0] // w.itemsize, input_weights=_address(w_x),
-            ld_input_weights=w_x.strides[0] // w_x.itemsize, discard=discard)
-        return Threaded(rows, pass_args, (weights, scratch, arrays, gradients), units)
+            ld_input_weights=w_x.strides[0] // w_x.itemsize, discard=discard,
+            lengths=0 if lengths is None else _address(lengths), first_step=first_step, states=parts,
+            kept=0 if kept is None else _address(kept))
+        return Threaded(rows, pass_args, (weights, scratch, arrays, gradients, lengths, kept), units)
 
-    def threaded_forward(self, w, w_x, h_prev, x, h_t, h_rows, count, threads, keep_cache=True):
+    def threaded_forward(self, w, w_x, h_prev, x, h_t, h_rows, count, threads, keep_cache=True, lengths=None):
         """The products and cells of ``count`` forward steps at B > 1 on ``threads`` threads,
         in place of BLAS and a call per step: ``pre_h = w [h_{t-1}; 1]`` with ``w`` [W_hh | b]
         (K*H, n), and ``pre_x = w_x [x_t; 1]`` with ``w_x`` [W_ih | b] (K*H, I+1), each tile of
@@ -348,7 +358,8 @@ class CompiledCell:
         with its B contiguous and its rows close (one step's rows far apart cost a TLB entry
         each); ``h_t``, where the cell writes h_t (m, B, n), which each step copies into
         ``h_rows``, (m, B, H) with contiguous rows. Without ``keep_cache`` (inference) the
-        threads write the cell's cache into their scratch."""
+        threads write the cell's cache into their scratch. With ``lengths`` ((B,) ints, a
+        right-padded batch) each sequence's state is carried through the steps past its end."""
         K, H = self.cell.NUM_GATES, w.shape[0] // self.cell.NUM_GATES
         weights = self._weights_and_room(w, False), self._weights_and_room(w_x, False)
         if w.shape[0] != K * H:
@@ -365,16 +376,19 @@ class CompiledCell:
         regions = 2 + len(kept)  # pre_x, pre_h and what is not kept, K*H + panel rows of a tile each
         scratch = ((n + n_x) + regions * (K * H + self._panel_rows)) * self._tile_columns
         return self._threaded(rows, weights, H, scratch, threads, input_n=n_x, discard=sum(1 << k for k in kept),
-                              arrays=(arrays, h_rows))
+                              arrays=(arrays, h_rows), lengths=lengths)
 
-    def threaded_backward(self, w, w_x, dpre_h, dh_prev, dpre_x, dx, count, threads, gradients):
+    def threaded_backward(self, w, w_x, dpre_h, dh_prev, dpre_x, dx, count, threads, gradients, lengths=None,
+                          first_step=0):
         """The products of ``count`` backward steps at B > 1 on ``threads`` threads, in place
         of BLAS: ``dh_{t-1} = wᵀ dpre_h`` with ``w`` W_hh (K*H, H) and ``dx_tᵀ = w_xᵀ dpre_x``
         with ``w_x`` W_ih (K*H, I); then the sums over the steps that ``gradients``
         (:func:`gradient_args`) describes.
 
         ``dpre_h``, ``dpre_x``: ``(stack, index)`` pairs of (m, B, K*H) stacks; ``dh_prev``,
-        ``dx``: of (m, B, H) and (m, B, I) views of (m, H, B) and (m, I, B) stacks."""
+        ``dx``: of (m, B, H) and (m, B, I) views of (m, H, B) and (m, I, B) stacks. With
+        ``lengths`` ((B,) ints, a right-padded batch; row 0 is time step ``first_step``) each
+        part of the state's gradient passes the steps past a sequence's end unchanged."""
         weights = self._weights_and_room(w, True), self._weights_and_room(w_x, True)
         KH, (H, I) = w.shape[0], (w.shape[1], w_x.shape[1])
         B = dpre_h[0].shape[1]
@@ -383,7 +397,7 @@ class CompiledCell:
         rows = plan(B, 1, self.dtype, arrays, count)
         scratch = max(2 * KH * self._tile_columns, self._gradient_scratch)
         return self._threaded(rows, weights, H, scratch, threads, direct=bool(self._direct[0]), input_n=I,
-                              gradients=gradients, arrays=arrays)
+                              gradients=gradients, arrays=arrays, lengths=lengths, first_step=first_step)
 
     def forward_pass(self, products, steps, start, count):
         """Steps ``start`` to ``start + count - 1`` in one call at B = 1: row ``start + i`` of

@@ -1,4 +1,5 @@
-/* A chunk of steps of the recurrence in one call, on several threads, for B > 1 without lengths.
+/* A chunk of steps of the recurrence in one call, on several threads, for B > 1, with or
+   without the lengths of a right-padded batch (pass_args in contract.h).
 
    Per step the engine otherwise calls BLAS for `pre_h = W_hh h_{t-1}` (forward) or
    `dh_{t-1} = W_hhᵀ dpre_h` (backward) and then the cell on one core. BLAS packs W_hh anew at
@@ -202,6 +203,63 @@ static void meet(barrier *m) {
                              int64_t u0, int64_t u1, int64_t B) {                                 \
         for (int64_t j = u0; j < u1; j++) {                                                       \
             SIMD for (int64_t b = 0; b < B; b++) y[j * ldy + b] += x[j * ldx + b];                \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* Past the ends of the sequences (pass_args: lengths): the columns b with lengths[b] <= t.   \
+       Forward, after step t's cell, each of the `parts` of the state leaving the step (the       \
+       step's arrays 2 + parts + k) gets the units j0 .. j1 - 1 of the part entering it (2 + k),  \
+       in the columns c0 .. c1 - 1. */                                                            \
+    static void carry_past_end_##S(const step_args *s, const int64_t *lengths, int64_t t,         \
+                                   int64_t parts, int64_t c0, int64_t c1, int64_t j0, int64_t j1) {\
+        for (int64_t b = c0; b < c1; b++) {                                                       \
+            if (t < lengths[b]) continue;                                                         \
+            for (int64_t k = 0; k < parts; k++) {                                                 \
+                const array_arg in = s->a[2 + k], out = s->a[2 + parts + k];                      \
+                for (int64_t j = j0; j < j1; j++) ROW(T, out, j)[b] = ROW(T, in, j)[b];           \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* Backward, before step t's cell: each of the `parts` of the gradient reaching the state     \
+       (the step's arrays 0 .. parts - 1) moves, in the columns past the end and the units j0 ..  \
+       j1 - 1, into `kept` (parts x H x B numbers), and the step gets zero there; then dy_t       \
+       (`dy`, rows `ld_dy` apart) is added to the gradient of h_t (array 0) in the other columns. */\
+    static void hold_past_end_##S(const step_args *s, const int64_t *lengths, int64_t t,          \
+                                  int64_t parts, const T *dy, int64_t ld_dy, int64_t j0,          \
+                                  int64_t j1, T *kept) {                                          \
+        const int64_t B = s->B, H = s->H;                                                         \
+        for (int64_t b = 0; b < B; b++) {                                                         \
+            const int within = t < lengths[b];                                                    \
+            for (int64_t k = 0; k < parts; k++) {                                                 \
+                T *d = ROW(T, s->a[k], 0);                                                        \
+                const int64_t ld = s->a[k].ld;                                                    \
+                for (int64_t j = j0; j < j1; j++) {                                               \
+                    if (within) {                                                                 \
+                        if (k == 0) d[j * ld + b] += dy[j * ld_dy + b];                           \
+                    } else {                                                                      \
+                        kept[(k * H + j) * B + b] = d[j * ld + b];                                \
+                        d[j * ld + b] = 0;                                                        \
+                    }                                                                             \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+                                                                                                  \
+    /* Backward, after step t: what hold_past_end_ kept passes to the state entering the step,    \
+       h's part into `dh_prev` (rows `ld_prev` apart), the others into the step's arrays 1 ..     \
+       parts - 1, which the cell has written with its (zero) gradient there. */                   \
+    static void release_past_end_##S(const step_args *s, const int64_t *lengths, int64_t t,       \
+                                     int64_t parts, T *dh_prev, int64_t ld_prev, int64_t j0,      \
+                                     int64_t j1, const T *kept) {                                 \
+        const int64_t B = s->B, H = s->H;                                                         \
+        for (int64_t b = 0; b < B; b++) {                                                         \
+            if (t < lengths[b]) continue;                                                         \
+            for (int64_t k = 0; k < parts; k++) {                                                 \
+                T *d = k == 0 ? dh_prev : ROW(T, s->a[k], 0);                                     \
+                const int64_t ld = k == 0 ? ld_prev : s->a[k].ld;                                 \
+                for (int64_t j = j0; j < j1; j++) d[j * ld + b] += kept[(k * H + j) * B + b];     \
+            }                                                                                     \
         }                                                                                         \
     }                                                                                             \
                                                                                                   \
@@ -515,6 +573,7 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
         T *packed = (T *)(intptr_t)p->packed, *packed_x = (T *)(intptr_t)p->input_packed;         \
         T *tail = (T *)(intptr_t)p->scratch + thread * p->scratch_numbers;                        \
         T *tail_x = tail + n * TILE_##S, *regions = tail_x + n_x * TILE_##S;                      \
+        const int64_t *lengths = (const int64_t *)(intptr_t)p->lengths;                           \
         pack_gate_panels_##S((const T *)(intptr_t)p->weights, p->ld_weights, n, gates, H, u0, u1, \
                              packed);                                                             \
         pack_gate_panels_##S((const T *)(intptr_t)p->input_weights, p->ld_input_weights, n_x,     \
@@ -551,6 +610,9 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
                                                      TILE_##S};                                   \
                     }                                                                             \
                     CELL##_step_units_##S(&local, j0, j1);                                        \
+                    if (lengths)                                                                  \
+                        carry_past_end_##S(s, lengths, p->first_step + i, p->states, c0,          \
+                                           c0 + cols, j0, j1);                                    \
                 }                                                                                 \
                 const T *h_t = ROW(T, product->a[2], 0);                                          \
                 T *h_rows = ROW(T, product->a[3], 0);                                             \
@@ -585,6 +647,8 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
         T *packed = (T *)(intptr_t)p->packed, *packed_x = (T *)(intptr_t)p->input_packed;         \
         T *tail = (T *)(intptr_t)p->scratch + thread * p->scratch_numbers;                        \
         T *tail_x = tail + n * TILE_##S;                                                          \
+        const int64_t *lengths = (const int64_t *)(intptr_t)p->lengths;                           \
+        T *kept = (T *)(intptr_t)p->kept;                                                         \
         pack_column_panels_##S((const T *)(intptr_t)p->weights, p->ld_weights, n, u0, u1,         \
                                packed);                                                           \
         if (x0 < x1) {                                                                            \
@@ -598,7 +662,11 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
             const int64_t B = s->B;                                                               \
             const T *dy = ROW(T, before->a[0], 0);                                                \
             T *dh = ROW(T, before->a[1], 0);                                                      \
-            add_rows_##S(dh, before->a[1].ld, dy, before->a[0].ld, u0, u1, B);                    \
+            const int64_t t = p->first_step + i;                                                  \
+            if (lengths)                                                                          \
+                hold_past_end_##S(s, lengths, t, p->states, dy, before->a[0].ld, u0, u1, kept);   \
+            else                                                                                  \
+                add_rows_##S(dh, before->a[1].ld, dy, before->a[0].ld, u0, u1, B);                \
             CELL##_step_back_units_##S(s, u0, u1);                                                \
             meet(&c->meeting);                                                                    \
             const T *dpre = ROW(T, product->a[0], 0);                                             \
@@ -609,6 +677,8 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
                                   u1);                                                            \
             if (p->direct) /* GRU: z * dh, left in dh by the cell */                              \
                 add_rows_##S(dh_prev, ld_prev, ROW(T, s->a[0], 0), s->a[0].ld, u0, u1, B);        \
+            if (lengths)                                                                          \
+                release_past_end_##S(s, lengths, t, p->states, dh_prev, ld_prev, u0, u1, kept);   \
             if (x0 < x1) {                                                                        \
                 const T *dpre_x = ROW(T, product->a[2], 0);                                       \
                 T *dx = ROW(T, product->a[3], 0);                                                 \
