@@ -16,16 +16,16 @@ def rng():
     return np.random.default_rng(20261124)
 
 
-@pytest.fixture(params=["numpy", "c", "c-threads"])
+@pytest.fixture(params=["reference", "c", "c-threads"])
 def each_kernels(request):
-    """Runs a test with the NumPy cells, with the compiled ones (bptt.kernels) step by step,
-    and with the compiled passes on threads (three, so that they split H unevenly)."""
+    """Runs a test on the reference, on the compiled passes with one thread, and on three
+    threads (so that they split H unevenly)."""
     from bptt import kernels
     from bptt.kernels.library import choose
 
-    if request.param != "numpy" and choose() is None:
+    if request.param != "reference" and choose() is None:
         pytest.skip("the compiled kernels were not built at install (no C compiler then)")
-    name, threads = ("numpy", 1) if request.param == "numpy" else ("c", 3 if request.param == "c-threads" else 1)
+    name, threads = ("reference", 1) if request.param == "reference" else ("c", 3 if request.param == "c-threads" else 1)
     before = kernels.selected(), kernels.threads()
     kernels.use(name, threads=threads)
     try:

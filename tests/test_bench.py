@@ -48,9 +48,9 @@ def test_report_structure_beside_torch():
     assert isinstance(report["cases"][0]["target_met"], bool)
     text = bench.format_report(report)
     assert "ratio" in text
-    # the targets are the compiled kernels'; a report of the NumPy kernels says so
+    # the targets are the compiled kernels'; a report of the reference says so
     assert ("the targets are set for the compiled kernels (bptt bench --vs torch --kernels c)" in text) == (
-        report["kernels"] == "numpy")
+        report["kernels"] == "reference")
 
 
 def test_the_peak_is_the_blas_unpinned_where_the_environment_pins_it(monkeypatch):

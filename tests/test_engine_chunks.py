@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import recurrence
+from bptt.kernels import passes
 
-# every test here runs with the NumPy cells and with the compiled ones
+# every test here runs on the reference and on the compiled passes
 pytestmark = pytest.mark.usefixtures("each_kernels")
 
 
@@ -20,7 +20,7 @@ def test_chunked_pass_equals_one_chunk(cls, lengths, monkeypatch):
     dy = rng.normal(size=(9, 3, 8))  # T,B,D*H
     y, h_n, cache = model.forward(x, lengths=lengths)
     grads, dx, dh0 = model.backward(cache, dy, h_n)
-    monkeypatch.setattr(recurrence, "GEMM_COLUMNS", 7)  # two steps of B=3 per chunk, and a rest of one
+    monkeypatch.setattr(passes, "GEMM_COLUMNS", 7)  # two steps of B=3 per chunk, and a rest of one
     y_c, h_n_c, cache_c = model.forward(x, lengths=lengths)
     grads_c, dx_c, dh0_c = model.backward(cache_c, dy, h_n_c)
     np.testing.assert_array_equal(y_c, y)  # the forward differs in no operation's order

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from bptt import cli, recurrence
+from bptt import cli, recurrence, reference
 from bptt.cells import CELLS
 from bptt.layers import layer_weights, param_shapes
 from bptt.proofs.flow import gradient_reach, per_step_grads, reach_by_cell
@@ -71,12 +71,12 @@ def test_lstm_cell_path_alone_is_the_product_of_forget_gates(rng):
     H = weights.w_hh.shape[1]
     direction = rng.normal(size=(B, H))
     reach = gradient_reach(cell, weights, x, state0, direction, "c", cut="hidden")
-    _, _, cache = recurrence.forward(cell, weights, x, state0)
-    gates, tanh_c, _ = cache.steps[T - 1]
-    dc = direction * gates[:, 3 * H:] * (1 - tanh_c ** 2)  # into c_{T-1}
+    _, _, cache = reference.forward(cell, weights, x, state0)
+    _, _, _, o, _, tanh_c = cache.steps[T - 1]
+    dc = direction * o * (1 - tanh_c ** 2)  # into c_{T-1}
     expected = [0.0]
     for t in reversed(range(1, T)):
-        dc = dc * cache.steps[t][0][:, H:2 * H]  # c_t = f_t ⊙ c_{t-1} + ...
+        dc = dc * cache.steps[t][1]  # c_t = f_t ⊙ c_{t-1} + ...
         expected.append(np.linalg.norm(dc, axis=-1).mean())
     np.testing.assert_allclose(reach, expected, rtol=1e-12)
 

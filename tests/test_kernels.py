@@ -1,11 +1,11 @@
-"""The compiled kernels (``bptt.kernels``): the C cells compute what the NumPy cells compute,
+"""The compiled kernels (``bptt.kernels``): the C computes what the reference computes,
 through the public models and step by step; their activations are accurate to a few units in
 the last place; NaN passes through; kernels the install did not build are reported as
 KernelsUnavailable; each built instruction set computes the same; a plan refuses arguments
 that would let C touch memory outside its arrays.
 
 Every test that runs C loads the kernels the install built (skipped where it built none) and
-puts the NumPy kernels back afterwards.
+puts the selection back afterwards.
 
 Legend: T time steps, B batch, I input features, H hidden units, K gates per cell,
 L layers, D directions, F features of a kernel array (a multiple of H).
@@ -21,9 +21,9 @@ import time
 import numpy as np
 import pytest
 
-from bptt import kernels, recurrence
+from bptt import kernels
 from bptt.cells import CELLS
-from bptt.kernels import library, plan
+from bptt.kernels import library, passes, plan
 from bptt.layers import make_rnn
 
 from assertions import as_tuple, assert_close  # noqa: E402
@@ -59,7 +59,7 @@ def restore_kernels(built_kernels, monkeypatch):
         kernels.use(before)
 
 
-# 1. compiled equals NumPy through the public models
+# 1. compiled equals the reference through the public models
 
 KINDS = ("rnn", "rnn_relu", "lstm", "gru")
 CUTS = {"rnn": (None, "hidden"), "rnn_relu": (None, "hidden"), "lstm": (None, "hidden", "cell"),
@@ -107,17 +107,17 @@ def _passes(model, x, h0, lengths, dy, dh_n, cuts, depth):
     return y, h_n, y_inference, h_n_inference, backwards
 
 
-# threads: 1, the per-step passes; 3, the threaded ones at B > 1 without lengths or cut (H = 13
+# threads: 1 and 3 on the threaded passes at B > 1 (H = 13
 # is, backward, two panels of 12 units: two threads, one with a single unit; forward, panels of
 # 12 / K units: LSTM 5 panels of 3 on three threads, the last with one unit)
-@pytest.mark.parametrize("threads", [1, 3], ids=["per-step", "threaded"])
+@pytest.mark.parametrize("threads", [1, 3], ids=["one-thread", "threaded"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("config", list(CONFIGS))
 @pytest.mark.parametrize("kind", KINDS)
-def test_compiled_model_equals_numpy(kind, config, dtype, threads, restore_kernels, monkeypatch):
+def test_compiled_model_equals_the_reference(kind, config, dtype, threads, restore_kernels, monkeypatch):
     B, T, lengths, L, bidirectional, depth, gemm_columns = CONFIGS[config]
     if gemm_columns is not None:
-        monkeypatch.setattr(recurrence, "GEMM_COLUMNS", gemm_columns)
+        monkeypatch.setattr(passes, "GEMM_COLUMNS", gemm_columns)
     rng = np.random.default_rng([KINDS.index(kind), list(CONFIGS).index(config), np.dtype(dtype).itemsize])
     model = make_rnn(kind, I, H, L, bidirectional=bidirectional, dtype=dtype, seed=7)
     for name, value in model.params.items():  # the default init: every bias non-zero, b_ih != b_hh
@@ -132,11 +132,11 @@ def test_compiled_model_equals_numpy(kind, config, dtype, threads, restore_kerne
     public = (lambda s: s) if parts > 1 else (lambda s: s[0])
     arguments = (model, x, public(h0), lengths, dy, public(dh_n), CUTS[kind], depth)
 
-    kernels.use("numpy")
+    kernels.use("reference")
     want = _passes(*arguments)
     kernels.use("c", threads=threads)
     got = _passes(*arguments)
-    kernels.use("numpy", threads=1)
+    kernels.use("reference", threads=1)
     again = _passes(*arguments)
 
     y, h_n, y_inference, h_n_inference, backwards = got
@@ -297,7 +297,7 @@ def test_nan_in_gives_nan_out(kind, B, restore_kernels):
     kernels.use("c")
     y, h_n, cache = model.forward(x)
     _, dx, _ = model.backward(cache, dy)
-    kernels.use("numpy")
+    kernels.use("reference")
     y_np, _, cache_np = model.forward(x)
     _, dx_np, _ = model.backward(cache_np, dy)
     assert np.all(np.isnan(y[2:, B - 1])) and np.all(np.isnan(as_tuple(h_n)[0][:, B - 1]))
@@ -331,7 +331,7 @@ def test_relu_backward_keeps_nan_and_inf_as_numpy(B, restore_kernels):
 
 def test_unknown_kernels_are_refused_and_the_selection_kept():
     before = kernels.selected()
-    with pytest.raises(ValueError, match="'numpy' or 'c' but got 'fortran'"):
+    with pytest.raises(ValueError, match="'reference' or 'c' but got 'fortran'"):
         kernels.use("fortran")
     assert kernels.selected() == before
 
@@ -365,7 +365,7 @@ def test_the_cli_reports_kernels_it_cannot_use(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BPTT_KERNELS", "fortran")
     monkeypatch.setitem(kernels._selected, "name", None)  # as in a new process
     assert main(["gradcheck"]) == 2
-    assert "expected BPTT_KERNELS to be 'numpy' or 'c' but got 'fortran'" in capsys.readouterr().err
+    assert "expected BPTT_KERNELS to be 'reference' or 'c' but got 'fortran'" in capsys.readouterr().err
     monkeypatch.delenv("BPTT_KERNELS")
     _nothing_built(tmp_path, monkeypatch)
     monkeypatch.setitem(kernels._selected, "library", None)
@@ -398,7 +398,7 @@ def test_bptt_isa_asks_for_one_variant(monkeypatch):
 
 
 @pytest.mark.parametrize("variant", library.VARIANTS)
-def test_each_built_variant_computes_what_numpy_computes(variant, monkeypatch):
+def test_each_built_variant_computes_what_the_reference_computes(variant, monkeypatch):
     if variant not in library.built() or not library.runnable(variant):
         pytest.skip(f"{variant} not built at install, or this CPU does not run it")
     monkeypatch.setenv("BPTT_ISA", variant)
@@ -408,7 +408,7 @@ def test_each_built_variant_computes_what_numpy_computes(variant, monkeypatch):
     model = make_rnn("lstm", 5, 7, dtype=np.float64, seed=0)
     x, dy = rng.normal(size=(9, 3, 5)), rng.normal(size=(9, 3, 7))
     results = {}
-    for kind in ("numpy", "c"):
+    for kind in ("reference", "c"):
         monkeypatch.setitem(kernels._selected, "library", loaded if kind == "c" else None)
         monkeypatch.setitem(kernels._selected, "isa", name if kind == "c" else None)
         monkeypatch.setitem(kernels._selected, "name", kind)
@@ -416,10 +416,10 @@ def test_each_built_variant_computes_what_numpy_computes(variant, monkeypatch):
         y, _, cache = model.forward(x)
         results[kind] = (y, *model.backward(cache, dy))
     assert kernels.isa() == variant
-    _assert_close64(results["c"][0], results["numpy"][0], "y")
-    for name in results["numpy"][1]:
-        _assert_close64(results["c"][1][name], results["numpy"][1][name], name)
-    monkeypatch.setitem(kernels._selected, "name", "numpy")
+    _assert_close64(results["c"][0], results["reference"][0], "y")
+    for name in results["reference"][1]:
+        _assert_close64(results["c"][1][name], results["reference"][1][name], name)
+    monkeypatch.setitem(kernels._selected, "name", "reference")
 
 
 def test_importing_and_loading_runs_no_compiler(built_kernels, tmp_path):
@@ -435,7 +435,7 @@ def test_importing_and_loading_runs_no_compiler(built_kernels, tmp_path):
 
 
 def test_compiled_is_none_for_numpy_other_dtypes_and_short_passes(restore_kernels, monkeypatch):
-    kernels.use("numpy")
+    kernels.use("reference")
     assert kernels.compiled(CELLS["lstm"], np.float64, 100) is None
     kernels.use("c")
     assert kernels.compiled(CELLS["lstm"], np.float16, 100) is None
@@ -497,19 +497,6 @@ def test_matvec_plan_refuses_unsafe_arrays():
         plan.matvec_plan(w, v, (out[0], 1), np.zeros(N), 1)
     with pytest.raises(ValueError, match="every array must be float64"):
         plan.matvec_plan(w, (v[0].astype(np.float32), 0), out, np.zeros(N), 1)
-
-
-def test_vector_product_only_for_a_small_w_at_batch_one(restore_kernels, monkeypatch):
-    """At B = 1 the recurrent product runs in C only where W_hh fits in L2; else BLAS."""
-    kernels.use("c")
-    compiled = kernels.compiled(CELLS["rnn_tanh"], np.float64, 1)
-    w = np.zeros((4, 4))
-    v, out = (np.zeros((2, 4)), 0), (np.zeros((1, 4)), 0)
-    assert recurrence._vector_product(compiled, w, v, out, 1, 1) is not None
-    assert recurrence._vector_product(compiled, w, v, out, 2, 1) is None  # B = 2: BLAS
-    assert recurrence._vector_product(None, w, v, out, 1, 1) is None  # NumPy selected
-    monkeypatch.setattr(kernels, "MAX_VECTOR_PRODUCT_BYTES", w.nbytes - 1)
-    assert recurrence._vector_product(compiled, w, v, out, 1, 1) is None
 
 
 # 4. the threaded passes' settings

@@ -45,7 +45,7 @@ def test_engine_without_cache_equals_engine_with_cache(cell_name):
     state0 = tuple(rng.normal(size=(B, H)) for _ in cell.STATE_NAMES)
     y, state, cache = recurrence.forward(cell, weights, x, state0)
     y_nc, state_nc, cache_nc = recurrence.forward(cell, weights, x, state0, keep_cache=False)
-    assert cache_nc is None and len(cache.steps) == T
+    assert cache_nc is None and len(cache.x) == T
     assert np.array_equal(y, y_nc)
     assert all(np.array_equal(a, b) for a, b in zip(state, state_nc))
 

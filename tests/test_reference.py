@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bptt import recurrence, reference
+from bptt.kernels import passes
 from bptt.cells import CELLS
 from bptt.layers import layer_backward, layer_weights, param_shapes
 
@@ -84,7 +85,7 @@ def test_a_padded_batch_runs_whole_on_the_threads(cell_name, dtype):
         pytest.skip("the compiled kernels were not built at install (no C compiler then)")
     cell = CELLS[cell_name]
     T, B = 70, 70
-    assert recurrence.GEMM_COLUMNS // B < T  # the backward runs in two chunks
+    assert passes.GEMM_COLUMNS // B < T  # the backward runs in two chunks
     lengths = np.random.default_rng(5).integers(1, T + 1, B)
     lengths[[0, -1]], lengths[B // 2] = (1, 5), T
     weights, x, state0, dy, dstate, mask = _problem(cell, T, B, dtype, seed=11, lengths=lengths)

@@ -131,7 +131,7 @@ def kernels_restored(monkeypatch):
 @pytest.mark.parametrize("verb", [["train", "--corpus", "corpus.txt", *TINY], ["task", "adding", "--steps", "2"]])
 def test_threads_without_the_compiled_kernels_are_refused(verb, tmp_path, capsys, kernels_restored):
     (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
-    kernels.use("numpy")
+    kernels.use("reference")
     refused(capsys, tmp_path, [*verb, "--threads", "2"], "--threads sets the threads of the compiled passes",
             "give --kernels c")
 

@@ -620,7 +620,7 @@ def format_report(report):
     m = report["machine"]
     torch_isa = f" ({m['torch_cpu_capability']})" if m.get("torch_cpu_capability") else ""
     settings = "".join(f"; {name}={value}" for name, value in m.get("isa_settings", {}).items())
-    kernels_used = report.get("kernels", "numpy")
+    kernels_used = report.get("kernels", "reference")
     if kernels_used == "c" and report["threads"] > 1:  # run() gives the passes its thread count
         kernels_used += f", passes on {report['threads']} threads"
     peak = report["gemm_peak_gflops"]
@@ -637,9 +637,9 @@ def format_report(report):
     lines += [format_row(row) for row in report["cases"]]
     if report["vs_torch"]:
         lines.append("ratio: median of per-repetition bptt/torch; r(med): ratio of the medians")
-        if report.get("kernels", "numpy") != "c" and any(row.get("target") is not None for row in report["cases"]):
+        if report.get("kernels", "reference") != "c" and any(row.get("target") is not None for row in report["cases"]):
             lines.append("the targets are set for the compiled kernels (the default: bptt bench --vs torch); these "
-                         "rows ran the NumPy kernels, the readable reference, which are not meant to meet them")
+                         "rows ran the readable reference, which is not meant to meet them")
     if "cache_per_step" in report:
         lines.append("")
         lines.append("cache per step (float32, B=32, I=128, H=256; the copy of x included, the weights not):")

@@ -116,8 +116,8 @@ def _training_threads(requested):
 def _add_info(subparsers):
     p = subparsers.add_parser(
         "info", help="the version, the kernels, their instruction set and threads",
-        description="Says which version of bptt this is, which kernels run (numpy, or c: the C the install "
-        "compiled), the instruction set of the compiled ones this CPU runs, and the threads of their passes.",
+        description="Says which version of bptt this is, which implementation runs (reference, or c: the C "
+        "the install compiled), the instruction set of the compiled ones this CPU runs, and the threads of their passes.",
     )
     p.add_argument("--json", action="store_true", help="print it as JSON (docs/json.md)")
 
@@ -843,7 +843,7 @@ def _add_bench(subparsers):
         "interleaved run by run after warm-up, with both thread counts fixed, and prints medians, the "
         "ratio bptt/torch, GFLOP/s and the fraction of this machine's GEMM peak. A run taken while "
         "other processes used the CPU is taken again. The targets are set for the compiled kernels, the "
-        "default; --kernels numpy times the fused NumPy kernels.",
+        "default; --kernels reference times the readable reference.",
     )
     p.add_argument("--vs", choices=["torch", "none"], default="torch", help="compare with (default torch)")
     p.add_argument("--threads", type=int, default=2, help="threads for both libraries (default 2)")

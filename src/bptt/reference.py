@@ -22,7 +22,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .recurrence import Weights
+
+class Weights(NamedTuple):
+    """One layer and direction: ``w_ih`` (K*H, I), ``w_hh`` (K*H, H), biases (K*H,)."""
+
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    b_ih: np.ndarray
+    b_hh: np.ndarray
 
 
 class Cache(NamedTuple):
@@ -57,8 +64,9 @@ def forward(cell, weights, x, state0, mask=None):
 
 
 def backward(dy, dstate, cache, cut=None, edges=None):
-    """BPTT through :func:`forward`; ``cut`` and ``edges`` as ``bptt.recurrence.backward``
-    takes them (a path through time left out; where windows restart the gradient).
+    """BPTT through :func:`forward`; ``cut``, a path through time left out (``"hidden"``: the
+    one through W_hh, ``"cell"``: the ones that skip it), and ``edges`` (T, B) bool, the steps
+    where windows restart the gradient (``bptt.recurrence.window_edges``).
 
     Parameters
     ----------
@@ -100,10 +108,19 @@ def backward(dy, dstate, cache, cut=None, edges=None):
     return grads, dx, tuple(carried)
 
 
-def replay(engine_cache):
-    """The reference's cache of the pass that ``engine_cache`` (a :class:`bptt.recurrence.Cache`
-    of the fast engine) holds: its inputs run again through :func:`forward`, for a backward only
-    the reference computes (a cut path, window edges)."""
-    state0 = tuple(history[0] for history in engine_cache.states)  # slot 0 enters step 0
-    return forward(engine_cache.cell, engine_cache.weights, engine_cache.x, state0, engine_cache.mask)[2]
+def replay(cache):
+    """The reference's cache of the pass that ``cache`` holds (the backend's, re-run through
+    :func:`forward`, or already the reference's), for a backward only the reference computes
+    (a cut path, window edges)."""
+    if isinstance(cache, Cache):
+        return cache
+    state0 = tuple(history[0] for history in cache.states)  # slot 0 enters step 0
+    return forward(cache.cell, cache.weights, cache.x, state0, cache.mask)[2]
 
+
+def slice_cache(cache, start, stop):
+    """The cache of steps ``start`` to ``stop - 1`` alone, as if the sequence began at
+    ``start`` with the state that entered that step held constant."""
+    mask = None if cache.mask is None else cache.mask[start:stop]
+    return cache._replace(x=cache.x[start:stop], states=cache.states[start:stop + 1], steps=cache.steps[start:stop],
+                          mask=mask)

@@ -1,7 +1,7 @@
 """The cells: their elementwise gate arithmetic only, forward and backward, as the derivation
 writes it (docs/derivation.md): one equation a line, allocating its results. This is the
-reference the engine's fast kernels (``bptt.kernels``: fused NumPy, compiled C) are checked
-against.
+reference the fast backend (``bptt.kernels``, compiled C) is checked against; with
+``bptt.reference`` it runs every pass the backend does not take.
 
 Each cell module exposes
 

@@ -1,22 +1,24 @@
-"""Which implementation runs the cells' elementwise step: the C the install compiled (the
-default, where it built kernels this CPU runs) or the fused NumPy kernels (``kernels/fused``).
+"""The fast backend, and which implementation runs: the C the install compiled (``"c"``, the
+default where it built kernels this CPU runs) or the readable reference (``"reference"``:
+``bptt.cells`` with ``bptt.reference``).
 
-``bptt.kernels.use("numpy")`` (or ``BPTT_KERNELS=numpy``, ``--kernels numpy``) runs the NumPy
-kernels; ``use("c")`` goes back. The C is ``cells.c`` and ``recurrence.c``, compiled when bptt
-was installed, for the best instruction set this CPU has (``library.py``; ``isa()`` says which).
-Every result is the same up to rounding, and the exactness tests run both; the readable
-reference both are held to is ``bptt.cells`` with ``bptt.reference``.
+``bptt.kernels.use("reference")`` (or ``BPTT_KERNELS=reference``, ``--kernels reference``)
+runs the reference; ``use("c")`` goes back. The C is ``cells.c`` and ``recurrence.c``,
+compiled when bptt was installed, for the best instruction set this CPU has (``library.py``;
+``isa()`` says which); ``passes.py`` plans its whole passes and says which passes it takes
+(``passes.supports``). Every result is the same up to rounding, and the exactness tests run
+both.
 
-With ``threads()`` above 1 (the default: every CPU this process may use; ``use("c",
-threads=n)``, ``BPTT_THREADS=n``), a pass at B > 1 (with or without lengths) runs its steps in one call
-on that many threads (the caller and workers started on first use and kept; kept off the
-caller's CPU only where asked, ``use(..., pin=True)``), each with its share of the hidden units
-and of the weights, which it packs at the pass's start, and with each step's products in its
-own tile kernel instead of BLAS (``recurrence.c``): forward, the input projection and the
-recurrent product, each tile handed to the cell while it is in cache; backward, the
-recurrent product and dx, and after the steps the parameter gradients, each thread those of
-its units. A training step of a layer then calls no BLAS at all. One pass at a time uses the
-workers; a pass started meanwhile from another Python thread runs on its own thread.
+At B > 1 a pass (with or without lengths) runs its steps in one call on ``threads()`` threads
+(the default: every CPU this process may use; ``use("c", threads=n)``, ``BPTT_THREADS=n``):
+the caller and workers started on first use and kept (kept off the caller's CPU only where
+asked, ``use(..., pin=True)``), each with its share of the hidden units and of the weights,
+which it packs at the pass's start, and with each step's products in its own tile kernel
+instead of BLAS (``recurrence.c``): forward, the input projection and the recurrent product,
+each tile handed to the cell while it is in cache; backward, the recurrent product and dx, and
+after the steps the parameter gradients, each thread those of its units. A training step of a
+layer then calls no BLAS at all. One pass at a time uses the workers; a pass started
+meanwhile from another Python thread runs on its own thread.
 
 In a loop that also calls BLAS between passes (a model's output layer, the optimizer),
 OpenBLAS's workers spin for about 0.1 s after each multithreaded call and take a core from
@@ -34,20 +36,17 @@ from ..checks import is_integer
 from .library import KernelsUnavailable
 from .plan import CompiledCell
 
-NAMES = ("numpy", "c")
+NAMES = ("reference", "c")
 
-# a pass of fewer steps runs the NumPy cells: planning a pass costs ~0.1 ms, more than a few
-# NumPy steps (``bptt sample`` runs one step per call)
+# a pass of fewer steps runs on the reference: planning a pass costs ~0.1 ms, more than a few
+# of its steps (``bptt sample`` runs one step per call)
 MIN_STEPS = 8
-# at B = 1 the recurrent product runs in C only where W_hh fits a core's L2 cache; a larger one
-# OpenBLAS's two threads read faster (K*H x H = 2048 x 512 float32: 91 against 51 us)
-MAX_VECTOR_PRODUCT_BYTES = 512 * 1024
 
 _selected = {"name": None, "library": None, "isa": None, "threads": None, "pin": False}
 
 
 def use(name, threads=None, pin=None):
-    """Select the kernels the engine runs from now on: ``"numpy"`` or ``"c"``, and, where
+    """Select the implementation the engine runs from now on: ``"reference"`` or ``"c"``, and, where
     ``threads`` is given, how many threads the compiled passes run on (see :func:`threads`).
     ``pin=True`` lets the passes' worker threads change their CPU affinity, to keep off the
     caller's CPU (passes 1.5-3x faster after an idle spell, where Linux woke a worker onto the
@@ -82,17 +81,17 @@ def pinned():
 
 def isa():
     """The instruction set of the compiled kernels in use (``"avx512"``, ``"avx2"``,
-    ``"portable"``), or None while the NumPy kernels run."""
+    ``"portable"``), or None while the reference runs."""
     return _selected["isa"] if selected() == "c" else None
 
 
 def selected():
-    """The name of the kernels in use: as ``use`` or ``BPTT_KERNELS`` chose, else ``"c"`` where
-    the install built compiled kernels this CPU runs, else ``"numpy"``."""
+    """The name of the implementation in use: as ``use`` or ``BPTT_KERNELS`` chose, else ``"c"``
+    where the install built compiled kernels this CPU runs, else ``"reference"``."""
     if _selected["name"] is None:
         from .library import choose
 
-        name = os.environ.get("BPTT_KERNELS") or ("c" if choose() is not None else "numpy")
+        name = os.environ.get("BPTT_KERNELS") or ("c" if choose() is not None else "reference")
         if name not in NAMES:
             raise ValueError(f"expected BPTT_KERNELS to be {' or '.join(map(repr, NAMES))} but got {name!r}")
         use(name)
@@ -108,8 +107,7 @@ def _thread_count(value, what, shown=None):
 
 def threads():
     """The threads of the compiled passes at B > 1: as :func:`use` set it, else
-    ``$BPTT_THREADS``, else every CPU this process may use (1: the per-step passes, which
-    leave the products to BLAS)."""
+    ``$BPTT_THREADS``, else every CPU this process may use."""
     if _selected["threads"] is None:
         text = os.environ.get("BPTT_THREADS") or str(cpus())
         value = int(text) if text.strip().isdigit() else text
@@ -124,7 +122,7 @@ def cpus():
 
 def info():
     """What runs here: ``{"kernels", "isa", "built", "runnable", "threads", "cpus"}``: the
-    kernels selected, the instruction set of the compiled ones loaded (None with NumPy's), the
+    kernels selected, the instruction set of the compiled ones loaded (None with the reference), the
     variants the install built and those this CPU runs, the threads of the compiled passes, and
     the CPUs this process may use."""
     from . import library
@@ -142,12 +140,12 @@ def info():
 
 def compiled(cell, dtype, steps):
     """The compiled kernels of ``cell`` (a module of ``bptt.cells``) for a pass of ``steps``
-    steps in ``dtype``, or None where NumPy runs: NumPy is selected, the pass is shorter than
-    ``MIN_STEPS``, or the dtype is neither float32 nor float64."""
+    steps in ``dtype``, or None where the reference runs: it is selected, the pass is shorter
+    than ``MIN_STEPS``, or the dtype is neither float32 nor float64."""
     if selected() != "c" or steps < MIN_STEPS:
         return None
     return CompiledCell.of(_selected["library"], cell, dtype)
 
 
-__all__ = ["KernelsUnavailable", "MAX_VECTOR_PRODUCT_BYTES", "MIN_STEPS", "NAMES", "compiled", "info", "isa", "pinned", "selected",
+__all__ = ["KernelsUnavailable", "MIN_STEPS", "NAMES", "compiled", "info", "isa", "pinned", "selected",
            "threads", "use"]

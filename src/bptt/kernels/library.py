@@ -86,7 +86,7 @@ def load():
     if variant is None:
         raise KernelsUnavailable(
             "the compiled kernels were not built when bptt was installed (no C compiler then, or none that "
-            "could build them): install a C compiler and reinstall bptt, or use the NumPy kernels"
+            "could build them): install a C compiler and reinstall bptt, or use the reference (--kernels reference)"
         )
     try:
         return ctypes.CDLL(str(path_of(variant))), variant

@@ -22,6 +22,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from .. import recurrence
 from ..interop import get_layout, to_model
 from .check_model import check_char_rnn
 from .diagnose import Diagnosis, ForwardVerdict, diagnose
@@ -299,7 +300,7 @@ def reference_outputs(signature, params, inputs):
     y, _, cache = model.forward(x, (h0, c0) if lstm else h0)  # T,B,H
     by_role = {"h": y}
     if lstm:  # every step's cell state, which the engine keeps for backward
-        by_role["c"] = cache.stack.caches[0][0].states[1][1:]  # T,B,H
+        by_role["c"] = recurrence.states(cache.stack.caches[0][0])[1][1:]  # T,B,H
     if signature.output_layer:  # ŷ_t = softmax(W_y a_t + b_y)
         w_y, b_y = (params[name] for name in signature.output_layer)
         logits = y @ w_y.T + b_y[:, 0]  # T,B,V

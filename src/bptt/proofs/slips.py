@@ -52,7 +52,6 @@ from typing import NamedTuple
 import numpy as np
 
 from ..cells import CELLS
-from ..kernels.fused import FUSED
 from ..recurrence import PATHS, Weights
 
 SLIPS = {
@@ -378,8 +377,8 @@ def _tanh_derivative(a, choice):
 # -- the forward, and each cell's step back with its derivative terms switched
 
 def _forward(cell, weights, x, state0):
-    """The library's cell, step by step: the states (T+1, B, H) per part, slot t entering step
-    t, and each step's cell cache."""
+    """The library's reference cell (``cell.forward``), step by step: the states (T+1, B, H)
+    per part, slot t entering step t, and each step's cache as the cell returns it."""
     states = [np.empty((x.shape[0] + 1,) + part.shape) for part in state0]
     for history, part in zip(states, state0):
         history[0] = part
@@ -387,7 +386,7 @@ def _forward(cell, weights, x, state0):
     for t in range(x.shape[0]):
         pre_x = x[t] @ weights.w_ih.T + weights.b_ih  # B,KH
         pre_h = states[0][t] @ weights.w_hh.T + weights.b_hh  # B,KH
-        state, cache = FUSED[cell.NAME].step(pre_x, pre_h, tuple(history[t] for history in states))
+        state, cache = cell.forward(pre_x, pre_h, tuple(history[t] for history in states))
         for history, part in zip(states, state):
             history[t + 1] = part
         steps.append(cache)
@@ -397,9 +396,9 @@ def _forward(cell, weights, x, state0):
 def _lstm_back(dh, dstate, t, states, steps, weights, switch, entering):
     """Step t of the LSTM: dh, dc (S, B, H) -> dpre (S, B, 4H) twice, and (None, dc_prev)."""
     (dc,) = dstate
-    gates, tanh_c, _ = steps[t]
-    i, f, g, o = np.split(gates, 4, axis=1)  # B,H each
-    f_after = np.split(steps[min(t + 1, len(steps) - 1)][0], 4, axis=1)[1]  # the next step's forget gate
+    i, f, g, o, _, tanh_c = steps[t]  # B,H each
+    f_after = steps[min(t + 1, len(steps) - 1)][1]  # B,H  the next step's forget gate
+    # c_prev from the states, not the cache: the slip of ignoring c0 reads it as zero at step 0
     c_prev = states[1][t] * entering  # S,B,H
     c = states[1][t + 1]
     # h = o * tanh(c): do = dh * tanh(c), and into c on top of what c gets from step t+1
@@ -423,9 +422,9 @@ def _lstm_back(dh, dstate, t, states, steps, weights, switch, entering):
 
 def _gru_back(dh, dstate, t, states, steps, weights, switch, entering):
     """Step t of the GRU: dh (S, B, H) -> dpre_x, dpre_h (S, B, 3H), and (dh_prev_direct,)."""
-    gates, _, _ = steps[t]
+    r, z, n, _, _ = steps[t]  # B,H each
     H = dh.shape[2]
-    r, z, n = np.split(gates, 3, axis=1)  # B,H each
+    # h_prev and pre_h_n from the states, not the cache: the slip of ignoring h0 reads it as zero at step 0
     h_prev = states[0][t] * entering  # S,B,H
     pre_h_n = h_prev @ weights.w_hh[2 * H:].T + weights.b_hh[2 * H:]  # S,B,H  W_hn h_{t-1} + b_hn
     # h = (1 - z) * n + z * h_prev

@@ -21,9 +21,9 @@ def training_threads(requested=None):
     one thread meanwhile, else one (its workers kept off the caller's CPU: the process is the
     trainer's). Returns a context manager that holds BLAS to one thread
     for the whole of a training loop, and a line saying where the passes run; ``(nullcontext,
-    None)`` with the NumPy kernels.
+    None)`` on the reference.
 
-    Raises ValueError for a count that is not a positive integer, or one given with the NumPy
+    Raises ValueError for a count that is not a positive integer, or one given with the reference
     kernels selected.
     """
     if requested is not None and requested < 1:

@@ -1,0 +1,339 @@
+"""The fast backend's whole passes: a forward pass and a backward pass of one layer and
+direction, in C, planned here. :func:`supports` says what it takes; the engine
+(``bptt.recurrence``) asks once per pass and runs the reference (``bptt.reference``) where it
+declines. Both compute the same up to rounding, and the tests hold them together.
+
+Legend: T time steps, B batch, I input features, H hidden units, K gates per cell.
+
+At B > 1 one call of ``recurrence.c`` runs a whole pass on ``kernels.threads()`` threads
+(:meth:`plan.CompiledCell.threaded_forward`, ``threaded_backward``): each thread owns hidden
+units and packs its share of the weights once; forward, the input projection, the recurrent
+product and the cell, tile by tile; backward, the cell, the recurrent product and dx per step,
+and after the steps its units' rows of the parameter gradients, the sums over time
+``dW_hh = Σ_t dpre_h_tᵀ h_{t-1}`` that BPTT is. A right-padded batch runs on the same threads
+(``pass_args.lengths``). At B = 1 a call runs a chunk of steps, each a matrix-vector product in
+C and the cell (``cells.c``); the input projection before and the sums over time after are one
+GEMM per chunk.
+
+Layout (docs/performance.md has the measurements). The per-step matrices are feature-major,
+(F, B), B contiguous: the recurrent product is ``pre_hᵀ = W_hh h_{t-1}ᵀ``. What the sums over
+time read later is stored as (F, T, B): one step is a strided (F, B) slice and all steps
+together the (F, T*B) matrix of a single GEMM; what only the cell reads, (T, F, B). Biases ride
+in the products on a row of ones: ``pre_x = [W_ih | b] [x_t; 1]``, where ``b`` is ``b_ih`` plus
+the blocks of ``b_hh`` that a cell sees only through ``pre_x + pre_h`` (``cell.SUMMED_GATES``);
+the rest of ``b_hh`` (GRU's ``b_hn``) enters the recurrent product as ``[W_hh | b_hh_rest]
+[h_{t-1}; 1]``, so the sum that gives ``dW_hh`` gives ``db_hh`` as its last column.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import kernels
+from ..pool import POOL
+from .plan import gradient_args
+
+
+class Cache(NamedTuple):
+    """What :func:`forward` keeps for :func:`backward`, and nothing more."""
+
+    compiled: object  # the plan.CompiledCell that ran the pass
+    weights: object  # recurrence.Weights
+    x: np.ndarray  # T,B,I
+    h_prev: np.ndarray  # H+1,T,B  [h_{t-1}; 1], the state entering each step and a row of ones
+    mask: np.ndarray | None  # T,B,1
+    states: tuple  # per part of the state, (T+1, B, H): slot t enters step t
+    buffers: tuple  # per CACHE_WIDTHS array of the cell, (T, B, width*H)
+    h_rows: np.ndarray | None = None  # T,B,H  h_{t-1} with contiguous rows (B > 1)
+
+    @property
+    def cell(self):
+        return self.compiled.cell
+
+
+# columns (steps times batch) of one GEMM over time at B = 1 (the input projection, the
+# parameter gradients), and of a backward chunk on threads: large enough to run near the GEMM
+# peak, small enough that a long sequence does not hold K*H numbers per step and sequence
+GEMM_COLUMNS = 4096
+
+
+def prefix_lengths(mask):
+    """The lengths (B,) int64 of the sequences of a right-padded batch's ``mask`` (T, B, 1),
+    or None where some sequence's mask is not True for its first steps and False after."""
+    within = mask[:, :, 0]
+    lengths = within.sum(axis=0, dtype=np.int64)
+    return lengths if np.array_equal(within, np.arange(len(within))[:, None] < lengths) else None
+
+
+def supports(cell, dtype, T, B, mask):
+    """The compiled cell that runs this pass, or None where the backend declines it: the
+    reference is selected or the install built no kernels, the dtype is neither float32 nor
+    float64, the pass is shorter than ``kernels.MIN_STEPS`` (planning costs more than a few
+    steps), the mask is not a right-padded batch's, or at B = 1 a sequence is padded."""
+    compiled = kernels.compiled(cell, dtype, T)
+    if compiled is None or mask is None:
+        return compiled
+    lengths = prefix_lengths(mask)
+    return compiled if lengths is not None and (B > 1 or lengths[0] == T) else None
+
+
+def forward(compiled, weights, x, state0, mask=None, keep_cache=True):
+    """Run ``compiled`` (:func:`supports`) over a sequence.
+
+    Parameters
+    ----------
+    weights : recurrence.Weights
+    x : (T, B, I)
+    state0 : tuple of (B, H) arrays, one per ``cell.STATE_NAMES``
+    mask : (T, B, 1) bool (a right-padded batch) or None
+    keep_cache : False for inference: the cell's cache goes to scratch, the returned cache is None
+
+    Returns
+    -------
+    y : (T, B, H), zero past each sequence's end; state : tuple of (B, H); cache : Cache or None
+    """
+    w_ih_1, w_hh_1 = _with_biases(compiled.cell, weights, x.dtype)
+    if x.shape[1] > 1:
+        return _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_cache)
+    return _single_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_cache)
+
+
+def _with_biases(cell, weights, dtype):
+    """``[W_ih | b]`` (K*H, I+1) with b = b_ih (+ the summed blocks of b_hh), and W_hh, or
+    where b_hh has blocks that are not summed (GRU's b_hn), ``[W_hh | 0 ... b_hh_rest]`` (K*H,
+    H+1), each with contiguous rows."""
+    KH, H = weights.w_hh.shape
+    I = weights.w_ih.shape[1]
+    summed = cell.SUMMED_GATES * H
+    w_ih_1 = np.empty((KH, I + 1), dtype)
+    w_ih_1[:, :I] = weights.w_ih
+    w_ih_1[:, I] = weights.b_ih
+    w_ih_1[:summed, I] += weights.b_hh[:summed]
+    if summed == KH:
+        return w_ih_1, np.ascontiguousarray(weights.w_hh)
+    w_hh_1 = np.zeros((KH, H + 1), dtype)
+    w_hh_1[:, :H] = weights.w_hh
+    w_hh_1[summed:, H] = weights.b_hh[summed:]
+    return w_ih_1, w_hh_1
+
+
+def _state_buffers(cell, x, state0, keep_cache, step_major=False):
+    """The states and the cell's cache by step.
+
+    Slot t of a state holds the state entering step t (for h with a row of ones below,
+    [h_{t-1}; 1]), step t writes slot t+1. h keeps every step even without a cache; the other
+    states (LSTM's c) then keep two slots, taken in turn, and the cache one. ``step_major``:
+    h_hist is a view of (T+1, H+1, B), each step's [h; 1] contiguous, as the threads read it.
+
+    Returns h_hist (H+1, T+1, B), its views h_steps (T+1, B, H), the other states (slots, B,
+    H) and the cache buffers (T or 1, B, width*H), slots 0 holding ``state0``.
+    """
+    T, B, _ = x.shape
+    H = state0[0].shape[1]
+    if step_major:
+        h_hist = POOL.empty((T + 1, H + 1, B), x.dtype).transpose(1, 0, 2)  # H+1,T+1,B
+    else:
+        h_hist = POOL.empty((H + 1, T + 1, B), x.dtype)  # H+1,T+1,B
+    h_hist[H] = 1.0
+    h_steps = h_hist[:H].transpose(1, 2, 0)  # T+1,B,H views
+    h_steps[0] = state0[0]
+    slots = T + 1 if keep_cache else 2
+    other_steps = [POOL.empty((slots, H, B), x.dtype).transpose(0, 2, 1) for _ in state0[1:]]  # slots,B,H
+    for history, s in zip(other_steps, state0[1:]):
+        history[0] = s
+    cache_steps = [
+        POOL.empty((T if keep_cache else 1, width * H, B), x.dtype).transpose(0, 2, 1)  # T,B,width*H
+        for width in cell.CACHE_WIDTHS
+    ]
+    return h_hist, h_steps, other_steps, cache_steps
+
+
+def _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_cache):
+    """B > 1: one call of ``recurrence.c`` runs every step on ``kernels.threads()`` threads,
+    its input projection from [x_t; 1] feature-major, its recurrent product, and its cell,
+    which takes pre_x and pre_h from the threads' scratch; with a ``mask``, the threads carry
+    each sequence's state past its end."""
+    cell = compiled.cell
+    T, B, I = x.shape
+    KH, H = weights.w_hh.shape
+    rows = w_hh_1.shape[1]
+    h_hist, h_steps, other_steps, cache_steps = _state_buffers(cell, x, state0, keep_cache, step_major=True)
+    x_1_steps = POOL.empty((T, I + 1, B), x.dtype)  # T,I+1,B  [x_t; 1]
+    np.copyto(x_1_steps[:, :I], x.transpose(0, 2, 1))
+    x_1_steps[:, I] = 1.0
+    t_all = np.arange(T)
+    # the threads copy each h_t into rows of H: y, and the backward's sums over time
+    h_rows = POOL.empty((T + 1, B, H), x.dtype)  # T+1,B,H  slot t enters step t
+    h_rows[0] = state0[0]
+    h_stack = h_hist[:rows].transpose(1, 2, 0)  # T+1,B,rows
+    products = compiled.threaded_forward(
+        w_hh_1, w_ih_1, (h_stack, t_all), (x_1_steps.transpose(0, 2, 1), t_all), (h_stack, t_all + 1),
+        (h_rows, t_all + 1), T, kernels.threads(), keep_cache, None if mask is None else prefix_lengths(mask),
+    )
+    unused = POOL.empty((KH, B), x.dtype).T  # B,KH  pre_x and pre_h of the table: the threads have their own
+    run = _forward_steps(compiled, (unused[None], 0), unused, h_steps, other_steps, cache_steps, 0, T)
+    compiled.forward_pass(products, run, 0, T)
+    state = (h_steps[T].copy(), *(history[T % len(history)].copy() for history in other_steps))
+    # y: without a cache, a view no one else holds; with one, a copy, as h_rows stays in the cache
+    y = h_rows[1:] if not keep_cache else h_rows[1:].copy()
+    if mask is not None:
+        y *= mask  # zero past each sequence's end
+    if not keep_cache:
+        return y, state, None
+    return y, state, Cache(compiled, weights, x, h_hist[:, :T], mask, (h_steps, *other_steps), tuple(cache_steps),
+                           h_rows[:T])
+
+
+def _single_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_cache):
+    """B = 1: per chunk of ``GEMM_COLUMNS`` steps, the input projection as one GEMM, then one
+    call that runs each step's recurrent product and cell in C."""
+    cell = compiled.cell
+    T, _, I = x.shape
+    KH, H = weights.w_hh.shape
+    rows = w_hh_1.shape[1]
+    h_hist, h_steps, other_steps, cache_steps = _state_buffers(cell, x, state0, keep_cache)
+    pre_h = POOL.empty((KH, 1), x.dtype)  # KH,1
+    products = compiled.product_steps(w_hh_1, (h_hist[:rows, :, 0].T, np.arange(T)), (pre_h[:, 0][None], 0), T)
+    for start in range(0, T, GEMM_COLUMNS):
+        n = min(GEMM_COLUMNS, T - start)
+        x_1 = POOL.empty((n, I + 1), x.dtype)  # [x_t; 1] of the chunk's steps, as rows
+        x_1[:, :I] = x[start:start + n, 0]
+        x_1[:, I] = 1.0
+        pre_x = np.matmul(w_ih_1, x_1.T, out=POOL.empty((KH, n), x.dtype))  # KH,n
+        run = _forward_steps(compiled, (pre_x.T[:, None, :], np.arange(n)), pre_h.T, h_steps, other_steps,
+                             cache_steps, start, n)
+        compiled.forward_pass(products, run, start, n)
+    y = h_steps[1:].copy()  # T,1,H
+    state = (h_steps[T].copy(), *(history[T % len(history)].copy() for history in other_steps))
+    if not keep_cache:
+        return y, state, None
+    return y, state, Cache(compiled, weights, x, h_hist[:, :T], mask, (h_steps, *other_steps), tuple(cache_steps))
+
+
+def _forward_steps(compiled, pre_x, pre_h, h_steps, other_steps, cache_steps, start, n):
+    """The planned cells of steps ``start`` to ``start + n - 1``: ``pre_x`` a ``(stack,
+    index)`` pair, ``stack`` (slots, B, KH) and ``index`` the slot of each of the n steps,
+    ``pre_h`` (B, KH), the state histories (slots, B, H) and the cache buffers (T or 1, B,
+    width*H)."""
+    B, H = h_steps.shape[1:]
+    t = np.arange(start, start + n)
+    histories = [(h_steps, t + 1, t)] + [(history, (t + 1) % len(history), t % len(history)) for history in other_steps]
+    return compiled.forward_steps(
+        B, H, pre_x, (pre_h[None], 0),
+        [(history, entering) for history, _, entering in histories],
+        [(history, leaving) for history, leaving, _ in histories],
+        [(buffer, t if len(buffer) > 1 else 0) for buffer in cache_steps],
+        n,
+    )
+
+
+def backward(dy, dstate, cache):
+    """Exact BPTT through :func:`forward`.
+
+    Parameters
+    ----------
+    dy : (T, B, H), gradient of the loss with respect to ``y``
+    dstate : tuple of (B, H) arrays or None entries (zero), gradient of the final state
+    cache : Cache
+
+    Returns
+    -------
+    grads : recurrence.Weights of gradients, same shapes as ``cache.weights``
+    dx : (T, B, I)
+    dstate0 : tuple of (B, H), gradient of the initial state
+    """
+    compiled, weights, x = cache.compiled, cache.weights, cache.x
+    cell = compiled.cell
+    T, B, I = x.shape
+    KH, H = weights.w_hh.shape
+    shared = cell.SUMMED_GATES == cell.NUM_GATES  # dpre_x is dpre_h
+    lengths = None if cache.mask is None else prefix_lengths(cache.mask)
+    # the gradient reaching each part of the state from the future, feature-major; h's part
+    # alternates between two buffers, the one a step reads and the one it writes for the step before
+    carried = [np.zeros((H, B), x.dtype) if d is None else d.T.copy() for d in dstate]  # H,B each
+    dh_pair = np.empty((2, H, B), x.dtype)
+    dh_pair[0] = carried[0]
+    chunk = min(T, max(1, GEMM_COLUMNS // B))  # steps, last chunk first
+    dy_steps = POOL.empty((chunk, H, B), x.dtype)  # chunk,H,B
+    dpre_x = POOL.empty((KH, chunk, B), x.dtype)  # KH,chunk,B
+    dpre_h = dpre_x if shared else POOL.empty((KH, chunk, B), x.dtype)
+    w_hh, w_ih = np.ascontiguousarray(weights.w_hh), np.ascontiguousarray(weights.w_ih)
+    dw_hh_1 = POOL.empty((KH, H + 1), x.dtype)  # [dW_hh | db_hh]
+    dw_ih = POOL.empty((KH, I), x.dtype)
+    db_ih = None if shared else np.zeros(KH, x.dtype)
+    dx = POOL.empty((T, B, I), x.dtype)
+    for stop in range(T, 0, -chunk):
+        start = max(0, stop - chunk)
+        n, t_here = stop - start, np.arange(start, stop)
+        parity = (T - 1 - t_here) % 2  # which of dh_pair step t reads
+        np.copyto(dy_steps[:n], dy[start:stop].transpose(0, 2, 1))
+        run = _backward_steps(compiled, cache, dh_pair, carried[1:], dpre_x, None if shared else dpre_h, start, stop)
+        if B > 1:  # the threads also compute dx_tᵀ = W_ihᵀ dpre_x_t, and the sums over time
+            dx_steps = POOL.empty((chunk, I, B), x.dtype).transpose(0, 2, 1)  # chunk,B,I views
+            steps = (KH, n * B)
+            sums = gradient_args(
+                dpre_h[:, :n].reshape(steps), dpre_x[:, :n].reshape(steps), cache.h_rows[start:stop].reshape(n * B, H),
+                np.ascontiguousarray(x[start:stop]).reshape(n * B, I), dw_hh_1, dw_ih, db_ih, accumulate=stop != T)
+            products = compiled.threaded_backward(
+                w_hh, w_ih, (dpre_h.transpose(1, 2, 0), t_here - start), (dh_pair.transpose(0, 2, 1), 1 - parity),
+                (dpre_x.transpose(1, 2, 0), t_here - start), (dx_steps, t_here - start), n, kernels.threads(), sums,
+                lengths, start,
+            )
+        else:
+            products = compiled.product_steps(w_hh, (dpre_h[:, :, 0].T, t_here - start), (dh_pair[:, :, 0], 1 - parity),
+                                              n, transpose=True)
+        compiled.backward_pass(run, products, dy_steps[:n], dh_pair, parity, n)
+        if B > 1:
+            np.copyto(dx[start:stop], dx_steps[:n])
+            continue
+        # at B = 1 this chunk's share of the sums over time, one GEMM each
+        first = stop == T
+        _add_product(dw_hh_1, dpre_h[:, :n, 0], cache.h_prev[:, start:stop, 0].T, first)  # Σ_t dpre_h_t [h_{t-1}; 1]ᵀ
+        _add_product(dw_ih, dpre_x[:, :n, 0], x[start:stop, 0], first)  # Σ_t dpre_x_t x_tᵀ
+        if not shared:
+            db_ih += dpre_x[:, :n, 0].sum(axis=1)
+        np.matmul(dpre_x[:, :n, 0].T, w_ih, out=dx[start:stop, 0])  # dx_t = dpre_x_t W_ih
+    dh0 = dh_pair[T % 2]  # step 0 wrote the buffer step -1 would read
+    dw_hh = POOL.empty((KH, H), x.dtype)
+    np.copyto(dw_hh, dw_hh_1[:, :H])
+    db_hh = dw_hh_1[:, H].copy()
+    grads = type(weights)(w_ih=dw_ih, w_hh=dw_hh, b_ih=db_hh.copy() if shared else db_ih, b_hh=db_hh)
+    return grads, dx, tuple(np.ascontiguousarray(d.T) for d in [dh0] + carried[1:])
+
+
+def _backward_steps(compiled, cache, dh_pair, carried, dpre_x, dpre_h, start, stop):
+    """The planned cells of steps ``stop - 1`` down to ``start``, indexed from ``start``:
+    ``dh_pair`` (2, H, B), h's gradient buffers taken in turn, the other parts' (H, B), and the
+    stores ``dpre_x``, ``dpre_h`` (KH, chunk, B) (None where it is dpre_x)."""
+    T = len(cache.x)
+    _, H, B = dh_pair.shape
+    t = np.arange(start, stop)
+    part, offset = compiled.cache_state
+    stores = [store for store in (dpre_x, dpre_h) if store is not None]
+    return compiled.backward_steps(
+        B, H,
+        [(dh_pair.transpose(0, 2, 1), (T - 1 - t) % 2)] + [(d.T[None], 0) for d in carried],
+        [(buffer, t) for buffer in cache.buffers] + [(cache.states[part], t + offset)],
+        [(store.transpose(1, 2, 0), t - start) for store in stores],
+        stop - start,
+    )
+
+
+def _add_product(total, a, b, first):
+    """``total = a @ b`` on the first call, ``total += a @ b`` after."""
+    if first:
+        np.matmul(a, b, out=total)
+    else:
+        total += np.matmul(a, b, out=POOL.empty(total.shape, total.dtype))
+
+
+def slice_cache(cache, start, stop):
+    """The cache of steps ``start`` to ``stop - 1`` alone, as if the sequence began at
+    ``start`` with the state that entered that step held constant."""
+    mask = None if cache.mask is None else cache.mask[start:stop]
+    return cache._replace(
+        x=cache.x[start:stop], h_prev=cache.h_prev[:, start:stop], mask=mask,
+        states=tuple(history[start:stop + 1] for history in cache.states),
+        buffers=tuple(buffer[start:stop] for buffer in cache.buffers),
+        h_rows=None if cache.h_rows is None else cache.h_rows[start:stop],
+    )
