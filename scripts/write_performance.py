@@ -1,11 +1,12 @@
 """Run the benchmark and write docs/performance.md: the machine, the method, the table.
 
-    python scripts/write_performance.py                     # every case, both kernels
+    python scripts/write_performance.py                     # every case, the compiled backend
     python scripts/write_performance.py --repeat 15 --json docs/performance.json
     python scripts/write_performance.py --cases 'lstm-*' --kernels c   # a part, for a quick look
     python scripts/write_performance.py --from-json docs/performance.json   # no new run
 
-Each kernels choice (``numpy``, the default, and ``c``, compiled) gets its own run and table.
+Each implementation asked for (``c``, the compiled backend and the default, and with
+``--kernels reference,c`` the readable reference too) gets its own run and table.
 The tables are whatever this machine measured in this run; the section on levers is history,
 kept in scripts/performance_levers.md so that a rerun does not lose it.
 """
@@ -90,7 +91,7 @@ def memory(report):
     return "\n".join(lines)
 
 
-KERNELS = {"numpy": "NumPy kernels (the default)", "c": "compiled kernels (`--kernels c`)"}
+KERNELS = {"reference": "the readable reference (`--kernels reference`)", "c": "the compiled backend (the default)"}
 
 
 def sampling(reports):
@@ -135,7 +136,7 @@ LEVERS_FILE = pathlib.Path(__file__).resolve().with_name("performance_levers.md"
 
 
 def document(reports, note):
-    """The page, from one report per kernels choice (``{"numpy": report, "c": report}``)."""
+    """The page, from one report per implementation (``{"c": report}``, ``{"reference": ..., "c": ...}``)."""
     date = datetime.date.today().isoformat()
     first = next(iter(reports.values()))
     parts = [
@@ -151,8 +152,8 @@ def document(reports, note):
     for name, report in reports.items():
         parts += [f"## Results: {KERNELS[name]}", "", table(report), ""]
     parts += ["`ratio`: median of the per-repetition ratios bptt/torch; `r(med)`: ratio of the medians; "
-              "`noisy`: runs kept although other processes were busy. The two tables come from two runs "
-              "one after the other, each with its own torch column.", ""]
+              "`noisy`: runs kept although other processes were busy. Each table comes from its own run, "
+              "with its own torch column.", ""]
     parts += [memory(report) for report in reports.values() if "cache_per_step" in report][:1]
     parts += [sampling(reports), METHOD.format(pause=first["pause_s"], quiet=first.get("max_load", first.get("quiet")))]
     if LEVERS_FILE.exists():
@@ -168,13 +169,13 @@ def main(argv=None):
     parser.add_argument("--json", metavar="PATH", help="also write the raw report here")
     parser.add_argument("--note", default="", help="a paragraph to put under the title (e.g. the load)")
     parser.add_argument("--from-json", metavar="PATH", help="write the doc from a saved report instead of running")
-    parser.add_argument("--kernels", default="numpy,c", help="comma-separated kernels to run (default numpy,c)")
+    parser.add_argument("--kernels", default="c", help="comma-separated implementations to run (default c)")
     parser.add_argument("-o", "--output", default=str(DOC))
     args = parser.parse_args(argv)
     if args.from_json:
         reports = json.loads(pathlib.Path(args.from_json).read_text())
-        if "cases" in reports:  # a report from before the compiled kernels
-            reports = {"numpy": reports}
+        if "cases" in reports:  # one report, not one per implementation
+            reports = {reports.get("kernels", "c"): reports}
     else:
         patterns = args.cases.split(",") if args.cases else None
         reports = {}

@@ -451,11 +451,12 @@ def test_plan_points_each_row_at_its_step():
     B, H, float64 = 3, 2, np.dtype(np.float64)
     stack = _stack(4, B, 3 * H, np.float64)  # 4,B,3H
     rows = plan.plan(B, H, float64, [(stack, 3, [2, 0, 3])], 3, prefetch=(0,), step=-1)
-    first = plan.HEADER  # the (address, ld) pairs follow B, H, the prefetch mask and the next row
-    assert rows.shape == (3, first + 2 * plan.MAX_ARRAYS) and list(rows[0, :2]) == [B, H]
+    # step_args of contract.h: B, H, the prefetch mask, the next row, then (address, ld) pairs
+    assert plan.contract_fields("step_args")[:6] == ("B", "H", "prefetch", "next", "a[0].addr", "a[0].ld")
+    assert rows.shape == (3, 4 + 2 * plan.MAX_ARRAYS) and list(rows[0, :2]) == [B, H]
     assert list(rows[:, 2]) == [0, 1, 1] and list(rows[:, 3]) == [-1] * 3  # row 0 is run last
-    assert [row[first] for row in rows] == [stack[k].__array_interface__["data"][0] for k in (2, 0, 3)]
-    assert list(rows[:, first + 1]) == [B] * 3  # feature rows B numbers apart
+    assert [row[4] for row in rows] == [stack[k].__array_interface__["data"][0] for k in (2, 0, 3)]
+    assert list(rows[:, 5]) == [B] * 3  # feature rows B numbers apart
 
 
 def test_plan_refuses_unsafe_arrays():
@@ -639,10 +640,14 @@ def test_the_contract_is_read_by_name_and_matches_the_compiled_structs(built_ker
     """plan.py builds its rows from contract.h's field names; the library's sizeof of each
     struct is the header's 8 bytes a field, so a one-sided edit fails loudly."""
     loaded, _ = library.load()
-    for struct in ("pass_args", "gradient_args"):
+    assert plan.CONTRACT_STRUCTS == ("step_args", "matvec_args", "add_args", "pass_args", "gradient_args")
+    for struct in plan.CONTRACT_STRUCTS:
         fields = plan.contract_fields(struct)
-        assert len(set(fields)) == len(fields) > 5
+        assert len(set(fields)) == len(fields) >= 5
         assert getattr(loaded, f"sizeof_{struct}")() == 8 * len(fields)
+    assert plan.contract_fields("matvec_args") == ("M", "N", "w.addr", "w.ld", "v.addr", "v.ld", "out.addr", "out.ld",
+                                                   "scratch.addr", "scratch.ld")
+    assert len(plan.contract_fields("step_args")) == 4 + 2 * plan.MAX_ARRAYS
     assert plan.contract_fields("gradient_args")[:2] == ("K", "dpre_h")
     fields = plan.contract_fields("gradient_args")
     row = plan.contract_row("gradient_args", **{field: i for i, field in enumerate(fields)})
@@ -663,10 +668,12 @@ def test_a_field_that_is_not_an_int64_is_refused(tmp_path, monkeypatch):
     header.write_text("typedef struct {\n    int64_t a, b; /* two */\n    double c;\n} odd;\n")
     monkeypatch.setattr(plan, "CONTRACT", header)
     plan.contract_fields.cache_clear()
+    plan._contract_text.cache_clear()
     try:
-        with pytest.raises(ValueError, match="odd holds 'double c'; every field must be an int64_t"):
+        with pytest.raises(ValueError, match="odd holds 'double c'; every field must be an int64_t or array_arg"):
             plan.contract_fields("odd")
         with pytest.raises(ValueError, match="contract.h defines no struct nothing"):
             plan.contract_fields("nothing")
     finally:
         plan.contract_fields.cache_clear()
+        plan._contract_text.cache_clear()

@@ -5,28 +5,22 @@
    contiguous, rows `ld` numbers apart. One call does one time step of one layer and direction:
    the engine calls BLAS for the recurrent product between calls (at B = 1, matvec below).
 
-   A call takes one row of a plan (bptt/kernels/plan.py): B, H, which arrays of the next step
-   to prefetch and where that step's row is, then an (address, ld) pair per array, in the order
-   the comment above each function gives. The transcendental functions are
+   A call takes one row of a plan (bptt/kernels/plan.py), a step_args of contract.h, whose
+   arrays come in the order the comment above each kernel gives. The transcendental functions are
    written out below (no libm calls), so that the compiler vectorizes the loops; they are
    accurate to a few units in the last place (tests/test_kernels.py measures at most 2.5), and
    NaN in gives NaN out, as in NumPy. */
+
+#include "contract.h" /* step_args, matvec_args, add_args: the structs Python fills, by name */
 
 #include <math.h> /* INFINITY only: no libm function is called */
 #include <stdint.h>
 #include <string.h>
 
-typedef struct {
-    int64_t addr;
-    int64_t ld;
-} array_arg;
-
-typedef struct {
-    int64_t B, H;
-    int64_t prefetch; /* bit k: bring array k of the step run next into cache */
-    int64_t next;     /* that step's row, relative to this one (+1 forward, -1 backward) */
-    array_arg a[8];
-} step_args;
+/* the sizes of the structs of contract.h, which Python checks against the fields it reads there */
+int64_t sizeof_step_args(void) { return sizeof(step_args); }
+int64_t sizeof_matvec_args(void) { return sizeof(matvec_args); }
+int64_t sizeof_add_args(void) { return sizeof(add_args); }
 
 /* Prefetching the arrays of the next step that come from far (the input projection, the
    cache kept by the forward pass) lets their memory latency overlap this step's arithmetic
@@ -256,14 +250,9 @@ DEFINE_ACTIVATIONS(double, f64)
     DEFINE_STEP(rnn_relu_step, S, PREFETCH(T, 0, s->H))                                           \
     DEFINE_STEP(rnn_relu_step_back, S, PREFETCH(T, 1, s->H))
 
-/* The recurrent product at B = 1, where BLAS spends more on the call than on the arithmetic:
-   w has M rows of N numbers, `ld` apart; v and out are vectors whose elements lie `ld` apart;
-   scratch is N contiguous numbers. Rows are taken four at a time, so that four independent
-   sums are in flight and each pass over the scratch does four rows' work. */
-typedef struct {
-    int64_t M, N;
-    array_arg w, v, out, scratch;
-} matvec_args;
+/* The recurrent product at B = 1 (matvec_args), where BLAS spends more on the call than on
+   the arithmetic. Rows are taken four at a time, so that four independent sums are in flight
+   and each pass over the scratch does four rows' work. */
 
 #define DEFINE_MATVEC(T, SUFFIX)                                                                  \
                                                                                                   \
@@ -343,11 +332,6 @@ DEFINE_MATVEC(double, f64)
 FOR_EACH_CELL(DEFINE_FORWARD_PASS, f32, float)
 FOR_EACH_CELL(DEFINE_FORWARD_PASS, f64, double)
 
-/* y += x, n numbers, `ld` apart in each */
-typedef struct {
-    int64_t n, unused;
-    array_arg x, y;
-} add_args;
 
 /* A whole backward pass at B = 1 in one call, steps i = count - 1 down to 0: the output's
    gradient added to the one from the future (row i of `before`), the cell's backward (row i of

@@ -1,12 +1,42 @@
-/* The contract between Python and C for the threaded passes: the structs that Python fills
+/* The contract between Python and C: the structs that Python fills and the kernels read
    (bptt/kernels/plan.py reads the fields of each typedef here, by name, in this order; every
-   field an int64_t: a count, a flag, or an address) and recurrence.c reads. An edit here is
-   the whole edit: Python builds its rows from these names, and checks its field count against
-   sizeof() of the compiled struct. */
+   field an int64_t, a count, a flag or an address, or an array_arg, two of them). An edit
+   here is the whole edit: Python builds its rows from these names, and checks their size
+   against sizeof() of the compiled struct. */
 #ifndef BPTT_CONTRACT_H
 #define BPTT_CONTRACT_H
 
 #include <stdint.h>
+
+/* An array a kernel reads or writes: its address, and the distance between its rows (or, for
+   a vector, its elements) in numbers. */
+typedef struct {
+    int64_t addr, ld;
+} array_arg;
+
+#define MAX_ARRAYS 8
+
+/* One time step of a cell (cells.c): B, H, which arrays of the step run next to prefetch (bit
+   k: array k) and where that step's row is, relative to this one (+1 forward, -1 backward),
+   then the step's arrays, each one time step's (F, B) slice of a buffer, in the order the
+   comment above each kernel gives. */
+typedef struct {
+    int64_t B, H, prefetch, next;
+    array_arg a[MAX_ARRAYS];
+} step_args;
+
+/* The recurrent product at B = 1 (cells.c): w has M rows of N numbers; v, out are vectors;
+   scratch is N contiguous numbers. */
+typedef struct {
+    int64_t M, N;
+    array_arg w, v, out, scratch;
+} matvec_args;
+
+/* y += x, n numbers (cells.c) */
+typedef struct {
+    int64_t n;
+    array_arg x, y;
+} add_args;
 
 /* What a pass takes besides its tables: the threads to run on, the inner length `n` of the
    product (the rows of h_{t-1} read, H, or H + 1 with GRU's row of ones; K*H backward), the

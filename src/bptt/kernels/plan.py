@@ -1,12 +1,14 @@
-"""The compiled cells as the engine calls them: one C call per step, its arguments planned.
+"""The compiled cells as the backend's passes call them, their arguments planned.
 
-A kernel of ``cells.c`` takes one row of int64: B, H, which arrays of the step run next to
-prefetch and where its row is, then the address and the row stride (``ld``, in numbers) of
-each array it reads or writes, one time step's (F, B) slice of a buffer. The engine hands a
-run of steps as ``(stack, index)`` pairs: ``stack`` a (n, B, F) view of a buffer whose
-``stack[k]`` is a step's array as the NumPy cells get it, ``index`` which k each step takes. :func:`plan` turns them into the rows of all steps at once, with
-array arithmetic on the stack's strides, and checks every shape, stride and index, so a call
-never touches memory outside the arrays it was given. A step then costs one ctypes call.
+A kernel of ``cells.c`` takes one row of int64 per step, a ``step_args`` of contract.h, whose
+fields this module reads there by name (:func:`contract_fields`): B, H, which arrays of the
+step run next to prefetch and where its row is, then the address and the row stride (``ld``,
+in numbers) of each array it reads or writes, one time step's (F, B) slice of a buffer. The
+passes hand a run of steps as ``(stack, index)`` pairs: ``stack`` a (n, B, F) view of a buffer
+whose ``stack[k]`` is a step's array as the reference cells get it, ``index`` which k each
+step takes. :func:`plan` turns them into the rows of all steps at once, with array arithmetic
+on the stack's strides, and checks every shape, stride and index, so a call never touches
+memory outside the arrays it was given.
 """
 
 import ctypes
@@ -18,11 +20,10 @@ import numpy as np
 
 from ..pool import POOL
 
-MAX_ARRAYS = 8  # as step_args in cells.c
 
-# the state a cell's step cache ends with: (its index in STATE_NAMES, 0 for the state entering
-# the step, 1 for the state it leaves), as the NumPy cells return it (LSTM: c_{t-1}, GRU:
-# h_{t-1}, RNN: h_t)
+# the state a compiled cell's step cache ends with, after its CACHE_WIDTHS arrays: (its index
+# in STATE_NAMES, 0 for the state entering the step, 1 for the state it leaves) (LSTM:
+# c_{t-1}, GRU: h_{t-1}, RNN: h_t)
 CACHE_STATE = {"lstm": (1, 0), "gru": (0, 0), "rnn_tanh": (0, 1), "rnn_relu": (0, 1)}
 # which parts of dstate the step's backward overwrites with the gradient that reaches the
 # previous state directly, not through W_hh (LSTM's dc_{t-1}, GRU's z * dh)
@@ -44,26 +45,23 @@ def _steps(index, stack, count, what):
     return index
 
 
-HEADER = 4  # B, H, prefetch mask, next row
-
-
 def plan(B, H, dtype, arrays, count, prefetch=(), step=1):
-    """The argument rows of ``count`` steps.
+    """The argument rows (``step_args`` of contract.h) of ``count`` steps.
 
     ``arrays``: ``(stack, width, index)`` per kernel argument, ``stack`` (n, B, width*H) of
     ``dtype`` with B contiguous, ``index`` an int or (count,) ints in [0, n). ``prefetch``: the
     arrays each step brings into cache for the step run after it, which is the next row
     (``step=1``, forward) or the one before (``step=-1``, backward).
 
-    Returns (count, HEADER + 2 * MAX_ARRAYS) int64.
+    Returns (count, fields of step_args) int64.
     """
     if len(arrays) > MAX_ARRAYS:
         raise ValueError(f"a kernel takes at most {MAX_ARRAYS} arrays, got {len(arrays)}")
-    rows = np.zeros((count, HEADER + 2 * MAX_ARRAYS), np.int64)
-    rows[:, 0], rows[:, 1] = B, H
+    rows = np.zeros((count, len(contract_fields("step_args"))), np.int64)
+    rows[:, column("step_args", "B")], rows[:, column("step_args", "H")] = B, H
     has_next = slice(0, count - 1) if step == 1 else slice(1, count)
-    rows[has_next, 2] = sum(1 << k for k in prefetch)
-    rows[:, 3] = step
+    rows[has_next, column("step_args", "prefetch")] = sum(1 << k for k in prefetch)
+    rows[:, column("step_args", "next")] = step
     for k, (stack, width, index) in enumerate(arrays):
         if stack.dtype != dtype or stack.ndim != 3 or stack.shape[1:] != (B, width * H):
             raise ValueError(f"kernel array {k}: expected (n, {B}, {width * H}) {np.dtype(dtype)}, "
@@ -71,8 +69,8 @@ def plan(B, H, dtype, arrays, count, prefetch=(), step=1):
         if (B > 1 and stack.strides[1] != stack.itemsize) or stack.strides[2] % stack.itemsize:
             raise ValueError(f"kernel array {k}: the batch must be contiguous, got strides {stack.strides}")
         index = _steps(index, stack, count, f"kernel array {k}")
-        rows[:, HEADER + 2 * k] = _address(stack) + index * stack.strides[0]
-        rows[:, HEADER + 1 + 2 * k] = stack.strides[2] // stack.itemsize
+        rows[:, column("step_args", f"a[{k}].addr")] = _address(stack) + index * stack.strides[0]
+        rows[:, column("step_args", f"a[{k}].ld")] = stack.strides[2] // stack.itemsize
     return rows
 
 
@@ -96,13 +94,17 @@ def matvec_plan(w, v, out, scratch, count, transpose=False):
                          f"scratch {scratch.shape}")
     if any(a.dtype != w.dtype for a in (v[0], out[0], scratch)):
         raise ValueError(f"matvec: every array must be {w.dtype}")
-    rows = np.zeros((count, 2 + 2 * MAX_ARRAYS), np.int64)
-    rows[:, 0], rows[:, 1] = M, N
-    rows[:, 2], rows[:, 3] = _address(w), w.strides[0] // w.itemsize
+    rows = np.zeros((count, len(contract_fields("matvec_args"))), np.int64)
+
+    def put(field, value):
+        rows[:, column("matvec_args", field)] = value
+
+    put("M", M), put("N", N), put("w.addr", _address(w)), put("w.ld", w.strides[0] // w.itemsize)
     v_length, out_length = (M, N) if transpose else (N, M)
-    rows[:, 4], rows[:, 5] = _vector_column(v[0], v_length, v[1], count, "matvec v")
-    rows[:, 6], rows[:, 7] = _vector_column(out[0], out_length, out[1], count, "matvec out")
-    rows[:, 8] = _address(scratch)
+    for name, (stack, index), length in (("v", v, v_length), ("out", out, out_length)):
+        addresses, ld = _vector_column(stack, length, index, count, f"matvec {name}")
+        put(f"{name}.addr", addresses), put(f"{name}.ld", ld)
+    put("scratch.addr", _address(scratch)), put("scratch.ld", 1)
     return rows
 
 
@@ -120,19 +122,45 @@ CONTRACT = Path(__file__).with_name("contract.h")  # the structs Python fills, r
 
 
 @lru_cache(maxsize=None)
+def _contract_text():
+    """contract.h without its comments, and the values of its ``#define``s."""
+    text = re.sub(r"/\*.*?\*/", "", CONTRACT.read_text(), flags=re.S)
+    return text, {name: int(value) for name, value in re.findall(r"#define\s+(\w+)\s+(\d+)", text)}
+
+
+@lru_cache(maxsize=None)
 def contract_fields(struct):
-    """The fields of ``struct`` (a typedef of contract.h), in their order: every one an int64_t."""
-    text = re.sub(r"/\*.*?\*/", "", CONTRACT.read_text(), flags=re.S)  # comments out
+    """The int64 fields of ``struct`` (a typedef of contract.h), in their order: an int64_t
+    field is its name, an ``array_arg`` field ``name`` is ``name.addr`` and ``name.ld``, an
+    array ``name[N]`` of them ``name[k].addr`` and ``name[k].ld`` for each k < N."""
+    text, defines = _contract_text()
     found = re.search(r"typedef struct \{([^}]*)\}\s*" + re.escape(struct) + r"\s*;", text)
     if found is None:
         raise ValueError(f"contract.h defines no struct {struct}")
     fields = []
     for declaration in filter(None, (part.strip() for part in found.group(1).split(";"))):
         kind, _, names = declaration.partition(" ")
-        if kind != "int64_t":
-            raise ValueError(f"contract.h: {struct} holds {declaration!r}; every field must be an int64_t")
-        fields += [name.strip() for name in names.split(",")]
+        if kind not in ("int64_t", "array_arg"):
+            raise ValueError(f"contract.h: {struct} holds {declaration!r}; every field must be an int64_t or array_arg")
+        for name in (name.strip() for name in names.split(",")):
+            if kind == "int64_t":
+                fields.append(name)
+                continue
+            array = re.fullmatch(r"(\w+)\[(\w+)\]", name)
+            count = array and (int(array.group(2)) if array.group(2).isdigit() else defines[array.group(2)])
+            for element in [f"{array.group(1)}[{k}]" for k in range(count)] if array else [name]:
+                fields += [f"{element}.addr", f"{element}.ld"]
     return tuple(fields)
+
+
+def column(struct, field):
+    """Where ``field`` lies in a row of ``struct`` (:func:`contract_fields`)."""
+    return contract_fields(struct).index(field)
+
+
+MAX_ARRAYS = _contract_text()[1]["MAX_ARRAYS"]  # the arrays of a step_args
+# every struct of contract.h, each of whose compiled size is checked against its fields
+CONTRACT_STRUCTS = ("step_args", "matvec_args", "add_args", "pass_args", "gradient_args")
 
 
 def contract_row(struct, **values):
@@ -184,10 +212,11 @@ def add_plan(n, dtype, x, y, count):
     ``(stack, index)`` pairs of (k, n) vector stacks of ``dtype``."""
     if x[0].dtype != dtype or y[0].dtype != dtype:
         raise ValueError(f"add: every array must be {np.dtype(dtype)}")
-    rows = np.zeros((count, 6), np.int64)
-    rows[:, 0] = n
-    rows[:, 2], rows[:, 3] = _vector_column(x[0], n, x[1], count, "add x")
-    rows[:, 4], rows[:, 5] = _vector_column(y[0], n, y[1], count, "add y")
+    rows = np.zeros((count, len(contract_fields("add_args"))), np.int64)
+    rows[:, column("add_args", "n")] = n
+    for name, (stack, index) in (("x", x), ("y", y)):
+        rows[:, column("add_args", f"{name}.addr")], rows[:, column("add_args", f"{name}.ld")] = _vector_column(
+            stack, n, index, count, f"add {name}")
     return rows
 
 
@@ -230,7 +259,8 @@ class Threaded(Steps):
         if start < 0 or start + count > len(self._rows) or count > len(steps._rows):
             raise ValueError(f"threaded pass: steps {start}..{start + count - 1} of {len(self._rows)} products and "
                              f"{len(steps._rows)} cell steps")
-        cells, products = tuple(int(v) for v in steps._rows[0, :2]), (int(self._rows[0, 0]), self.units)
+        B, H = column("step_args", "B"), column("step_args", "H")
+        cells, products = (int(steps._rows[0, B]), int(steps._rows[0, H])), (int(self._rows[0, B]), self.units)
         if cells != products:
             raise ValueError(f"threaded pass: the cells' steps have B, H = {cells}, the products {products}")
 
@@ -262,7 +292,7 @@ class CompiledCell:
         self._backward_pass = _function(library, f"{name}_backward_pass_{suffix}", 9)
         self._forward_threads = _function(library, f"{name}_forward_threads_{suffix}", 7)
         self._backward_threads = _function(library, f"{name}_backward_threads_{suffix}", 9)
-        for struct in ("pass_args", "gradient_args"):  # the compiled structs are the header's
+        for struct in CONTRACT_STRUCTS:  # the compiled structs are the header's
             size = getattr(library, f"sizeof_{struct}")()
             if size != 8 * len(contract_fields(struct)):
                 raise ValueError(f"the compiled kernels' {struct} is {size} bytes, contract.h's fields "
@@ -280,7 +310,7 @@ class CompiledCell:
 
     def forward_steps(self, B, H, pre_x, pre_h, states_in, states_out, kept, count):
         """``count`` steps of the forward. Each argument is a ``(stack, index)`` pair (a tuple
-        of them for the state and the cache arrays), in the order of the NumPy ``step``:
+        of them for the state and the cache arrays), in the order of the kernel's arrays:
         ``pre_x``, ``pre_h`` (K*H wide), the state entering and the state leaving the step
         (H wide each), the arrays of ``CACHE_WIDTHS``."""
         K = self.cell.NUM_GATES
@@ -290,7 +320,7 @@ class CompiledCell:
         return Steps(self._step, plan(B, H, self.dtype, arrays, count, prefetch=(0,)), arrays)
 
     def backward_steps(self, B, H, dstate, step_cache, dpre, count):
-        """``count`` steps of the backward, in the order of the NumPy ``step_back``: the parts
+        """``count`` steps of the backward, in the order of the kernel's arrays: the parts
         of ``dstate`` (H wide), the step cache (the ``CACHE_WIDTHS`` arrays, then the state
         ``cache_state`` names), and ``dpre_x`` (and ``dpre_h`` where the cell has one), K*H."""
         K = self.cell.NUM_GATES
@@ -329,7 +359,7 @@ class CompiledCell:
         (w, packed), (w_x, packed_x) = weights
         if w_x.shape[0] != w.shape[0]:
             raise ValueError(f"threaded weights: W_ih has {w_x.shape[0]} rows, W_hh {w.shape[0]}")
-        B, parts = int(rows[0, 0]), len(self.cell.STATE_NAMES)
+        B, parts = int(rows[0, column("step_args", "B")]), len(self.cell.STATE_NAMES)
         kept = None
         if lengths is not None:
             lengths = np.ascontiguousarray(lengths, np.int64)
@@ -368,8 +398,8 @@ class CompiledCell:
         B = h_prev[0].shape[1]
         arrays = [(h_prev[0], n, h_prev[1]), (x[0], n_x, x[1]), (h_t[0], n, h_t[1])]
         rows = plan(B, 1, self.dtype, arrays, count)
-        column = HEADER + 2 * len(arrays)  # the next kernel array, as plan() numbers them
-        rows[:, column], rows[:, column + 1] = _row_major(*h_rows, count, (B, H), self.dtype, "h_rows")
+        rows[:, column("step_args", f"a[{len(arrays)}].addr")], rows[:, column("step_args", f"a[{len(arrays)}].ld")] = (
+            _row_major(*h_rows, count, (B, H), self.dtype, "h_rows"))
         # the step's arrays: pre_x, pre_h, the states entering and leaving, the cache
         first_cache = 2 + 2 * len(self.cell.STATE_NAMES)
         kept = () if keep_cache else range(first_cache, first_cache + len(self.cell.CACHE_WIDTHS))
@@ -420,9 +450,10 @@ class CompiledCell:
         if isinstance(products, Threaded):
             products.check(steps, 0, count)
             B, H = dh.shape[2], dh.shape[1]
-            if (B, H) != (int(products._rows[0, 0]), products.units):
+            B_products = int(products._rows[0, column("step_args", "B")])
+            if (B, H) != (B_products, products.units):
                 raise ValueError(f"threaded pass: dh is (H, B) = {(H, B)}, the products' B, H = "
-                                 f"{(int(products._rows[0, 0]), products.units)}")
+                                 f"{(B_products, products.units)}")
             before = plan(B, H, self.dtype, [(dy.transpose(0, 2, 1), 1, np.arange(count)),
                                              (dh.transpose(0, 2, 1), 1, parity)], count)
             self._backward_threads(_address(before), before.shape[1], *steps.row(0), *products.row(0),
@@ -435,7 +466,3 @@ class CompiledCell:
         after_table = (0, 0) if after is None else (_address(after), after.shape[1])
         self._backward_pass(_address(before), before.shape[1], *steps.row(0), *products.row(0), *after_table, count)
 
-    def direct(self, dstate):
-        """What the NumPy ``step_back`` returns as ``dstate_direct`` after the compiled one ran
-        on ``dstate``: the parts it overwrote, None for the others."""
-        return tuple(part if overwritten else None for part, overwritten in zip(dstate, self._direct))

@@ -17,7 +17,7 @@
 
 #define _GNU_SOURCE /* pthreads, sched_yield; on Linux sched_getcpu and CPU affinity */
 #include "cells.c"
-#include "contract.h" /* pass_args and gradient_args: the structs Python fills, by name */
+/* contract.h, included by cells.c: pass_args and gradient_args, the structs Python fills */
 
 #include <pthread.h>
 #include <sched.h>
