@@ -1,7 +1,7 @@
 """The compiled backend, built with the install: ``recurrence.c`` (which includes ``cells.c``)
 once per instruction set, each an optional extension, so that a machine without a C compiler,
-or one whose compiler cannot target an instruction set, still installs (and runs the NumPy
-code). ``bptt.kernels.build`` picks, at run time, the best variant this CPU supports. The
+or one whose compiler cannot target an instruction set, still installs (and runs the readable
+reference). ``bptt.kernels.library`` picks, at run time, the best variant this CPU supports. The
 files are plain shared libraries that ``ctypes`` loads; no compiler runs after the install.
 """
 
