@@ -51,6 +51,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import recurrence, reference
 from ..cells import CELLS
 from ..recurrence import PATHS, Weights
 
@@ -377,20 +378,10 @@ def _tanh_derivative(a, choice):
 # -- the forward, and each cell's step back with its derivative terms switched
 
 def _forward(cell, weights, x, state0):
-    """The library's reference cell (``cell.forward``), step by step: the states (T+1, B, H)
-    per part, slot t entering step t, and each step's cache as the cell returns it."""
-    states = [np.empty((x.shape[0] + 1,) + part.shape) for part in state0]
-    for history, part in zip(states, state0):
-        history[0] = part
-    steps = []
-    for t in range(x.shape[0]):
-        pre_x = x[t] @ weights.w_ih.T + weights.b_ih  # B,KH
-        pre_h = states[0][t] @ weights.w_hh.T + weights.b_hh  # B,KH
-        state, cache = cell.forward(pre_x, pre_h, tuple(history[t] for history in states))
-        for history, part in zip(states, state):
-            history[t + 1] = part
-        steps.append(cache)
-    return states, steps
+    """The reference's pass (``bptt.reference.forward``): the states (T+1, B, H) per part, slot
+    t entering step t, and each step's cache as the cell returns it."""
+    _, _, cache = reference.forward(cell, weights, x, state0)
+    return recurrence.states(cache), cache.steps
 
 
 def _lstm_back(dh, dstate, t, states, steps, weights, switch, entering):
