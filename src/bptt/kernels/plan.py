@@ -57,11 +57,9 @@ def plan(B, H, dtype, arrays, count, prefetch=(), step=1):
     """
     if len(arrays) > MAX_ARRAYS:
         raise ValueError(f"a kernel takes at most {MAX_ARRAYS} arrays, got {len(arrays)}")
-    rows = np.zeros((count, len(contract_fields("step_args"))), np.int64)
-    rows[:, column("step_args", "B")], rows[:, column("step_args", "H")] = B, H
-    has_next = slice(0, count - 1) if step == 1 else slice(1, count)
-    rows[has_next, column("step_args", "prefetch")] = sum(1 << k for k in prefetch)
-    rows[:, column("step_args", "next")] = step
+    prefetches = np.zeros(count, np.int64)  # none for the step run last: it has no next one
+    prefetches[slice(0, count - 1) if step == 1 else slice(1, count)] = sum(1 << k for k in prefetch)
+    values = {"B": B, "H": H, "prefetch": prefetches, "next": step}
     for k, (stack, width, index) in enumerate(arrays):
         if stack.dtype != dtype or stack.ndim != 3 or stack.shape[1:] != (B, width * H):
             raise ValueError(f"kernel array {k}: expected (n, {B}, {width * H}) {np.dtype(dtype)}, "
@@ -69,9 +67,9 @@ def plan(B, H, dtype, arrays, count, prefetch=(), step=1):
         if (B > 1 and stack.strides[1] != stack.itemsize) or stack.strides[2] % stack.itemsize:
             raise ValueError(f"kernel array {k}: the batch must be contiguous, got strides {stack.strides}")
         index = _steps(index, stack, count, f"kernel array {k}")
-        rows[:, column("step_args", f"a[{k}].addr")] = _address(stack) + index * stack.strides[0]
-        rows[:, column("step_args", f"a[{k}].ld")] = stack.strides[2] // stack.itemsize
-    return rows
+        values[f"a[{k}].addr"] = _address(stack) + index * stack.strides[0]
+        values[f"a[{k}].ld"] = stack.strides[2] // stack.itemsize
+    return contract_rows("step_args", count, values)
 
 
 def _vector_column(stack, length, index, count, what):
@@ -94,18 +92,12 @@ def matvec_plan(w, v, out, scratch, count, transpose=False):
                          f"scratch {scratch.shape}")
     if any(a.dtype != w.dtype for a in (v[0], out[0], scratch)):
         raise ValueError(f"matvec: every array must be {w.dtype}")
-    rows = np.zeros((count, len(contract_fields("matvec_args"))), np.int64)
-
-    def put(field, value):
-        rows[:, column("matvec_args", field)] = value
-
-    put("M", M), put("N", N), put("w.addr", _address(w)), put("w.ld", w.strides[0] // w.itemsize)
+    values = {"M": M, "N": N, "w.addr": _address(w), "w.ld": w.strides[0] // w.itemsize,
+              "scratch.addr": _address(scratch), "scratch.ld": 1}
     v_length, out_length = (M, N) if transpose else (N, M)
     for name, (stack, index), length in (("v", v, v_length), ("out", out, out_length)):
-        addresses, ld = _vector_column(stack, length, index, count, f"matvec {name}")
-        put(f"{name}.addr", addresses), put(f"{name}.ld", ld)
-    put("scratch.addr", _address(scratch)), put("scratch.ld", 1)
-    return rows
+        values[f"{name}.addr"], values[f"{name}.ld"] = _vector_column(stack, length, index, count, f"matvec {name}")
+    return contract_rows("matvec_args", count, values)
 
 
 def _row_major(stack, index, count, shape, dtype, what):
@@ -153,9 +145,20 @@ def contract_fields(struct):
     return tuple(fields)
 
 
+@lru_cache(maxsize=None)
 def column(struct, field):
     """Where ``field`` lies in a row of ``struct`` (:func:`contract_fields`)."""
     return contract_fields(struct).index(field)
+
+
+def contract_rows(struct, count, values):
+    """``count`` rows of ``struct``: each field that ``values`` (a dict by field name) names gets
+    its value (a number, or ``count`` numbers, one per row), the others zero (arrays a kernel
+    does not take)."""
+    rows = np.zeros((count, len(contract_fields(struct))), np.int64)
+    for field, value in values.items():
+        rows[:, column(struct, field)] = value
+    return rows
 
 
 MAX_ARRAYS = _contract_text()[1]["MAX_ARRAYS"]  # the arrays of a step_args
@@ -212,12 +215,10 @@ def add_plan(n, dtype, x, y, count):
     ``(stack, index)`` pairs of (k, n) vector stacks of ``dtype``."""
     if x[0].dtype != dtype or y[0].dtype != dtype:
         raise ValueError(f"add: every array must be {np.dtype(dtype)}")
-    rows = np.zeros((count, len(contract_fields("add_args"))), np.int64)
-    rows[:, column("add_args", "n")] = n
+    values = {"n": n}
     for name, (stack, index) in (("x", x), ("y", y)):
-        rows[:, column("add_args", f"{name}.addr")], rows[:, column("add_args", f"{name}.ld")] = _vector_column(
-            stack, n, index, count, f"add {name}")
-    return rows
+        values[f"{name}.addr"], values[f"{name}.ld"] = _vector_column(stack, n, index, count, f"add {name}")
+    return contract_rows("add_args", count, values)
 
 
 class Steps:
@@ -259,8 +260,9 @@ class Threaded(Steps):
         if start < 0 or start + count > len(self._rows) or count > len(steps._rows):
             raise ValueError(f"threaded pass: steps {start}..{start + count - 1} of {len(self._rows)} products and "
                              f"{len(steps._rows)} cell steps")
-        B, H = column("step_args", "B"), column("step_args", "H")
-        cells, products = (int(steps._rows[0, B]), int(steps._rows[0, H])), (int(self._rows[0, B]), self.units)
+        at_b, at_h = column("step_args", "B"), column("step_args", "H")
+        cells = (int(steps._rows[0, at_b]), int(steps._rows[0, at_h]))
+        products = (int(self._rows[0, at_b]), self.units)
         if cells != products:
             raise ValueError(f"threaded pass: the cells' steps have B, H = {cells}, the products {products}")
 
