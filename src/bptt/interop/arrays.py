@@ -86,3 +86,24 @@ def cell_of_gates(name, shape, gate_axis):
             f"with K = 1 (RNN), 3 (GRU) or 4 (LSTM) but got {shape}"
         )
     return CELL_OF_GATES[gates // hidden_size]
+
+
+def describe_row_major(params, cell, gates, shapes, other):
+    """Check the CS231n layouts' ``params``, ``Wx`` (D, K*H), ``Wh`` (H, K*H), ``b`` (K*H,) of
+    a ``cell`` of ``gates`` gates K (``shapes(cell, D, H)``, their names and shapes), and return
+    ``(cell, D, H)``. ``other``: the gates of the layout a learner may have meant instead and
+    the hint for its ``Wh`` (e.g. ``(4, "an LSTM's Wh, (H, 4H): use the cs231n-lstm layout")``)."""
+    width = "H" if gates == 1 else f"{gates}H"
+    wh = require(params, "Wh", 2, "params")
+    hidden_size = wh.shape[0]
+    if wh.shape[1] != gates * hidden_size:
+        hint = f" ({other[1]})" if wh.shape[1] == other[0] * hidden_size else ""
+        raise LayoutError(f"params: expected Wh of shape (H, {width}) but got {wh.shape}{hint}")
+    wx = require(params, "Wx", 2, "params")
+    if wx.shape[1] != gates * hidden_size:
+        raise LayoutError(
+            f"params: expected Wx of shape (D, {width}) = (D, {gates * hidden_size}) but got {wx.shape} "
+            f"(H = {hidden_size} from Wh of shape {wh.shape})"
+        )
+    check_arrays(params, shapes(cell, wx.shape[0], hidden_size), "params")
+    return cell, wx.shape[0], hidden_size

@@ -26,7 +26,7 @@ The assignment computes, with row vectors, one product for all four gates::
 
 import numpy as np
 
-from .arrays import LayoutError, bias_grads_for_single_bias, bias_grads_to_torch, check_arrays, require, reorder_gates
+from .arrays import LayoutError, bias_grads_for_single_bias, bias_grads_to_torch, describe_row_major, reorder_gates
 from .batch_first import (  # the assignment's data layout, part of this layout's interface
     sequence_from_torch, sequence_shape, sequence_to_torch, state_from_torch, state_shape, state_to_torch,
 )
@@ -45,19 +45,8 @@ def param_shapes(cell, input_size, hidden_size):
 
 def describe(params):
     """Check ``params`` and return ``("lstm", D, H)``."""
-    wh = require(params, "Wh", 2, "params")
-    hidden_size = wh.shape[0]
-    if wh.shape[1] != 4 * hidden_size:
-        rnn = " (a vanilla RNN's Wh, (H, H): use the cs231n-rnn layout)" if wh.shape[1] == hidden_size else ""
-        raise LayoutError(f"params: expected Wh of shape (H, 4H) but got {wh.shape}{rnn}")
-    wx = require(params, "Wx", 2, "params")
-    if wx.shape[1] != 4 * hidden_size:
-        raise LayoutError(
-            f"params: expected Wx of shape (D, 4H) = (D, {4 * hidden_size}) but got {wx.shape} "
-            f"(H = {hidden_size} from Wh of shape {wh.shape})"
-        )
-    check_arrays(params, param_shapes("lstm", wx.shape[0], hidden_size), "params")
-    return "lstm", wx.shape[0], hidden_size
+    return describe_row_major(params, "lstm", 4, param_shapes,
+                              (1, "a vanilla RNN's Wh, (H, H): use the cs231n-rnn layout"))
 
 
 def params_to_torch(params):

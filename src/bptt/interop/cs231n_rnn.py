@@ -20,7 +20,7 @@ Legend: T time steps, B batch, I input features, H hidden units
 
 import numpy as np
 
-from .arrays import LayoutError, bias_grads_for_single_bias, bias_grads_to_torch, check_arrays, require
+from .arrays import LayoutError, bias_grads_for_single_bias, bias_grads_to_torch, describe_row_major
 from .batch_first import (  # the assignment's data layout, part of this layout's interface
     sequence_from_torch, sequence_shape, sequence_to_torch, state_from_torch, state_shape, state_to_torch,
 )
@@ -37,19 +37,8 @@ def param_shapes(cell, input_size, hidden_size):
 
 def describe(params):
     """Check ``params`` and return ``("rnn_tanh", D, H)``."""
-    wh = require(params, "Wh", 2, "params")
-    hidden_size = wh.shape[0]
-    if wh.shape[1] != hidden_size:
-        lstm = " (an LSTM's Wh, (H, 4H): use the cs231n-lstm layout)" if wh.shape[1] == 4 * hidden_size else ""
-        raise LayoutError(f"params: expected Wh of shape (H, H) but got {wh.shape}{lstm}")
-    wx = require(params, "Wx", 2, "params")
-    if wx.shape[1] != hidden_size:
-        raise LayoutError(
-            f"params: expected Wx of shape (D, H) = (D, {hidden_size}) but got {wx.shape} "
-            f"(H = {hidden_size} from Wh of shape {wh.shape})"
-        )
-    check_arrays(params, param_shapes("rnn_tanh", wx.shape[0], hidden_size), "params")
-    return "rnn_tanh", wx.shape[0], hidden_size
+    return describe_row_major(params, "rnn_tanh", 1, param_shapes,
+                              (4, "an LSTM's Wh, (H, 4H): use the cs231n-lstm layout"))
 
 
 def params_to_torch(params):
