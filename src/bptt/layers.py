@@ -16,6 +16,7 @@ import numpy as np
 from . import recurrence, reference
 from .cells import CELLS
 from .checks import FLOAT_DTYPES, as_float_array, check_lengths, check_shape, check_state, is_integer
+from .parameters import Parameters
 
 
 def layer_suffix(layer, direction):
@@ -358,7 +359,7 @@ class Output(tuple):
         return self[1]
 
 
-class _Recurrent:
+class _Recurrent(Parameters):
     """Shared body of :class:`RNN`, :class:`LSTM` and :class:`GRU`.
 
     Two ways to run a model, one pass each:
@@ -415,14 +416,6 @@ class _Recurrent:
         """Parameter names and shapes, in torch's ``state_dict`` order."""
         return param_shapes(self.cell, self.input_size, self.hidden_size, self.num_layers, self.num_directions)
 
-    def parameters(self):
-        """An iterator over the parameter arrays (the model's own), in ``state_dict`` order."""
-        return iter(self.params.values())
-
-    def named_parameters(self):
-        """An iterator over ``(name, array)`` pairs (the model's own arrays), in ``state_dict`` order."""
-        return iter(self.params.items())
-
     def __repr__(self):
         extra = "".join([
             f", num_layers={self.num_layers}" if self.num_layers != 1 else "",
@@ -433,10 +426,6 @@ class _Recurrent:
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, dtype={self.dtype.name})"
 
     # weights in and out
-
-    def state_dict(self):
-        """A copy of the parameters: dict name -> ndarray, torch's names and shapes."""
-        return {name: value.copy() for name, value in self.params.items()}
 
     def load_state_dict(self, state_dict):
         """Replace the parameters with ``state_dict`` (numpy arrays or torch tensors).

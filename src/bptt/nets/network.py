@@ -32,7 +32,7 @@ from ..layers import (GRU, LSTM, RNN, dropout_generator, dropout_masks, stack_ba
 from .embedding import check_ids, embedding_backward, embedding_forward, one_hot
 from .head import head_backward, head_forward
 from .losses import LOSSES, check_class_targets, check_value_targets
-from .params import checked_params, load_arrays
+from .params import NetParameters
 
 INPUTS = ("features", "one_hot", "embedding")
 MODES = ("many_to_many", "many_to_one")
@@ -74,7 +74,7 @@ RNN_CONFIGURATION = ("cell", "input_size", "hidden_size", "num_layers", "num_dir
                      "batch_first", "dtype", "dropout")
 
 
-class Network:
+class Network(NetParameters):
     """Input code, recurrent stack, per-step linear head and loss, with hand-written BPTT.
 
     Parameters
@@ -172,34 +172,6 @@ class Network:
         reduction = f", reduction={self.reduction!r}" if self.reduction != "mean" else ""
         return (f"Network({rnn}), {self.output_size}, input={self.input!r}{vocab}, loss={self.loss!r}, "
                 f"mode={self.mode!r}{reduction}, dtype={self.dtype.name})")
-
-    # parameters
-
-    def shapes(self):
-        """Parameter names and shapes, in the order of the equivalent torch module's ``state_dict``."""
-        return {name: value.shape for name, value in self.params.items()}
-
-    def parameters(self):
-        """An iterator over the parameter arrays (the network's own), in ``state_dict`` order."""
-        return iter(self.params.values())
-
-    def named_parameters(self):
-        """An iterator over ``(name, array)`` pairs (the network's own arrays), in ``state_dict`` order."""
-        return iter(self.params.items())
-
-    def state_dict(self):
-        """A copy of the parameters: dict name -> ndarray."""
-        return {name: value.copy() for name, value in self.params.items()}
-
-    def load_state_dict(self, state_dict):
-        """Replace the parameters with ``state_dict`` (numpy arrays or torch tensors), converted
-        to the network's dtype. Missing, unexpected and misshapen keys are listed in one
-        ValueError; on error the parameters are left unchanged."""
-        self.params = load_arrays(self.shapes(), state_dict, self.dtype, repr(self))
-
-    def check_params(self, params):
-        """``params`` (None: ``self.params``), after checking its keys and shapes."""
-        return checked_params(params, self.shapes(), self.params, "network")
 
     # input checks: everything public is checked here, before any arithmetic
 

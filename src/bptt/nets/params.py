@@ -3,6 +3,8 @@ its names and shapes, and check parameters handed to a pass."""
 
 import numpy as np
 
+from ..parameters import Parameters
+
 
 def load_arrays(shapes, state_dict, dtype, owner):
     """The arrays of ``state_dict`` (numpy arrays or torch tensors) as ``dtype`` copies, for the
@@ -37,3 +39,25 @@ def checked_params(params, shapes, own, what):
         raise ValueError(f"expected params with the {what}'s names and shapes: " + ", ".join(
             f"{k} {s}" for k, s in shapes.items()))
     return params
+
+
+class NetParameters(Parameters):
+    """A network's parameters (``self.params``, in ``self.dtype``, whose names and shapes are
+    the network's): loaded from a ``state_dict`` and checked by name and shape; ``KIND`` is how
+    a check names the network ("network", "model")."""
+
+    KIND = "network"
+
+    def shapes(self):
+        """Parameter names and shapes, in the order of the equivalent torch module's ``state_dict``."""
+        return {name: value.shape for name, value in self.params.items()}
+
+    def load_state_dict(self, state_dict):
+        """Replace the parameters with ``state_dict`` (numpy arrays or torch tensors), converted
+        to the network's dtype. Missing, unexpected and misshapen keys are listed in one
+        ValueError; on error the parameters are left unchanged."""
+        self.params = load_arrays(self.shapes(), state_dict, self.dtype, repr(self))
+
+    def check_params(self, params):
+        """``params`` (None: ``self.params``), after checking its keys and shapes."""
+        return checked_params(params, self.shapes(), self.params, self.KIND)

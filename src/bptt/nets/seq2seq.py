@@ -57,7 +57,7 @@ from .embedding import check_ids, embedding_backward, embedding_forward
 from .head import head_backward, head_forward
 from .losses import cross_entropy_backward, cross_entropy_forward
 from .network import split_params
-from .params import checked_params, load_arrays
+from .params import NetParameters
 
 BRIDGES = (None, "linear", "tanh")
 REDUCTIONS = ("mean", "sum")
@@ -203,7 +203,7 @@ class Seq2SeqCache(NamedTuple):
     loss: object  # losses.CrossEntropyCache
 
 
-class Seq2Seq:
+class Seq2Seq(NetParameters):
     """Encoder–decoder with teacher forcing, per-step head and masked cross-entropy, and
     hand-written backward through the decoder, the bridge and the encoder.
 
@@ -226,6 +226,8 @@ class Seq2Seq:
     seed : seeds the initialisation of the embeddings (N(0, 1), as torch), the bridge and the
         head (uniform in ±1/sqrt(fan_in), as ``nn.Linear``)
     """
+
+    KIND = "model"  # how a check of its parameters names it
 
     def __init__(self, encoder, decoder, target_vocab_size, *, source_vocab_size=None, features_size=None,
                  bridge=None, start_id, end_id=None, reduction="mean", seed=None):
@@ -316,26 +318,6 @@ class Seq2Seq:
         return (f"Seq2Seq({encoder}, {self.decoder.describe()}, {self.target_vocab_size}, {source}, "
                 f"bridge={self.bridge!r}, start_id={self.start_id}, end_id={self.end_id}, "
                 f"reduction={self.reduction!r}, dtype={self.dtype.name})")
-
-    # parameters
-
-    def shapes(self):
-        """Parameter names and shapes, in the order of the equivalent torch module's ``state_dict``."""
-        return {name: value.shape for name, value in self.params.items()}
-
-    def state_dict(self):
-        """A copy of the parameters: dict name -> ndarray."""
-        return {name: value.copy() for name, value in self.params.items()}
-
-    def load_state_dict(self, state_dict):
-        """Replace the parameters with ``state_dict`` (numpy arrays or torch tensors), converted
-        to the model's dtype. Missing, unexpected and misshapen keys are listed in one
-        ValueError; on error the parameters are left unchanged."""
-        self.params = load_arrays(self.shapes(), state_dict, self.dtype, repr(self))
-
-    def check_params(self, params):
-        """``params`` (None: ``self.params``), after checking its keys and shapes."""
-        return checked_params(params, self.shapes(), self.params, "model")
 
     # input checks: everything public is checked here, before any arithmetic
 
