@@ -24,6 +24,8 @@ from bptt.cli import main
 from bptt.training import checkpoint as checkpoint_module
 from bptt.training.checkpoint import load_checkpoint
 
+from folders import files  # noqa: E402
+
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog, {i * i % 97} times.\n" for i in range(40))
 TINY = ["--hidden", "6", "--layers", "1", "--embedding", "4", "--k1", "4", "--batch", "2", "--valid-fraction", "0.2",
         "--log-every", "1", "--eval-every", "2", "--sample-every", "2", "--no-progress"]
@@ -34,17 +36,6 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 def in_tmp_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "corpus.txt").write_text(TEXT, encoding="utf-8")
-
-
-def files(folder):
-    """Every file under ``folder`` with its bytes."""
-    found = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, folder)] = handle.read()
-    return found
 
 
 def temporary_files(folder):

@@ -15,6 +15,8 @@ from bptt.kernels.library import choose
 from bptt.training.checkpoint import load_checkpoint, save_checkpoint
 from bptt.training.trainer import TrainConfig, Trainer
 
+from folders import files  # noqa: E402
+
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog, {i * i % 97} times.\n" for i in range(12))
 TINY = ["--hidden", "6", "--layers", "2", "--embedding", "4", "--k1", "4", "--batch", "2", "--valid-fraction", "0.2",
         "--steps", "4", "--no-progress"]
@@ -50,17 +52,6 @@ def run(runs, tmp_path):
     saved = load_checkpoint(copy / "checkpoint.npz")
     save_checkpoint(copy / "checkpoint.npz", {**saved, "config": {**saved["config"], "corpus": corpus}})
     return copy
-
-
-def files(folder):
-    """Every file under ``folder`` with its bytes."""
-    found = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(root, name)
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, folder)] = handle.read()
-    return found
 
 
 def refused(capsys, tmp_path, argv, *words, status=2):
