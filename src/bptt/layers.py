@@ -301,7 +301,8 @@ def dropout_generator(dropout, dropout_rng, keep_cache, owner):
         for evaluation: what ``model.eval()`` does in torch), or None, which means "off" only
         where nothing is ambiguous: a model without dropout, or a pass that keeps no cache
     keep_cache : whether the pass keeps a cache for backward (a training pass)
-    owner : how the error names the model, e.g. ``"LSTM(3, 4, num_layers=2, dropout=0.5, ...)"``
+    owner : what the error names, as its ``str``: the model (``LSTM(3, 4, num_layers=2, dropout=0.5,
+        ...)``, written only when the error is), or a phrase
 
     Dropout that is configured but silently off while training is refused: a model with
     ``dropout > 0`` in a pass that keeps a cache, without a generator, is a ValueError that says
@@ -559,7 +560,7 @@ class _Recurrent(Parameters):
         if lengths is not None:
             lengths = check_lengths(lengths, B, T)
         masks = None
-        rng = dropout_generator(self.dropout, dropout_rng, keep_cache, repr(self))
+        rng = dropout_generator(self.dropout, dropout_rng, keep_cache, self)
         if rng is not None:
             shape = (T, B, self.num_directions * self.hidden_size)
             masks = dropout_masks(rng, self.dropout, shape, self.num_layers, self.dtype)

@@ -117,23 +117,21 @@ def _with_biases(cell, weights, dtype):
     return w_ih_1, w_hh_1
 
 
-def _state_buffers(cell, x, state0, keep_cache, step_major=False):
+def _state_buffers(cell, x, state0, keep_cache):
     """The states and the cell's cache by step.
 
     Slot t of a state holds the state entering step t (for h with a row of ones below,
     [h_{t-1}; 1]), step t writes slot t+1. h keeps every step even without a cache; the other
-    states (LSTM's c) then keep two slots, taken in turn, and the cache one. ``step_major``:
-    h_hist is a view of (T+1, H+1, B), each step's [h; 1] contiguous, as the threads read it.
+    states (LSTM's c) then keep two slots, taken in turn, and the cache one. Every step's
+    arrays are contiguous: h_hist is a view of (T+1, H+1, B), each step's [h; 1] one block, as
+    the threads and, at B = 1, the cell's vector loop over the hidden units read it.
 
     Returns h_hist (H+1, T+1, B), its views h_steps (T+1, B, H), the other states (slots, B,
     H) and the cache buffers (T or 1, B, width*H), slots 0 holding ``state0``.
     """
     T, B, _ = x.shape
     H = state0[0].shape[1]
-    if step_major:
-        h_hist = POOL.empty((T + 1, H + 1, B), x.dtype).transpose(1, 0, 2)  # H+1,T+1,B
-    else:
-        h_hist = POOL.empty((H + 1, T + 1, B), x.dtype)  # H+1,T+1,B
+    h_hist = POOL.empty((T + 1, H + 1, B), x.dtype).transpose(1, 0, 2)  # H+1,T+1,B
     h_hist[H] = 1.0
     h_steps = h_hist[:H].transpose(1, 2, 0)  # T+1,B,H views
     h_steps[0] = state0[0]
@@ -157,7 +155,7 @@ def _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_c
     T, B, I = x.shape
     KH, H = weights.w_hh.shape
     rows = w_hh_1.shape[1]
-    h_hist, h_steps, other_steps, cache_steps = _state_buffers(cell, x, state0, keep_cache, step_major=True)
+    h_hist, h_steps, other_steps, cache_steps = _state_buffers(cell, x, state0, keep_cache)
     x_1_steps = POOL.empty((T, I + 1, B), x.dtype)  # T,I+1,B  [x_t; 1]
     np.copyto(x_1_steps[:, :I], x.transpose(0, 2, 1))
     x_1_steps[:, I] = 1.0
@@ -199,8 +197,8 @@ def _single_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_cac
         x_1 = POOL.empty((n, I + 1), x.dtype)  # [x_t; 1] of the chunk's steps, as rows
         x_1[:, :I] = x[start:start + n, 0]
         x_1[:, I] = 1.0
-        pre_x = np.matmul(w_ih_1, x_1.T, out=POOL.empty((KH, n), x.dtype))  # KH,n
-        run = _forward_steps(compiled, (pre_x.T[:, None, :], np.arange(n)), pre_h.T, h_steps, other_steps,
+        pre_x = np.matmul(x_1, w_ih_1.T, out=POOL.empty((n, KH), x.dtype))  # n,KH  each step's contiguous
+        run = _forward_steps(compiled, (pre_x[:, None, :], np.arange(n)), pre_h.T, h_steps, other_steps,
                              cache_steps, start, n)
         compiled.forward_pass(products, run, start, n)
     y = h_steps[1:].copy()  # T,1,H
@@ -255,8 +253,10 @@ def backward(dy, dstate, cache):
     dh_pair[0] = carried[0]
     chunk = min(T, max(1, GEMM_COLUMNS // B))  # steps, last chunk first
     dy_steps = POOL.empty((chunk, H, B), x.dtype)  # chunk,H,B
-    dpre_x = POOL.empty((KH, chunk, B), x.dtype)  # KH,chunk,B
-    dpre_h = dpre_x if shared else POOL.empty((KH, chunk, B), x.dtype)
+    # the gates' gradients by step, (chunk, B, KH) views: of (KH, chunk, B) at B > 1, the rows
+    # that the threads' sums over time read; at B = 1 each step's contiguous, for the cell
+    dpre_x = _gate_steps(chunk, B, KH, x.dtype)
+    dpre_h = dpre_x if shared else _gate_steps(chunk, B, KH, x.dtype)
     w_hh, w_ih = np.ascontiguousarray(weights.w_hh), np.ascontiguousarray(weights.w_ih)
     dw_hh_1 = POOL.empty((KH, H + 1), x.dtype)  # [dW_hh | db_hh]
     dw_ih = POOL.empty((KH, I), x.dtype)
@@ -272,27 +272,27 @@ def backward(dy, dstate, cache):
             dx_steps = POOL.empty((chunk, I, B), x.dtype).transpose(0, 2, 1)  # chunk,B,I views
             steps = (KH, n * B)
             sums = gradient_args(
-                dpre_h[:, :n].reshape(steps), dpre_x[:, :n].reshape(steps), cache.h_rows[start:stop].reshape(n * B, H),
+                dpre_h[:n].transpose(2, 0, 1).reshape(steps), dpre_x[:n].transpose(2, 0, 1).reshape(steps),
+                cache.h_rows[start:stop].reshape(n * B, H),
                 np.ascontiguousarray(x[start:stop]).reshape(n * B, I), dw_hh_1, dw_ih, db_ih, accumulate=stop != T)
             products = compiled.threaded_backward(
-                w_hh, w_ih, (dpre_h.transpose(1, 2, 0), t_here - start), (dh_pair.transpose(0, 2, 1), 1 - parity),
-                (dpre_x.transpose(1, 2, 0), t_here - start), (dx_steps, t_here - start), n, kernels.threads(), sums,
+                w_hh, w_ih, (dpre_h, t_here - start), (dh_pair.transpose(0, 2, 1), 1 - parity), (dpre_x, t_here - start), (dx_steps, t_here - start), n, kernels.threads(), sums,
                 lengths, start,
             )
         else:
-            products = compiled.product_steps(w_hh, (dpre_h[:, :, 0].T, t_here - start), (dh_pair[:, :, 0], 1 - parity),
-                                              n, transpose=True)
+            products = compiled.product_steps(w_hh, (dpre_h[:, 0], t_here - start), (dh_pair[:, :, 0], 1 - parity), n,
+                                              transpose=True)
         compiled.backward_pass(run, products, dy_steps[:n], dh_pair, parity, n)
         if B > 1:
             np.copyto(dx[start:stop], dx_steps[:n])
             continue
         # at B = 1 this chunk's share of the sums over time, one GEMM each
         first = stop == T
-        _add_product(dw_hh_1, dpre_h[:, :n, 0], cache.h_prev[:, start:stop, 0].T, first)  # Σ_t dpre_h_t [h_{t-1}; 1]ᵀ
-        _add_product(dw_ih, dpre_x[:, :n, 0], x[start:stop, 0], first)  # Σ_t dpre_x_t x_tᵀ
+        _add_product(dw_hh_1, dpre_h[:n, 0].T, cache.h_prev[:, start:stop, 0].T, first)  # Σ_t dpre_h_t [h_{t-1}; 1]ᵀ
+        _add_product(dw_ih, dpre_x[:n, 0].T, x[start:stop, 0], first)  # Σ_t dpre_x_t x_tᵀ
         if not shared:
-            db_ih += dpre_x[:, :n, 0].sum(axis=1)
-        np.matmul(dpre_x[:, :n, 0].T, w_ih, out=dx[start:stop, 0])  # dx_t = dpre_x_t W_ih
+            db_ih += dpre_x[:n, 0].sum(axis=0)
+        np.matmul(dpre_x[:n, 0], w_ih, out=dx[start:stop, 0])  # dx_t = dpre_x_t W_ih
     dh0 = dh_pair[T % 2]  # step 0 wrote the buffer step -1 would read
     dw_hh = POOL.empty((KH, H), x.dtype)
     np.copyto(dw_hh, dw_hh_1[:, :H])
@@ -301,10 +301,18 @@ def backward(dy, dstate, cache):
     return grads, dx, tuple(np.ascontiguousarray(d.T) for d in [dh0] + carried[1:])
 
 
+def _gate_steps(chunk, B, KH, dtype):
+    """Room for the gates' gradients of ``chunk`` steps, (chunk, B, KH): a view of (KH, chunk,
+    B) at B > 1, contiguous at B = 1."""
+    if B > 1:
+        return POOL.empty((KH, chunk, B), dtype).transpose(1, 2, 0)
+    return POOL.empty((chunk, B, KH), dtype)
+
+
 def _backward_steps(compiled, cache, dh_pair, carried, dpre_x, dpre_h, start, stop):
     """The planned cells of steps ``stop - 1`` down to ``start``, indexed from ``start``:
     ``dh_pair`` (2, H, B), h's gradient buffers taken in turn, the other parts' (H, B), and the
-    stores ``dpre_x``, ``dpre_h`` (KH, chunk, B) (None where it is dpre_x)."""
+    stores ``dpre_x``, ``dpre_h`` (chunk, B, KH) (None where it is dpre_x)."""
     T = len(cache.x)
     _, H, B = dh_pair.shape
     t = np.arange(start, stop)
@@ -314,7 +322,7 @@ def _backward_steps(compiled, cache, dh_pair, carried, dpre_x, dpre_h, start, st
         B, H,
         [(dh_pair.transpose(0, 2, 1), (T - 1 - t) % 2)] + [(d.T[None], 0) for d in carried],
         [(buffer, t) for buffer in cache.buffers] + [(cache.states[part], t + offset)],
-        [(store.transpose(1, 2, 0), t - start) for store in stores],
+        [(store, t - start) for store in stores],
         stop - start,
     )
 
