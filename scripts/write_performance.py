@@ -17,7 +17,8 @@ import json
 import pathlib
 import sys
 
-from bptt import bench, kernels
+from bptt import kernels
+from bptt.tools import bench
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 

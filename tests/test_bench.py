@@ -3,11 +3,15 @@ asserts a speed: the cases are tiny and run twice."""
 
 import dataclasses
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bptt import bench, cli
+import bptt
+from bptt import cli
+from bptt.tools import bench
 
 pytest.importorskip("threadpoolctl")
 
@@ -124,3 +128,14 @@ def test_cli_bad_settings_are_one_line(capsys, option):
     assert cli.main(["bench", *option]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bptt bench: expected --threads >= 1")
+
+
+def test_only_the_command_line_imports_the_tools():
+    """The benchmark lives outside the package's core: of bptt's modules only cli.py (and the
+    tools themselves) import ``bptt.tools``."""
+    package = Path(bptt.__file__).parent
+    importers = sorted(
+        str(path.relative_to(package)) for path in package.rglob("*.py")
+        if re.search(r"^\s*(from\s+(bptt|\.+)\.?tools\b|import\s+bptt\.tools\b)", path.read_text(), re.M)
+    )
+    assert importers == ["cli.py"]

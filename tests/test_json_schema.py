@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import bench, cli
+from bptt import cli
+from bptt.tools import bench
 
 DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "json.md"
 TESTS = pathlib.Path(__file__).resolve().parent

@@ -865,7 +865,7 @@ def _add_bench(subparsers):
 
 
 def _run_bench(args):
-    from . import bench
+    from .tools import bench
 
     if args.list:
         for case in bench.default_cases():

@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import kernels
-from .pool import POOL
+from .. import kernels
+from ..pool import POOL
 
 
 CELL_CLASSES = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
