@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.installed-progress-plot-threads
 TEST_STAMP := $(VENV)/.installed-test-progress-plot-bench
 # the install compiles the kernels (setup.py): a changed C source re-installs too
-INSTALLED_FROM := pyproject.toml setup.py src/bptt/kernels/recurrence.c src/bptt/kernels/cells.c src/bptt/kernels/contract.h
+INSTALLED_FROM := pyproject.toml setup.py $(wildcard src/bptt/kernels/*.c) src/bptt/kernels/contract.h
 
 .PHONY: test demo clean
 

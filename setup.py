@@ -1,13 +1,14 @@
-"""The compiled backend, built with the install: ``recurrence.c`` (which includes ``cells.c``)
-once per instruction set, each an optional extension, so that a machine without a C compiler,
-or one whose compiler cannot target an instruction set, still installs (and runs the readable
-reference). ``bptt.kernels.library`` picks, at run time, the best variant this CPU supports. The
+"""The compiled backend, built with the install: ``recurrence.c`` (which includes the templates
+``cells.c`` and ``threaded.c`` once per element type) once per instruction set, each an optional
+extension, so that a machine without a C compiler, or one whose compiler cannot target an
+instruction set, still installs (and runs the readable reference). ``bptt.kernels.library`` picks, at run time, the best variant this CPU supports. The
 files are plain shared libraries that ``ctypes`` loads; no compiler runs after the install.
 """
 
 from setuptools import Extension, setup
 
 SOURCE = "src/bptt/kernels/recurrence.c"
+DEPENDS = ("cells.c", "threaded.c", "contract.h")  # what SOURCE includes
 # -ffp-contract=fast: GCC fuses a * b + c into one FMA only when told to in ISO C mode (clang
 # does by default); the tile's products and the activations' polynomials are chains of them.
 # -mtune=native schedules for the CPU that installs, without using its instructions: each variant
@@ -22,7 +23,7 @@ VARIANTS = {  # best first; x86-64-v4 is AVX-512 (F, BW, CD, DQ, VL), v3 AVX2 wi
 
 setup(
     ext_modules=[
-        Extension(f"bptt.kernels._kernels_{name}", sources=[SOURCE], depends=["src/bptt/kernels/cells.c", "src/bptt/kernels/contract.h"],
+        Extension(f"bptt.kernels._kernels_{name}", sources=[SOURCE], depends=[f"src/bptt/kernels/{part}" for part in DEPENDS],
                   extra_compile_args=COMMON + flags, extra_link_args=["-pthread"], optional=True)
         for name, flags in VARIANTS.items()
     ],

@@ -479,25 +479,40 @@ def test_plan_refuses_unsafe_arrays():
     plan.plan(1, H, float64, [(np.zeros((2, 1, H)), 1, 1)], 1)  # at B=1 any layout of one column
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("M, N", [(1, 1), (7, 5), (128, 512), (129, 515), (512, 128), (3, 300), (2, 129)])
+def test_matvec_t_is_the_sum_of_the_rows(dtype, M, N):
+    """The product at B = 1, out = wᵀ v, by whole blocks of columns in registers, by the last
+    columns apart, with an odd row left over, and with v and out strided, against NumPy."""
+    if kernels.compiled(CELLS["lstm"], dtype, 100) is None:
+        pytest.skip("the reference is selected")
+    rng = np.random.default_rng(M * 1000 + N)
+    w = rng.standard_normal((M, N)).astype(dtype)
+    v = rng.standard_normal((3, M, 2)).astype(dtype)  # step t's v is v[t, :, 1]: elements 2 apart
+    out = np.full((3, N, 2), np.nan, dtype)
+    steps = kernels.compiled(CELLS["lstm"], dtype, 100).product_steps(w, (v[:, :, 1], [0, 2]), (out[:, :, 1], [1, 2]), 2)
+    steps(0), steps(1)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(out[1, :, 1], w.T.astype(np.float64) @ v[0, :, 1], rtol=tolerance, atol=tolerance * M)
+    np.testing.assert_allclose(out[2, :, 1], w.T.astype(np.float64) @ v[2, :, 1], rtol=tolerance, atol=tolerance * M)
+    assert np.isnan(out[0]).all() and np.isnan(out[:, :, 0]).all()  # nothing else written
+
+
 def test_matvec_plan_refuses_unsafe_arrays():
-    M, N = 6, 4
+    M, N = 6, 4  # out (N) = wᵀ v, v (M)
     w = np.zeros((M, N))
-    v, out = (np.zeros((1, N)), 0), (np.zeros((1, M)), 0)
-    plan.matvec_plan(w, v, out, np.zeros(N), 1)
-    with pytest.raises(ValueError, match="scratch of 4"):
-        plan.matvec_plan(w, v, out, np.zeros(N - 1), 1)
-    with pytest.raises(ValueError, match="scratch of 4"):
-        plan.matvec_plan(w, v, out, np.zeros(2 * N)[::2], 1)  # N numbers, not contiguous
+    v, out = (np.zeros((1, M)), 0), (np.zeros((1, N)), 0)
+    plan.matvec_plan(w, v, out, 1)
     with pytest.raises(ValueError, match="contiguous rows"):
-        plan.matvec_plan(np.zeros((N, M)).T, v, out, np.zeros(N), 1)
-    with pytest.raises(ValueError, match=r"matvec v: expected \(n, 4\)"):
-        plan.matvec_plan(w, out, out, np.zeros(N), 1)
+        plan.matvec_plan(np.zeros((N, M)).T, v, out, 1)
     with pytest.raises(ValueError, match=r"matvec v: expected \(n, 6\)"):
-        plan.matvec_plan(w, v, out, np.zeros(N), 1, transpose=True)
+        plan.matvec_plan(w, out, out, 1)
+    with pytest.raises(ValueError, match=r"matvec out: expected \(n, 4\)"):
+        plan.matvec_plan(w, v, v, 1)
     with pytest.raises(ValueError, match=r"matvec out: steps 1\.\.1 of a stack of 1"):
-        plan.matvec_plan(w, v, (out[0], 1), np.zeros(N), 1)
+        plan.matvec_plan(w, v, (out[0], 1), 1)
     with pytest.raises(ValueError, match="every array must be float64"):
-        plan.matvec_plan(w, (v[0].astype(np.float32), 0), out, np.zeros(N), 1)
+        plan.matvec_plan(w, (v[0].astype(np.float32), 0), out, 1)
 
 
 # 4. the threaded passes' settings
@@ -645,8 +660,7 @@ def test_the_contract_is_read_by_name_and_matches_the_compiled_structs(built_ker
         fields = plan.contract_fields(struct)
         assert len(set(fields)) == len(fields) >= 5
         assert getattr(loaded, f"sizeof_{struct}")() == 8 * len(fields)
-    assert plan.contract_fields("matvec_args") == ("M", "N", "w.addr", "w.ld", "v.addr", "v.ld", "out.addr", "out.ld",
-                                                   "scratch.addr", "scratch.ld")
+    assert plan.contract_fields("matvec_args") == ("M", "N", "w.addr", "w.ld", "v.addr", "v.ld", "out.addr", "out.ld")
     assert len(plan.contract_fields("step_args")) == 4 + 2 * plan.MAX_ARRAYS
     assert plan.contract_fields("gradient_args")[:2] == ("K", "dpre_h")
     fields = plan.contract_fields("gradient_args")

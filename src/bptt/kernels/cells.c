@@ -2,359 +2,418 @@
 
    The same arithmetic as the modules of bptt/cells (read those first: they carry the
    derivation), for the engine's layout: every array is feature-major, F rows of B numbers, B
-   contiguous, rows `ld` numbers apart. One call does one time step of one layer and direction:
-   the engine calls BLAS for the recurrent product between calls (at B = 1, matvec below).
+   contiguous, rows `ld` numbers apart. One call does one time step of one layer and direction;
+   at B = 1 a whole pass runs the steps with the recurrent product between them (matvec_t and
+   the passes at the end), at B > 1 the threaded passes of threaded.c run the cells tile by tile.
 
    A call takes one row of a plan (bptt/kernels/plan.py), a step_args of contract.h, whose
    arrays come in the order the comment above each kernel gives. The transcendental functions are
    written out below (no libm calls), so that the compiler vectorizes the loops; they are
    accurate to a few units in the last place (tests/test_kernels.py measures at most 2.5), and
-   NaN in gives NaN out, as in NumPy. */
+   NaN in gives NaN out, as in NumPy.
 
-#include "contract.h" /* step_args, matvec_args, add_args: the structs Python fills, by name */
+   A template on the element type: recurrence.c includes it once per type, with `real` the type
+   and NAME(x) the name of x for it (NAME(tanh) is tanh_f32 for float, tanh_f64 for double). */
 
-#include <math.h> /* INFINITY only: no libm function is called */
-#include <stdint.h>
-#include <string.h>
+/* a vector of the element type, LANES numbers (VECTOR_BYTES: recurrence.c) */
+typedef real NAME(vector) __attribute__((vector_size(VECTOR_BYTES), aligned(sizeof(real))));
+enum { NAME(LANES) = VECTOR_BYTES / sizeof(real) };
 
-/* the sizes of the structs of contract.h, which Python checks against the fields it reads there */
-int64_t sizeof_step_args(void) { return sizeof(step_args); }
-int64_t sizeof_matvec_args(void) { return sizeof(matvec_args); }
-int64_t sizeof_add_args(void) { return sizeof(add_args); }
+/* row r of an array (its address as a `real *`) */
+static inline real *NAME(row)(array_arg a, int64_t r) { return (real *)(intptr_t)a.addr + r * a.ld; }
 
-/* Prefetching the arrays of the next step that come from far (the input projection, the
-   cache kept by the forward pass) lets their memory latency overlap this step's arithmetic
-   and the GEMM between the two. */
-static inline void prefetch_rows(array_arg a, int64_t rows, int64_t row_bytes, int64_t item) {
-    const char *base = (const char *)(intptr_t)a.addr;
-    for (int64_t r = 0; r < rows; r++) {
-        for (int64_t byte = 0; byte < row_bytes; byte += 64) {
-            __builtin_prefetch(base + r * a.ld * item + byte);
+/* array k's `rows` of the step that runs next (prefetch_rows), where the step asks for it (bit k
+   of s->prefetch) */
+static inline void NAME(prefetch)(const step_args *s, int k, int64_t rows) {
+    if (s->prefetch & (1 << k))
+        prefetch_rows(s[s->next].a[k], rows, s->B * (int64_t)sizeof(real), sizeof(real));
+}
+
+/* exp, expm1 and tanh on the range reduction of recurrence.c (reduce_f32, reduce_f64), which
+   says how they are computed */
+
+/* expm1(r) for |r| <= ln2/2 by its Taylor series to r^DEGREE / DEGREE!, in Horner's form:
+   r + r^2 (1/2! + r (1/3! + ...)); the loop has a fixed count and unrolls. DEGREE is the type's:
+   8 for float, 13 for double. */
+static inline real NAME(expm1_series)(real r) {
+    enum { DEGREE = sizeof(real) == sizeof(float) ? 8 : 13 };
+    real p = (real)inverse_factorial[DEGREE];
+    for (int k = DEGREE - 1; k >= 2; k--) p = p * r + (real)inverse_factorial[k];
+    return r + r * r * p;
+}
+
+/* exp's argument is clamped to [LOW, HIGH], where 2^n is a normal number of the type: [-87.3,
+   88.3] for float, [-708, 709] for double. Past the clamp exp is 0 or infinity (so that a
+   sigmoid of -inf is 0, not a subnormal); expm1 is for x <= 0 only (below the clamp it is -1 to
+   the last bit) */
+static const real NAME(LOW) = sizeof(real) == sizeof(float) ? -87.3f : -708.0;
+static const real NAME(HIGH) = sizeof(real) == sizeof(float) ? 88.3f : 709.0;
+
+static inline real NAME(exp)(real x_in) {
+    real x = x_in < NAME(LOW) ? NAME(LOW) : x_in;
+    x = x > NAME(HIGH) ? NAME(HIGH) : x;
+    real scale;
+    real r = NAME(reduce)(x, &scale);
+    real result = x_in < NAME(LOW) ? (real)0 : scale + scale * NAME(expm1_series)(r);
+    return x_in > NAME(HIGH) ? (real)INFINITY : result;
+}
+
+static inline real NAME(expm1_neg)(real x) {
+    x = x < NAME(LOW) ? NAME(LOW) : x;
+    real scale;
+    real r = NAME(reduce)(x, &scale);
+    return scale * NAME(expm1_series)(r) + (scale - (real)1);
+}
+
+/* σ(x) = 1 / (1 + exp(-x)); tanh(x) = sign(x) u / (2 - u) with u = -expm1(-2|x|) */
+static inline real NAME(sigmoid)(real x) { return (real)1 / ((real)1 + NAME(exp)(-x)); }
+
+static inline real NAME(tanh)(real x) {
+    real u = -NAME(expm1_neg)(x < 0 ? 2 * x : -2 * x);
+    real t = u / ((real)2 - u);
+    return x < 0 ? -t : t;
+}
+
+/* The kernels. A kernel's arithmetic is `<cell>_<pass>_units(s, j0, j1)`, for the hidden units
+   j0 to j1 - 1 of a step (the threaded passes of threaded.c give each thread its own units); the
+   kernel the engine calls per step, `<cell>_<pass>(s)`, prefetches and runs all H of them.
+
+   Each runs for_each_element with its cell's arithmetic for one element, `<cell>_<pass>_element`:
+   one unit j of one column b, given a[k], the element of array k of the step at unit j (row j)
+   and column b, and gate[k], the distance from one gate's row of array k to the next (H rows):
+   gate g of unit j lies at a[k][g * gate[k]]. The loop nest takes the batch as the vector
+   dimension, or, at B = 1, the units: the vector lanes are then H hidden units, whose elements
+   lie s->a[k].ld apart. The loops are vectorized (omp simd): the arrays of a kernel never
+   overlap. The element's function is a constant, which inlines into the loops. */
+INLINE void NAME(element_at)(const step_args *s, int64_t j, int64_t b,
+                             void (*element)(real *const *a, const int64_t *gate)) {
+    real *a[MAX_ARRAYS];
+    int64_t gate[MAX_ARRAYS];
+#pragma GCC unroll 8
+    for (int k = 0; k < MAX_ARRAYS; k++) {
+        a[k] = NAME(row)(s->a[k], j) + b;
+        gate[k] = s->H * s->a[k].ld;
+    }
+    element(a, gate);
+}
+
+INLINE void NAME(for_each_element)(const step_args *s, int64_t j0, int64_t j1,
+                                   void (*element)(real *const *a, const int64_t *gate)) {
+    const int64_t B = s->B;
+    if (B == 1) {
+#pragma omp simd
+        for (int64_t j = j0; j < j1; j++) NAME(element_at)(s, j, 0, element);
+    } else {
+        for (int64_t j = j0; j < j1; j++) {
+#pragma omp simd
+            for (int64_t b = 0; b < B; b++) NAME(element_at)(s, j, b, element);
         }
     }
 }
-#define PREFETCH(T, k, rows)                                                                      \
-    if (s->prefetch & (1 << (k)))                                                                 \
-    prefetch_rows(s[s->next].a[k], (rows), s->B * (int64_t)sizeof(T), sizeof(T))
 
-/* the loops over B are vectorized: the pointers of a kernel never overlap (restrict) */
-#define SIMD _Pragma("omp simd")
-
-#define ROW(type, arg, row) ((type *)(intptr_t)(arg).addr + (int64_t)(row) * (arg).ld)
-
-/* exp and expm1 share one range reduction: x = n ln2 + r with |r| <= ln2/2, so that
-   exp(x) = 2^n (1 + expm1(r)) and expm1(x) = 2^n expm1(r) + (2^n - 1), with expm1(r) by its
-   Taylor series and 2^n put into the exponent bits. The argument is clamped to where 2^n is a
-   normal number; NaN fails every comparison and stays NaN. Writing tanh with expm1 keeps it
-   accurate near 0, where 1 - exp(-2x) would cancel, with one series instead of two. */
-
-/* r of x, and 2^n in *scale; x within [-87.3, 88.3] */
-static inline float reduce_f32(float x, float *scale) {
-    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    float shifted = x * 1.44269504f + shifter;
-    float n = shifted - shifter;
-    float r = x - n * 0.693359375f; /* ln2 in two parts, the first exact in few bits */
-    r = r + n * 2.12194440e-4f;
-    uint32_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    bits = (bits - 0x4B400000u + 127u) << 23; /* the integer n, as the exponent of 2^n */
-    memcpy(scale, &bits, sizeof bits);
-    return r;
+/* element_at where every array's rows lie one number apart: unit j of array k at a[k] + j */
+INLINE void NAME(element_of_adjacent)(const step_args *s, int64_t j,
+                                      void (*element)(real *const *a, const int64_t *gate)) {
+    real *a[MAX_ARRAYS];
+    int64_t gate[MAX_ARRAYS];
+#pragma GCC unroll 8
+    for (int k = 0; k < MAX_ARRAYS; k++) {
+        a[k] = NAME(row)(s->a[k], 0) + j;
+        gate[k] = s->H;
+    }
+    element(a, gate);
 }
 
-static inline double reduce_f64(double x, double *scale) {
-    const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
-    double shifted = x * 1.4426950408889634 + shifter;
-    double n = shifted - shifter;
-    double r = x - n * 6.93147180369123816490e-01;
-    r = r - n * 1.90821492927058770002e-10;
-    uint64_t bits;
-    memcpy(&bits, &shifted, sizeof bits);
-    bits = (bits - 0x4338000000000000ull + 1023u) << 52;
-    memcpy(scale, &bits, sizeof bits);
-    return r;
+/* whether the rows of every array of the step lie one number apart (an array a kernel does
+   not take has address 0) */
+static inline int NAME(adjacent_rows)(const step_args *s) {
+    for (int k = 0; k < MAX_ARRAYS; k++)
+        if (s->a[k].addr && s->a[k].ld != 1) return 0;
+    return 1;
 }
 
-/* 1/k! for k = 0 .. 13 */
-static const double inverse_factorial[14] = {
-    1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
-    1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0,
-};
-
-/* expm1(r) for |r| <= ln2/2 by its Taylor series to r^DEGREE / DEGREE!, in Horner's form:
-   r + r^2 (1/2! + r (1/3! + ...)); the loop has a fixed count and unrolls */
-#define DEFINE_EXPM1_SERIES(T, S, DEGREE)                                                         \
-    static inline T expm1_series_##S(T r) {                                                       \
-        T p = (T)inverse_factorial[DEGREE];                                                       \
-        for (int k = DEGREE - 1; k >= 2; k--) p = p * r + (T)inverse_factorial[k];                \
-        return r + r * r * p;                                                                     \
+/* A kernel the engine calls per step: all H units. At B = 1 in the engine's layout (every
+   array's rows adjacent) the loop is written for it, so that a vector of units is one load,
+   not a gather; the threaded passes call the units kernels below instead. */
+INLINE void NAME(every_unit)(const step_args *s,
+                             void (*element)(real *const *a, const int64_t *gate)) {
+    if (s->B == 1 && NAME(adjacent_rows)(s)) {
+#pragma omp simd
+        for (int64_t j = 0; j < s->H; j++) NAME(element_of_adjacent)(s, j, element);
+    } else {
+        NAME(for_each_element)(s, 0, s->H, element);
     }
-DEFINE_EXPM1_SERIES(float, f32, 8)
-DEFINE_EXPM1_SERIES(double, f64, 13)
+}
 
-/* exp: past the clamp, 0 or infinity (so that a sigmoid of -inf is 0, not a subnormal);
-   expm1 for x <= 0 only (below the clamp it is -1 to the last bit) */
-#define DEFINE_EXP(T, S, LOW, HIGH)                                                               \
-    static inline T exp_##S(T x_in) {                                                             \
-        T x = x_in < LOW ? LOW : x_in;                                                            \
-        x = x > HIGH ? HIGH : x;                                                                  \
-        T scale;                                                                                  \
-        T r = reduce_##S(x, &scale);                                                              \
-        T result = x_in < LOW ? (T)0 : scale + scale * expm1_series_##S(r);                       \
-        return x_in > HIGH ? (T)INFINITY : result;                                                \
-    }                                                                                             \
-    static inline T expm1_neg_##S(T x) {                                                          \
-        x = x < LOW ? LOW : x;                                                                    \
-        T scale;                                                                                  \
-        T r = reduce_##S(x, &scale);                                                              \
-        return scale * expm1_series_##S(r) + (scale - (T)1);                                      \
-    }
-DEFINE_EXP(float, f32, -87.3f, 88.3f)
-DEFINE_EXP(double, f64, -708.0, 709.0)
+/* 0 pre_x, 1 pre_h (4H rows), 2 h_prev, 3 c_prev, 4 h, 5 c (H), 6 gates (4H), 7 tanh_c */
+INLINE void NAME(lstm_step_element)(real *const *a,
+                                                                         const int64_t *gate) {
+    real i = NAME(sigmoid)(a[0][0] + a[1][0]);
+    real f = NAME(sigmoid)(a[0][gate[0]] + a[1][gate[1]]);
+    real g = NAME(tanh)(a[0][2 * gate[0]] + a[1][2 * gate[1]]);
+    real o = NAME(sigmoid)(a[0][3 * gate[0]] + a[1][3 * gate[1]]);
+    real c = f * a[3][0] + i * g;
+    real tanh_c = NAME(tanh)(c);
+    a[6][0] = i, a[6][gate[6]] = f, a[6][2 * gate[6]] = g, a[6][3 * gate[6]] = o;
+    a[5][0] = c, a[7][0] = tanh_c, a[4][0] = o * tanh_c;
+}
 
-/* σ(x) = 1 / (1 + exp(-x)); tanh(x) = sign(x) u / (2 - u) with u = -expm1(-2|x|) */
-#define DEFINE_ACTIVATIONS(T, SUFFIX)                                                             \
-    static inline T sigmoid_##SUFFIX(T x) { return (T)1 / ((T)1 + exp_##SUFFIX(-x)); }            \
-    static inline T tanh_##SUFFIX(T x) {                                                          \
-        T u = -expm1_neg_##SUFFIX(x < 0 ? 2 * x : -2 * x);                                        \
-        T t = u / ((T)2 - u);                                                                     \
-        return x < 0 ? -t : t;                                                                    \
-    }
-DEFINE_ACTIVATIONS(float, f32)
-DEFINE_ACTIVATIONS(double, f64)
+/* 0 dh, 1 dc (H; dc becomes dc_prev), 2 gates (4H), 3 tanh_c, 4 c_prev (H), 5 dpre (4H) */
+INLINE void NAME(lstm_step_back_element)(real *const *a,
+                                                                              const int64_t *gate) {
+    real i = a[2][0], f = a[2][gate[2]], g = a[2][2 * gate[2]], o = a[2][3 * gate[2]];
+    real dh = a[0][0], tanh_c = a[3][0];
+    real dc = a[1][0] + dh * o * (1 - tanh_c * tanh_c);
+    a[5][0] = dc * g * i * (1 - i);
+    a[5][gate[5]] = dc * a[4][0] * f * (1 - f);
+    a[5][2 * gate[5]] = dc * i * (1 - g * g);
+    a[5][3 * gate[5]] = dh * tanh_c * o * (1 - o);
+    a[1][0] = dc * f;
+}
 
-/* The kernels, once per element type. Array k of a call is p<k>, its rows l<k> numbers apart;
-   AT(k, row) is the element of the current column b in that row. The loop nest takes the
-   batch as the vector dimension, or, at B = 1, the rows: the vector lanes are then H hidden
-   units, whose elements lie l<k> apart. */
-#define ARRAYS(T, n) ARRAYS_##n(T)
-#define ARRAY(T, k) T *restrict p##k = (T *)(intptr_t)s->a[k].addr; const int64_t l##k = s->a[k].ld;
-#define ARRAYS_3(T) ARRAY(T, 0) ARRAY(T, 1) ARRAY(T, 2)
-#define ARRAYS_4(T) ARRAYS_3(T) ARRAY(T, 3)
-#define ARRAYS_6(T) ARRAYS_4(T) ARRAY(T, 4) ARRAY(T, 5)
-#define ARRAYS_8(T) ARRAYS_6(T) ARRAY(T, 6) ARRAY(T, 7)
-#define AT(k, row) p##k[(row) * l##k + b]
-#define FOR_EACH_ELEMENT(...)                                                                     \
-    const int64_t B = s->B, H = s->H;                                                             \
-    (void)H; /* the RNN cells have one block of H rows */                                        \
-    if (B == 1) {                                                                                 \
-        const int64_t b = 0;                                                                      \
-        SIMD for (int64_t j = j0; j < j1; j++) { __VA_ARGS__ }                                    \
-    } else {                                                                                      \
-        for (int64_t j = j0; j < j1; j++) {                                                       \
-            SIMD for (int64_t b = 0; b < B; b++) { __VA_ARGS__ }                                  \
-        }                                                                                         \
-    }
+/* 0 pre_x, 1 pre_h (3H rows, b_hn in pre_h), 2 h_prev, 3 h (H), 4 gates (3H), 5 pre_h_n */
+INLINE void NAME(gru_step_element)(real *const *a,
+                                                                        const int64_t *gate) {
+    real r = NAME(sigmoid)(a[0][0] + a[1][0]);
+    real z = NAME(sigmoid)(a[0][gate[0]] + a[1][gate[1]]);
+    real pre_h_n = a[1][2 * gate[1]];
+    real n = NAME(tanh)(a[0][2 * gate[0]] + r * pre_h_n);
+    a[4][0] = r, a[4][gate[4]] = z, a[4][2 * gate[4]] = n, a[5][0] = pre_h_n;
+    a[3][0] = n + z * (a[2][0] - n);
+}
 
-/* A kernel's arithmetic is `<cell>_<pass>_units_<S>(s, j0, j1)`, for the hidden units j0 to j1 - 1
-   of a step (the threaded passes of recurrence.c give each thread its own units); the kernel
-   the engine calls per step, `<cell>_<pass>_<S>(s)`, prefetches and runs all H of them. */
-#define DEFINE_STEP(NAME, S, PREFETCHES)                                                           \
-    void NAME##_##S(const step_args *s) {                                                         \
-        PREFETCHES;                                                                               \
-        NAME##_units_##S(s, 0, s->H);                                                             \
-    }
+/* 0 dh (H; becomes dh * z), 1 gates (3H), 2 pre_h_n, 3 h_prev (H), 4 dpre_x, 5 dpre_h */
+INLINE void NAME(gru_step_back_element)(real *const *a,
+                                                                             const int64_t *gate) {
+    real r = a[1][0], z = a[1][gate[1]], n = a[1][2 * gate[1]], dh = a[0][0];
+    real dpre_n = dh * (1 - z) * (1 - n * n);
+    real dpre_z = dh * (a[3][0] - n) * z * (1 - z);
+    real dpre_r = dpre_n * a[2][0] * r * (1 - r);
+    a[4][0] = dpre_r, a[4][gate[4]] = dpre_z, a[4][2 * gate[4]] = dpre_n;
+    a[5][0] = dpre_r, a[5][gate[5]] = dpre_z, a[5][2 * gate[5]] = dpre_n * r;
+    a[0][0] = dh * z;
+}
 
-#define DEFINE_KERNELS(T, S)                                                                      \
-                                                                                                  \
-    /* 0 pre_x, 1 pre_h (4H rows), 2 h_prev, 3 c_prev, 4 h, 5 c (H), 6 gates (4H), 7 tanh_c */    \
-    static inline void lstm_step_units_##S(const step_args *s, int64_t j0, int64_t j1) {          \
-        ARRAYS(T, 8)                                                                              \
-        (void)p2, (void)l2;                                                                       \
-        FOR_EACH_ELEMENT(                                                                         \
-            T i = sigmoid_##S(AT(0, j) + AT(1, j));                                               \
-            T f = sigmoid_##S(AT(0, H + j) + AT(1, H + j));                                       \
-            T g = tanh_##S(AT(0, 2 * H + j) + AT(1, 2 * H + j));                                  \
-            T o = sigmoid_##S(AT(0, 3 * H + j) + AT(1, 3 * H + j));                               \
-            T c = f * AT(3, j) + i * g;                                                           \
-            T tanh_c = tanh_##S(c);                                                               \
-            AT(6, j) = i, AT(6, H + j) = f, AT(6, 2 * H + j) = g, AT(6, 3 * H + j) = o;           \
-            AT(5, j) = c, AT(7, j) = tanh_c, AT(4, j) = o * tanh_c;                               \
-        )                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* 0 dh, 1 dc (H; dc becomes dc_prev), 2 gates (4H), 3 tanh_c, 4 c_prev (H), 5 dpre (4H) */   \
-    static inline void lstm_step_back_units_##S(const step_args *s, int64_t j0, int64_t j1) {     \
-        ARRAYS(T, 6)                                                                              \
-        FOR_EACH_ELEMENT(                                                                         \
-            T i = AT(2, j), f = AT(2, H + j), g = AT(2, 2 * H + j), o = AT(2, 3 * H + j);         \
-            T dh = AT(0, j), tanh_c = AT(3, j);                                                   \
-            T dc = AT(1, j) + dh * o * (1 - tanh_c * tanh_c);                                     \
-            AT(5, j) = dc * g * i * (1 - i);                                                      \
-            AT(5, H + j) = dc * AT(4, j) * f * (1 - f);                                           \
-            AT(5, 2 * H + j) = dc * i * (1 - g * g);                                              \
-            AT(5, 3 * H + j) = dh * tanh_c * o * (1 - o);                                         \
-            AT(1, j) = dc * f;                                                                    \
-        )                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* 0 pre_x, 1 pre_h (3H rows, b_hn in pre_h), 2 h_prev, 3 h (H), 4 gates (3H), 5 pre_h_n */   \
-    static inline void gru_step_units_##S(const step_args *s, int64_t j0, int64_t j1) {           \
-        ARRAYS(T, 6)                                                                              \
-        FOR_EACH_ELEMENT(                                                                         \
-            T r = sigmoid_##S(AT(0, j) + AT(1, j));                                               \
-            T z = sigmoid_##S(AT(0, H + j) + AT(1, H + j));                                       \
-            T pre_h_n = AT(1, 2 * H + j);                                                         \
-            T n = tanh_##S(AT(0, 2 * H + j) + r * pre_h_n);                                       \
-            AT(4, j) = r, AT(4, H + j) = z, AT(4, 2 * H + j) = n, AT(5, j) = pre_h_n;             \
-            AT(3, j) = n + z * (AT(2, j) - n);                                                    \
-        )                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* 0 dh (H; becomes dh * z), 1 gates (3H), 2 pre_h_n, 3 h_prev (H), 4 dpre_x, 5 dpre_h */     \
-    static inline void gru_step_back_units_##S(const step_args *s, int64_t j0, int64_t j1) {      \
-        ARRAYS(T, 6)                                                                              \
-        FOR_EACH_ELEMENT(                                                                         \
-            T r = AT(1, j), z = AT(1, H + j), n = AT(1, 2 * H + j), dh = AT(0, j);                \
-            T dpre_n = dh * (1 - z) * (1 - n * n);                                                \
-            T dpre_z = dh * (AT(3, j) - n) * z * (1 - z);                                         \
-            T dpre_r = dpre_n * AT(2, j) * r * (1 - r);                                           \
-            AT(4, j) = dpre_r, AT(4, H + j) = dpre_z, AT(4, 2 * H + j) = dpre_n;                  \
-            AT(5, j) = dpre_r, AT(5, H + j) = dpre_z, AT(5, 2 * H + j) = dpre_n * r;              \
-            AT(0, j) = dh * z;                                                                    \
-        )                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* 0 pre_x, 1 pre_h, 2 h_prev, 3 h (H rows each) */                                           \
-    static inline void rnn_tanh_step_units_##S(const step_args *s, int64_t j0, int64_t j1) {      \
-        ARRAYS(T, 4)                                                                              \
-        (void)p2, (void)l2;                                                                       \
-        FOR_EACH_ELEMENT(AT(3, j) = tanh_##S(AT(0, j) + AT(1, j));)                               \
-    }                                                                                             \
-                                                                                                  \
-    /* 0 dh, 1 h, 2 dpre (H rows each) */                                                         \
-    static inline void rnn_tanh_step_back_units_##S(const step_args *s, int64_t j0, int64_t j1) { \
-        ARRAYS(T, 3)                                                                              \
-        FOR_EACH_ELEMENT(AT(2, j) = AT(0, j) * (1 - AT(1, j) * AT(1, j));)                        \
-    }                                                                                             \
-                                                                                                  \
-    /* as rnn_tanh; a NaN sum fails `a < 0` and passes through, as in np.maximum */               \
-    static inline void rnn_relu_step_units_##S(const step_args *s, int64_t j0, int64_t j1) {      \
-        ARRAYS(T, 4)                                                                              \
-        (void)p2, (void)l2;                                                                       \
-        FOR_EACH_ELEMENT(T a = AT(0, j) + AT(1, j); AT(3, j) = a < 0 ? 0 : a;)                    \
-    }                                                                                             \
-                                                                                                  \
-    /* 0 dh, 1 h, 2 dpre; dh * [h > 0] keeps a NaN dh where h > 0 fails, as NumPy's dh * 0 */     \
-    static inline void rnn_relu_step_back_units_##S(const step_args *s, int64_t j0, int64_t j1) { \
-        ARRAYS(T, 3)                                                                              \
-        FOR_EACH_ELEMENT(AT(2, j) = AT(0, j) * (T)(AT(1, j) > 0);)                                \
-    }                                                                                             \
-    DEFINE_STEP(lstm_step, S, PREFETCH(T, 0, 4 * s->H))                                           \
-    DEFINE_STEP(lstm_step_back, S,                                                                 \
-                PREFETCH(T, 2, 4 * s->H); PREFETCH(T, 3, s->H); PREFETCH(T, 4, s->H))             \
-    DEFINE_STEP(gru_step, S, (void)0)                                                             \
-    DEFINE_STEP(gru_step_back, S, (void)0)                                                        \
-    DEFINE_STEP(rnn_tanh_step, S, PREFETCH(T, 0, s->H))                                           \
-    DEFINE_STEP(rnn_tanh_step_back, S, PREFETCH(T, 1, s->H))                                      \
-    DEFINE_STEP(rnn_relu_step, S, PREFETCH(T, 0, s->H))                                           \
-    DEFINE_STEP(rnn_relu_step_back, S, PREFETCH(T, 1, s->H))
+/* 0 pre_x, 1 pre_h, 2 h_prev, 3 h (H rows each) */
+INLINE void NAME(rnn_tanh_step_element)(real *const *a,
+                                                                             const int64_t *gate) {
+    (void)gate; /* the RNN cells have one block of H rows */
+    a[3][0] = NAME(tanh)(a[0][0] + a[1][0]);
+}
+
+/* 0 dh, 1 h, 2 dpre (H rows each) */
+INLINE void NAME(rnn_tanh_step_back_element)(
+    real *const *a, const int64_t *gate) {
+    (void)gate;
+    a[2][0] = a[0][0] * (1 - a[1][0] * a[1][0]);
+}
+
+/* as rnn_tanh; a NaN sum fails `a < 0` and passes through, as in np.maximum */
+INLINE void NAME(rnn_relu_step_element)(real *const *a,
+                                                                             const int64_t *gate) {
+    (void)gate;
+    real sum = a[0][0] + a[1][0];
+    a[3][0] = sum < 0 ? 0 : sum;
+}
+
+/* 0 dh, 1 h, 2 dpre; dh * [h > 0] keeps a NaN dh where h > 0 fails, as NumPy's dh * 0 */
+INLINE void NAME(rnn_relu_step_back_element)(
+    real *const *a, const int64_t *gate) {
+    (void)gate;
+    a[2][0] = a[0][0] * (real)(a[1][0] > 0);
+}
+
+static inline void NAME(lstm_step_units)(const step_args *s, int64_t j0, int64_t j1) {
+    NAME(for_each_element)(s, j0, j1, NAME(lstm_step_element));
+}
+static inline void NAME(lstm_step_back_units)(const step_args *s, int64_t j0, int64_t j1) {
+    NAME(for_each_element)(s, j0, j1, NAME(lstm_step_back_element));
+}
+static inline void NAME(gru_step_units)(const step_args *s, int64_t j0, int64_t j1) {
+    NAME(for_each_element)(s, j0, j1, NAME(gru_step_element));
+}
+static inline void NAME(gru_step_back_units)(const step_args *s, int64_t j0, int64_t j1) {
+    NAME(for_each_element)(s, j0, j1, NAME(gru_step_back_element));
+}
+static inline void NAME(rnn_tanh_step_units)(const step_args *s, int64_t j0, int64_t j1) {
+    NAME(for_each_element)(s, j0, j1, NAME(rnn_tanh_step_element));
+}
+static inline void NAME(rnn_tanh_step_back_units)(const step_args *s, int64_t j0, int64_t j1) {
+    NAME(for_each_element)(s, j0, j1, NAME(rnn_tanh_step_back_element));
+}
+static inline void NAME(rnn_relu_step_units)(const step_args *s, int64_t j0, int64_t j1) {
+    NAME(for_each_element)(s, j0, j1, NAME(rnn_relu_step_element));
+}
+static inline void NAME(rnn_relu_step_back_units)(const step_args *s, int64_t j0, int64_t j1) {
+    NAME(for_each_element)(s, j0, j1, NAME(rnn_relu_step_back_element));
+}
+
+/* the kernels the engine calls per step: the arrays of the next step that come from far
+   prefetched, then all H units */
+void NAME(lstm_step)(const step_args *s) {
+    NAME(prefetch)(s, 0, 4 * s->H);
+    NAME(every_unit)(s, NAME(lstm_step_element));
+}
+void NAME(lstm_step_back)(const step_args *s) {
+    NAME(prefetch)(s, 2, 4 * s->H);
+    NAME(prefetch)(s, 3, s->H);
+    NAME(prefetch)(s, 4, s->H);
+    NAME(every_unit)(s, NAME(lstm_step_back_element));
+}
+void NAME(gru_step)(const step_args *s) { NAME(every_unit)(s, NAME(gru_step_element)); }
+void NAME(gru_step_back)(const step_args *s) { NAME(every_unit)(s, NAME(gru_step_back_element)); }
+void NAME(rnn_tanh_step)(const step_args *s) {
+    NAME(prefetch)(s, 0, s->H);
+    NAME(every_unit)(s, NAME(rnn_tanh_step_element));
+}
+void NAME(rnn_tanh_step_back)(const step_args *s) {
+    NAME(prefetch)(s, 1, s->H);
+    NAME(every_unit)(s, NAME(rnn_tanh_step_back_element));
+}
+void NAME(rnn_relu_step)(const step_args *s) {
+    NAME(prefetch)(s, 0, s->H);
+    NAME(every_unit)(s, NAME(rnn_relu_step_element));
+}
+void NAME(rnn_relu_step_back)(const step_args *s) {
+    NAME(prefetch)(s, 1, s->H);
+    NAME(every_unit)(s, NAME(rnn_relu_step_back_element));
+}
 
 /* The recurrent product at B = 1 (matvec_args), where BLAS spends more on the call than on
-   the arithmetic. Rows are taken four at a time, so that four independent sums are in flight
-   and each pass over the scratch does four rows' work. */
-
-#define DEFINE_MATVEC(T, SUFFIX)                                                                  \
-                                                                                                  \
-    /* out (M) = w v, v (N), gathered into the scratch */                                         \
-    void matvec_##SUFFIX(const matvec_args *s) {                                                  \
-        const int64_t M = s->M, N = s->N;                                                         \
-        const T *restrict v = ROW(T, s->v, 0);                                                    \
-        T *restrict out = ROW(T, s->out, 0), *restrict vv = ROW(T, s->scratch, 0);                \
-        for (int64_t j = 0; j < N; j++) vv[j] = v[j * s->v.ld];                                   \
-        int64_t i = 0;                                                                            \
-        for (; i + 4 <= M; i += 4) {                                                              \
-            const T *restrict w0 = ROW(T, s->w, i), *restrict w1 = ROW(T, s->w, i + 1);           \
-            const T *restrict w2 = ROW(T, s->w, i + 2), *restrict w3 = ROW(T, s->w, i + 3);       \
-            T t0 = 0, t1 = 0, t2 = 0, t3 = 0;                                                     \
-            _Pragma("omp simd reduction(+:t0,t1,t2,t3)")                                          \
-            for (int64_t j = 0; j < N; j++) {                                                     \
-                t0 += w0[j] * vv[j], t1 += w1[j] * vv[j];                                         \
-                t2 += w2[j] * vv[j], t3 += w3[j] * vv[j];                                         \
-            }                                                                                     \
-            out[i * s->out.ld] = t0, out[(i + 1) * s->out.ld] = t1;                               \
-            out[(i + 2) * s->out.ld] = t2, out[(i + 3) * s->out.ld] = t3;                         \
-        }                                                                                         \
-        for (; i < M; i++) {                                                                      \
-            const T *restrict w0 = ROW(T, s->w, i);                                               \
-            T t0 = 0;                                                                             \
-            _Pragma("omp simd reduction(+:t0)")                                                   \
-            for (int64_t j = 0; j < N; j++) t0 += w0[j] * vv[j];                                  \
-            out[i * s->out.ld] = t0;                                                              \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* out (N) = wᵀ v, v (M); the sum is built in the scratch */                                  \
-    void matvec_t_##SUFFIX(const matvec_args *s) {                                                \
-        const int64_t M = s->M, N = s->N;                                                         \
-        const T *restrict v = ROW(T, s->v, 0);                                                    \
-        T *restrict out = ROW(T, s->out, 0), *restrict total = ROW(T, s->scratch, 0);             \
-        for (int64_t j = 0; j < N; j++) total[j] = 0;                                             \
-        int64_t i = 0;                                                                            \
-        for (; i + 4 <= M; i += 4) {                                                              \
-            const T *restrict w0 = ROW(T, s->w, i), *restrict w1 = ROW(T, s->w, i + 1);           \
-            const T *restrict w2 = ROW(T, s->w, i + 2), *restrict w3 = ROW(T, s->w, i + 3);       \
-            const T v0 = v[i * s->v.ld], v1 = v[(i + 1) * s->v.ld];                               \
-            const T v2 = v[(i + 2) * s->v.ld], v3 = v[(i + 3) * s->v.ld];                         \
-            SIMD for (int64_t j = 0; j < N; j++) {                                                \
-                total[j] += (v0 * w0[j] + v1 * w1[j]) + (v2 * w2[j] + v3 * w3[j]);                \
-            }                                                                                     \
-        }                                                                                         \
-        for (; i < M; i++) {                                                                      \
-            const T *restrict w0 = ROW(T, s->w, i);                                               \
-            const T v0 = v[i * s->v.ld];                                                          \
-            SIMD for (int64_t j = 0; j < N; j++) total[j] += v0 * w0[j];                          \
-        }                                                                                         \
-        for (int64_t j = 0; j < N; j++) out[j * s->out.ld] = total[j];                            \
+   the arithmetic: out (N) = wᵀ v, v (M), as a sum of rows, out = Σ_i v_i w_i. Forward, w is
+   [W_hh | b]ᵀ (the engine transposes it once per pass), backward W_hh. The columns of out are
+   taken MATVEC_VECTORS vectors at a time, their sums held in registers while every row goes
+   by; the rows in pairs, into two sets of sums, so that two independent chains of additions
+   are in flight for each vector. */
+void NAME(matvec_t)(const matvec_args *s) {
+    enum { WIDTH = MATVEC_VECTORS * NAME(LANES) };
+    const int64_t M = s->M, N = s->N, ld_w = s->w.ld, ld_v = s->v.ld, ld_out = s->out.ld;
+    const real *restrict w = NAME(row)(s->w, 0), *restrict v = NAME(row)(s->v, 0);
+    real *restrict out = NAME(row)(s->out, 0);
+    real sums[WIDTH];
+    int64_t j0 = 0;
+    for (; j0 + WIDTH <= N; j0 += WIDTH) {
+        NAME(vector) even[MATVEC_VECTORS], odd[MATVEC_VECTORS];
+        for (int c = 0; c < MATVEC_VECTORS; c++) even[c] = odd[c] = (NAME(vector)){0};
+        int64_t i = 0;
+        for (; i + 2 <= M; i += 2) {
+            const real *w0 = w + i * ld_w + j0, *w1 = w0 + ld_w;
+            const real v0 = v[i * ld_v], v1 = v[(i + 1) * ld_v];
+            for (int c = 0; c < MATVEC_VECTORS; c++) {
+                NAME(vector) a, b;
+                memcpy(&a, w0 + c * NAME(LANES), sizeof a);
+                memcpy(&b, w1 + c * NAME(LANES), sizeof b);
+                even[c] += v0 * a, odd[c] += v1 * b;
+            }
+        }
+        if (i < M) { /* M odd: the last row */
+            const real *w0 = w + i * ld_w + j0;
+            const real v0 = v[i * ld_v];
+            for (int c = 0; c < MATVEC_VECTORS; c++) {
+                NAME(vector) a;
+                memcpy(&a, w0 + c * NAME(LANES), sizeof a);
+                even[c] += v0 * a;
+            }
+        }
+        for (int c = 0; c < MATVEC_VECTORS; c++) {
+            const NAME(vector) total = even[c] + odd[c];
+            memcpy(sums + c * NAME(LANES), &total, sizeof total);
+        }
+        for (int64_t j = 0; j < WIDTH; j++) out[(j0 + j) * ld_out] = sums[j];
     }
+    if (j0 < N) { /* the last N % WIDTH columns */
+        const int64_t width = N - j0;
+        for (int64_t j = 0; j < width; j++) sums[j] = 0;
+        for (int64_t i = 0; i < M; i++) {
+            const real *w0 = w + i * ld_w + j0;
+            const real v0 = v[i * ld_v];
+#pragma omp simd
+            for (int64_t j = 0; j < width; j++) sums[j] += v0 * w0[j];
+        }
+        for (int64_t j = 0; j < width; j++) out[(j0 + j) * ld_out] = sums[j];
+    }
+}
 
-DEFINE_KERNELS(float, f32)
-DEFINE_KERNELS(double, f64)
-DEFINE_MATVEC(float, f32)
-DEFINE_MATVEC(double, f64)
+/* y += x, n numbers (add_args) */
+static void NAME(add)(const add_args *a) {
+    const real *restrict x = NAME(row)(a->x, 0);
+    real *restrict y = NAME(row)(a->y, 0);
+    for (int64_t j = 0; j < a->n; j++) y[j * a->y.ld] += x[j * a->x.ld];
+}
 
 /* A whole forward pass at B = 1 in one call: step i's recurrent product (row i of `products`)
    and then its cell (row i of `steps`), for i = 0 .. count - 1. Rows are `width` int64 apart.
    Between the steps of a pass nothing else happens at B = 1 without lengths, and a call from
-   Python costs more than a step. */
-/* defines a function of each cell, for one element type */
-#define FOR_EACH_CELL(DEFINE, S, T)                                                               \
-    DEFINE(lstm, S, T) DEFINE(gru, S, T) DEFINE(rnn_tanh, S, T) DEFINE(rnn_relu, S, T)
-
-#define DEFINE_FORWARD_PASS(CELL, S, T)                                                         \
-    void CELL##_forward_pass_##S(const int64_t *products, int64_t product_width,                  \
-                                 const int64_t *steps, int64_t step_width, int64_t count) {       \
-        for (int64_t i = 0; i < count; i++) {                                                     \
-            matvec_##S((const matvec_args *)(products + i * product_width));                      \
-            CELL##_step_##S((const step_args *)(steps + i * step_width));                         \
-        }                                                                                         \
+   Python costs more than a step. Written once, for the cell's step kernel `step`; each cell's
+   pass below calls it with its own, a constant. */
+INLINE void NAME(forward_pass)(
+    const int64_t *products, int64_t product_width, const int64_t *steps, int64_t step_width,
+    int64_t count, void (*step)(const step_args *)) {
+    for (int64_t i = 0; i < count; i++) {
+        NAME(matvec_t)((const matvec_args *)(products + i * product_width));
+        step((const step_args *)(steps + i * step_width));
     }
-FOR_EACH_CELL(DEFINE_FORWARD_PASS, f32, float)
-FOR_EACH_CELL(DEFINE_FORWARD_PASS, f64, double)
+}
 
+void NAME(lstm_forward_pass)(const int64_t *products, int64_t product_width,
+                             const int64_t *steps, int64_t step_width, int64_t count) {
+    NAME(forward_pass)(products, product_width, steps, step_width, count, NAME(lstm_step));
+}
+void NAME(gru_forward_pass)(const int64_t *products, int64_t product_width,
+                            const int64_t *steps, int64_t step_width, int64_t count) {
+    NAME(forward_pass)(products, product_width, steps, step_width, count, NAME(gru_step));
+}
+void NAME(rnn_tanh_forward_pass)(const int64_t *products, int64_t product_width,
+                                 const int64_t *steps, int64_t step_width, int64_t count) {
+    NAME(forward_pass)(products, product_width, steps, step_width, count, NAME(rnn_tanh_step));
+}
+void NAME(rnn_relu_forward_pass)(const int64_t *products, int64_t product_width,
+                                 const int64_t *steps, int64_t step_width, int64_t count) {
+    NAME(forward_pass)(products, product_width, steps, step_width, count, NAME(rnn_relu_step));
+}
 
 /* A whole backward pass at B = 1 in one call, steps i = count - 1 down to 0: the output's
    gradient added to the one from the future (row i of `before`), the cell's backward (row i of
    `steps`), the product with W_hh into the previous step's gradient (row i of `products`),
-   and, where the cell has one, the direct path added to it (row i of `after`, or none). */
-#define DEFINE_BACKWARD_PASS(CELL, S, T)                                                        \
-    void CELL##_backward_pass_##S(const int64_t *before, int64_t before_width,                    \
-                                  const int64_t *steps, int64_t step_width,                       \
-                                  const int64_t *products, int64_t product_width,                 \
-                                  const int64_t *after, int64_t after_width, int64_t count) {     \
-        for (int64_t i = count - 1; i >= 0; i--) {                                                \
-            add_##S((const add_args *)(before + i * before_width));                               \
-            CELL##_step_back_##S((const step_args *)(steps + i * step_width));                    \
-            matvec_t_##S((const matvec_args *)(products + i * product_width));                    \
-            if (after) add_##S((const add_args *)(after + i * after_width));                      \
-        }                                                                                         \
+   and, where the cell has one, the direct path added to it (row i of `after`, or none).
+   Written once, for the cell's backward step kernel `step_back`, as forward_pass. */
+INLINE void NAME(backward_pass)(
+    const int64_t *before, int64_t before_width, const int64_t *steps, int64_t step_width,
+    const int64_t *products, int64_t product_width, const int64_t *after, int64_t after_width,
+    int64_t count, void (*step_back)(const step_args *)) {
+    for (int64_t i = count - 1; i >= 0; i--) {
+        NAME(add)((const add_args *)(before + i * before_width));
+        step_back((const step_args *)(steps + i * step_width));
+        NAME(matvec_t)((const matvec_args *)(products + i * product_width));
+        if (after) NAME(add)((const add_args *)(after + i * after_width));
     }
-#define DEFINE_BACKWARD_PASSES(S, T)                                                              \
-    static void add_##S(const add_args *a) {                                                      \
-        const T *restrict x = ROW(T, a->x, 0);                                                    \
-        T *restrict y = ROW(T, a->y, 0);                                                          \
-        for (int64_t j = 0; j < a->n; j++) y[j * a->y.ld] += x[j * a->x.ld];                      \
-    }                                                                                             \
-    FOR_EACH_CELL(DEFINE_BACKWARD_PASS, S, T)
-DEFINE_BACKWARD_PASSES(f32, float)
-DEFINE_BACKWARD_PASSES(f64, double)
+}
+
+void NAME(lstm_backward_pass)(const int64_t *before, int64_t before_width,
+                              const int64_t *steps, int64_t step_width,
+                              const int64_t *products, int64_t product_width,
+                              const int64_t *after, int64_t after_width, int64_t count) {
+    NAME(backward_pass)(before, before_width, steps, step_width, products, product_width, after,
+                        after_width, count, NAME(lstm_step_back));
+}
+void NAME(gru_backward_pass)(const int64_t *before, int64_t before_width,
+                             const int64_t *steps, int64_t step_width,
+                             const int64_t *products, int64_t product_width,
+                             const int64_t *after, int64_t after_width, int64_t count) {
+    NAME(backward_pass)(before, before_width, steps, step_width, products, product_width, after,
+                        after_width, count, NAME(gru_step_back));
+}
+void NAME(rnn_tanh_backward_pass)(const int64_t *before, int64_t before_width,
+                                  const int64_t *steps, int64_t step_width,
+                                  const int64_t *products, int64_t product_width,
+                                  const int64_t *after, int64_t after_width, int64_t count) {
+    NAME(backward_pass)(before, before_width, steps, step_width, products, product_width, after,
+                        after_width, count, NAME(rnn_tanh_step_back));
+}
+void NAME(rnn_relu_backward_pass)(const int64_t *before, int64_t before_width,
+                                  const int64_t *steps, int64_t step_width,
+                                  const int64_t *products, int64_t product_width,
+                                  const int64_t *after, int64_t after_width, int64_t count) {
+    NAME(backward_pass)(before, before_width, steps, step_width, products, product_width, after,
+                        after_width, count, NAME(rnn_relu_step_back));
+}

@@ -25,11 +25,11 @@ typedef struct {
     array_arg a[MAX_ARRAYS];
 } step_args;
 
-/* The recurrent product at B = 1 (cells.c): w has M rows of N numbers; v, out are vectors;
-   scratch is N contiguous numbers. */
+/* The recurrent product at B = 1 (cells.c: matvec_t), out = wᵀ v: w has M rows of N
+   numbers, contiguous; v (M numbers) and out (N) are vectors. */
 typedef struct {
     int64_t M, N;
-    array_arg w, v, out, scratch;
+    array_arg w, v, out;
 } matvec_args;
 
 /* y += x, n numbers (cells.c) */

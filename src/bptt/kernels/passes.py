@@ -147,26 +147,25 @@ def _state_buffers(cell, x, state0, keep_cache):
 
 
 def _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_cache):
-    """B > 1: one call of ``recurrence.c`` runs every step on ``kernels.threads()`` threads,
-    its input projection from [x_t; 1] feature-major, its recurrent product, and its cell,
-    which takes pre_x and pre_h from the threads' scratch; with a ``mask``, the threads carry
-    each sequence's state past its end."""
+    """B > 1: one call of the threaded passes (``threaded.c``) runs every step on
+    ``kernels.threads()`` threads, its input projection from x_t (each thread transposes it,
+    with a row of ones for the bias), its recurrent product, and its cell, which takes pre_x and
+    pre_h from the threads' scratch; with a ``mask``, the threads carry each sequence's state
+    past its end."""
     cell = compiled.cell
     T, B, I = x.shape
     KH, H = weights.w_hh.shape
     rows = w_hh_1.shape[1]
     h_hist, h_steps, other_steps, cache_steps = _state_buffers(cell, x, state0, keep_cache)
-    x_1_steps = POOL.empty((T, I + 1, B), x.dtype)  # T,I+1,B  [x_t; 1]
-    np.copyto(x_1_steps[:, :I], x.transpose(0, 2, 1))
-    x_1_steps[:, I] = 1.0
+    x_rows = x if x.strides[2] == x.itemsize else np.ascontiguousarray(x)  # T,B,I  each x_t as rows
     t_all = np.arange(T)
     # the threads copy each h_t into rows of H: y, and the backward's sums over time
     h_rows = POOL.empty((T + 1, B, H), x.dtype)  # T+1,B,H  slot t enters step t
     h_rows[0] = state0[0]
     h_stack = h_hist[:rows].transpose(1, 2, 0)  # T+1,B,rows
     products = compiled.threaded_forward(
-        w_hh_1, w_ih_1, (h_stack, t_all), (x_1_steps.transpose(0, 2, 1), t_all), (h_stack, t_all + 1),
-        (h_rows, t_all + 1), T, kernels.threads(), keep_cache, None if mask is None else prefix_lengths(mask),
+        w_hh_1, w_ih_1, (h_stack, t_all), (x_rows, t_all), (h_stack, t_all + 1), (h_rows, t_all + 1), T,
+        kernels.threads(), keep_cache, None if mask is None else prefix_lengths(mask),
     )
     unused = POOL.empty((KH, B), x.dtype).T  # B,KH  pre_x and pre_h of the table: the threads have their own
     run = _forward_steps(compiled, (unused[None], 0), unused, h_steps, other_steps, cache_steps, 0, T)
@@ -191,7 +190,8 @@ def _single_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_cac
     rows = w_hh_1.shape[1]
     h_hist, h_steps, other_steps, cache_steps = _state_buffers(cell, x, state0, keep_cache)
     pre_h = POOL.empty((KH, 1), x.dtype)  # KH,1
-    products = compiled.product_steps(w_hh_1, (h_hist[:rows, :, 0].T, np.arange(T)), (pre_h[:, 0][None], 0), T)
+    w_hh_1_t = np.ascontiguousarray(w_hh_1.T)  # rows,KH: the product is a sum of its rows
+    products = compiled.product_steps(w_hh_1_t, (h_hist[:rows, :, 0].T, np.arange(T)), (pre_h[:, 0][None], 0), T)
     for start in range(0, T, GEMM_COLUMNS):
         n = min(GEMM_COLUMNS, T - start)
         x_1 = POOL.empty((n, I + 1), x.dtype)  # [x_t; 1] of the chunk's steps, as rows
@@ -280,8 +280,7 @@ def backward(dy, dstate, cache):
                 lengths, start,
             )
         else:
-            products = compiled.product_steps(w_hh, (dpre_h[:, 0], t_here - start), (dh_pair[:, :, 0], 1 - parity), n,
-                                              transpose=True)
+            products = compiled.product_steps(w_hh, (dpre_h[:, 0], t_here - start), (dh_pair[:, :, 0], 1 - parity), n)
         compiled.backward_pass(run, products, dy_steps[:n], dh_pair, parity, n)
         if B > 1:
             np.copyto(dx[start:stop], dx_steps[:n])

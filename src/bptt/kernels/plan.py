@@ -80,22 +80,19 @@ def _vector_column(stack, length, index, count, what):
     return _address(stack) + index * stack.strides[0], stack.strides[1] // stack.itemsize
 
 
-def matvec_plan(w, v, out, scratch, count, transpose=False):
-    """The argument rows of ``count`` products ``out = w v`` (``wᵀ v`` with ``transpose``).
+def matvec_plan(w, v, out, count):
+    """The argument rows of ``count`` products ``out = wᵀ v``.
 
     ``w``: (M, N) with contiguous rows; ``v``, ``out``: ``(stack, index)`` pairs of (n, length)
-    vector stacks, N and M long (M and N with ``transpose``); ``scratch``: N contiguous numbers.
+    vector stacks, M and N long.
     """
     M, N = w.shape
-    if w.strides[1] != w.itemsize or scratch.shape != (N,) or not scratch.flags.c_contiguous:
-        raise ValueError(f"matvec: expected contiguous rows and a scratch of {N}, got strides {w.strides}, "
-                         f"scratch {scratch.shape}")
-    if any(a.dtype != w.dtype for a in (v[0], out[0], scratch)):
+    if w.ndim != 2 or w.strides[1] != w.itemsize:
+        raise ValueError(f"matvec: expected a matrix with contiguous rows, got strides {w.strides}")
+    if any(a.dtype != w.dtype for a in (v[0], out[0])):
         raise ValueError(f"matvec: every array must be {w.dtype}")
-    values = {"M": M, "N": N, "w.addr": _address(w), "w.ld": w.strides[0] // w.itemsize,
-              "scratch.addr": _address(scratch), "scratch.ld": 1}
-    v_length, out_length = (M, N) if transpose else (N, M)
-    for name, (stack, index), length in (("v", v, v_length), ("out", out, out_length)):
+    values = {"M": M, "N": N, "w.addr": _address(w), "w.ld": w.strides[0] // w.itemsize}
+    for name, (stack, index), length in (("v", v, M), ("out", out, N)):
         values[f"{name}.addr"], values[f"{name}.ld"] = _vector_column(stack, length, index, count, f"matvec {name}")
     return contract_rows("matvec_args", count, values)
 
@@ -267,6 +264,13 @@ class Threaded(Steps):
             raise ValueError(f"threaded pass: the cells' steps have B, H = {cells}, the products {products}")
 
 
+def _sized(function, arguments):
+    """A size function of the library (int64 arguments, an int64 back)."""
+    function.argtypes = [ctypes.c_int64] * arguments
+    function.restype = ctypes.c_int64
+    return function
+
+
 @lru_cache(maxsize=None)
 def _function(library, name, arguments=1):
     """A kernel of ``library``: one row's address, or (the passes) ``arguments - 1`` values
@@ -288,7 +292,6 @@ class CompiledCell:
         suffix = SUFFIXES[self.dtype]
         self._step = _function(library, f"{name}_step_{suffix}")
         self._step_back = _function(library, f"{name}_step_back_{suffix}")
-        self._matvec = _function(library, f"matvec_{suffix}")
         self._matvec_t = _function(library, f"matvec_t_{suffix}")
         self._forward_pass = _function(library, f"{name}_forward_pass_{suffix}", 5)
         self._backward_pass = _function(library, f"{name}_backward_pass_{suffix}", 9)
@@ -300,8 +303,9 @@ class CompiledCell:
                 raise ValueError(f"the compiled kernels' {struct} is {size} bytes, contract.h's fields "
                                  f"{8 * len(contract_fields(struct))}: the library was built from another contract.h")
         self._panel_rows = library.panel_rows()
-        self._tile_columns = library.tile_columns(ctypes.c_int64(self.dtype.itemsize))
-        self._gradient_scratch = library.gradient_scratch(ctypes.c_int64(self.dtype.itemsize))
+        # the scratch of each thread of a pass, sized by C, which lays it out
+        self._forward_scratch = _sized(library.forward_scratch, 6)
+        self._backward_scratch = _sized(library.backward_scratch, 2)
         self.cache_state = CACHE_STATE[name]
         self._direct = DIRECT[name]
 
@@ -333,12 +337,10 @@ class CompiledCell:
         cache = range(len(dstate), len(dstate) + len(step_cache))
         return Steps(self._step_back, plan(B, H, self.dtype, arrays, count, prefetch=cache, step=-1), arrays)
 
-    def product_steps(self, w, v, out, count, transpose=False):
-        """``count`` recurrent products at B = 1, ``out = w v`` (``wᵀ v`` with ``transpose``),
-        in place of BLAS; arguments as :func:`matvec_plan` takes them, less the scratch."""
-        scratch = np.empty(w.shape[1], w.dtype)
-        rows = matvec_plan(w, v, out, scratch, count, transpose)
-        return Steps(self._matvec_t if transpose else self._matvec, rows, (w, v, out, scratch))
+    def product_steps(self, w, v, out, count):
+        """``count`` recurrent products at B = 1, ``out = wᵀ v``, in place of BLAS; arguments
+        as :func:`matvec_plan` takes them."""
+        return Steps(self._matvec_t, matvec_plan(w, v, out, count), (w, v, out))
 
     def _weights_and_room(self, w, transpose):
         """``w`` with contiguous rows, and room for its panels, which the pass's threads pack:
@@ -386,29 +388,31 @@ class CompiledCell:
         them handed to the cell while it is in cache.
 
         ``(stack, index)`` pairs, for each step: ``h_prev``, h_{t-1} (n = H, or H+1 with a row of
-        ones below), of an (m, B, n) stack, and ``x``, [x_t; 1] of an (m, B, I+1) stack, each
-        with its B contiguous and its rows close (one step's rows far apart cost a TLB entry
-        each); ``h_t``, where the cell writes h_t (m, B, n), which each step copies into
-        ``h_rows``, (m, B, H) with contiguous rows. Without ``keep_cache`` (inference) the
-        threads write the cell's cache into their scratch. With ``lengths`` ((B,) ints, a
-        right-padded batch) each sequence's state is carried through the steps past its end."""
+        ones below), of an (m, B, n) stack with its B contiguous and its rows close (one step's
+        rows far apart cost a TLB entry each); ``h_t``, where the cell writes h_t (m, B, n),
+        which each step copies into ``h_rows``, (m, B, H) with contiguous rows; ``x``, x_t of an
+        (m, B, I) stack with contiguous rows, which each thread transposes for its tiles, a row
+        of ones below. Without ``keep_cache`` (inference) the threads write the cell's cache into
+        their scratch. With ``lengths`` ((B,) ints, a right-padded batch) each sequence's state
+        is carried through the steps past its end."""
         K, H = self.cell.NUM_GATES, w.shape[0] // self.cell.NUM_GATES
         weights = self._weights_and_room(w, False), self._weights_and_room(w_x, False)
         if w.shape[0] != K * H:
             raise ValueError(f"threaded weights: expected K*H = {K} x H rows of W_hh, got {w.shape}")
         n, n_x = w.shape[1], w_x.shape[1]
         B = h_prev[0].shape[1]
-        arrays = [(h_prev[0], n, h_prev[1]), (x[0], n_x, x[1]), (h_t[0], n, h_t[1])]
+        arrays = [(h_prev[0], n, h_prev[1]), (h_t[0], n, h_t[1])]
         rows = plan(B, 1, self.dtype, arrays, count)
-        rows[:, column("step_args", f"a[{len(arrays)}].addr")], rows[:, column("step_args", f"a[{len(arrays)}].ld")] = (
-            _row_major(*h_rows, count, (B, H), self.dtype, "h_rows"))
+        for k, (what, pair, shape) in enumerate((("h_rows", h_rows, (B, H)), ("x", x, (B, n_x - 1))), len(arrays)):
+            rows[:, column("step_args", f"a[{k}].addr")], rows[:, column("step_args", f"a[{k}].ld")] = _row_major(
+                *pair, count, shape, self.dtype, what)
         # the step's arrays: pre_x, pre_h, the states entering and leaving, the cache
         first_cache = 2 + 2 * len(self.cell.STATE_NAMES)
         kept = () if keep_cache else range(first_cache, first_cache + len(self.cell.CACHE_WIDTHS))
-        regions = 2 + len(kept)  # pre_x, pre_h and what is not kept, K*H + panel rows of a tile each
-        scratch = ((n + n_x) + regions * (K * H + self._panel_rows)) * self._tile_columns
-        return self._threaded(rows, weights, H, scratch, threads, input_n=n_x, discard=sum(1 << k for k in kept),
-                              arrays=(arrays, h_rows), lengths=lengths)
+        discard = sum(1 << k for k in kept)
+        scratch = self._forward_scratch(self.dtype.itemsize, n, n_x, B, K * H, discard)
+        return self._threaded(rows, weights, H, scratch, threads, input_n=n_x, discard=discard,
+                              arrays=(arrays, h_rows, x), lengths=lengths)
 
     def threaded_backward(self, w, w_x, dpre_h, dh_prev, dpre_x, dx, count, threads, gradients, lengths=None,
                           first_step=0):
@@ -427,7 +431,7 @@ class CompiledCell:
         arrays = [(dpre_h[0], KH, dpre_h[1]), (dh_prev[0], H, dh_prev[1]), (dpre_x[0], KH, dpre_x[1]),
                   (dx[0], I, dx[1])]
         rows = plan(B, 1, self.dtype, arrays, count)
-        scratch = max(2 * KH * self._tile_columns, self._gradient_scratch)
+        scratch = self._backward_scratch(self.dtype.itemsize, KH)
         return self._threaded(rows, weights, H, scratch, threads, direct=bool(self._direct[0]), input_n=I,
                               gradients=gradients, arrays=arrays, lengths=lengths, first_step=first_step)
 

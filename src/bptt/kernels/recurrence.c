@@ -1,27 +1,87 @@
-/* A chunk of steps of the recurrence in one call, on several threads, for B > 1, with or
-   without the lengths of a right-padded batch (pass_args in contract.h).
+/* The compiled backend, one translation unit, which setup.py compiles once per instruction set.
 
-   Per step the engine otherwise calls BLAS for `pre_h = W_hh h_{t-1}` (forward) or
-   `dh_{t-1} = W_hhᵀ dpre_h` (backward) and then the cell on one core. BLAS packs W_hh anew at
-   every call and reads it from memory, and the cell's arithmetic leaves the second core idle.
-   Here each thread owns a range of hidden units, whole panels of them, and packs its share of
-   the weights once per pass, at its start (pack_gate_panels_, pack_column_panels_): forward, it
-   computes the rows of the products that feed its units' gates, tile by tile, and runs its
-   units' cell on each tile while it is in L1; backward, its units' cells, then its units' rows
-   of W_hhᵀ dpre_h and its rows of dx. Its share of the packed weights stays in its core's
-   cache from step to step. The threads meet once per step, where one step needs what all
-   threads wrote in the one before: all of h_t (forward) or all of dpre_h (backward). After a
-   backward's steps each adds up its units' rows of the parameter gradients.
-
-   One translation unit with cells.c, so that the cells' arithmetic inlines into these loops. */
+   The kernels proper are two templates, each written once in plain C on an element type `real`,
+   whose functions are named NAME(x): cells.c, the cells' elementwise steps, the product at B = 1
+   and whole passes at B = 1; threaded.c, the passes on several threads at B > 1. The end of this
+   file includes them once for float (`real` float, NAME(x) x_f32: tanh_f32, lstm_step_f32) and
+   once for double (x_f64). Here is what does not depend on the element type: the exported sizes
+   and constants, the range reduction of exp (which works on the bits of each type, so written
+   out once per type), the barrier, the pool of threads and the sharing out of a pass's units.
+   One translation unit, so that the cells' arithmetic inlines into the threaded loops. */
 
 #define _GNU_SOURCE /* pthreads, sched_yield; on Linux sched_getcpu and CPU affinity */
-#include "cells.c"
-/* contract.h, included by cells.c: pass_args and gradient_args, the structs Python fills */
+#include "contract.h" /* the structs Python fills, by name: step_args, matvec_args, add_args,
+                         pass_args, gradient_args */
 
+#include <math.h> /* INFINITY only: no libm function is called */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+/* inlined wherever called, past the compiler's budget: a vector loop vectorizes only with its
+   whole body in sight (the activations, a cell's element), and a constant function pointer
+   argument becomes a direct call only once its caller is inlined */
+#define INLINE static inline __attribute__((always_inline))
+
+/* the sizes of the structs of contract.h, which Python checks against the fields it reads there */
+int64_t sizeof_step_args(void) { return sizeof(step_args); }
+int64_t sizeof_matvec_args(void) { return sizeof(matvec_args); }
+int64_t sizeof_add_args(void) { return sizeof(add_args); }
+int64_t sizeof_pass_args(void) { return sizeof(pass_args); }
+int64_t sizeof_gradient_args(void) { return sizeof(gradient_args); }
+
+/* Prefetching the arrays of the next step that come from far (the input projection, the
+   cache kept by the forward pass) lets their memory latency overlap this step's arithmetic
+   and the GEMM between the two. */
+static inline void prefetch_rows(array_arg a, int64_t rows, int64_t row_bytes, int64_t item) {
+    const char *base = (const char *)(intptr_t)a.addr;
+    for (int64_t r = 0; r < rows; r++) {
+        for (int64_t byte = 0; byte < row_bytes; byte += 64) {
+            __builtin_prefetch(base + r * a.ld * item + byte);
+        }
+    }
+}
+
+/* exp and expm1 share one range reduction: x = n ln2 + r with |r| <= ln2/2, so that
+   exp(x) = 2^n (1 + expm1(r)) and expm1(x) = 2^n expm1(r) + (2^n - 1), with expm1(r) by its
+   Taylor series and 2^n put into the exponent bits. The argument is clamped to where 2^n is a
+   normal number; NaN fails every comparison and stays NaN. Writing tanh with expm1 keeps it
+   accurate near 0, where 1 - exp(-2x) would cancel, with one series instead of two. */
+
+/* r of x, and 2^n in *scale; x within [-87.3, 88.3] */
+INLINE float reduce_f32(float x, float *scale) {
+    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    float shifted = x * 1.44269504f + shifter;
+    float n = shifted - shifter;
+    float r = x - n * 0.693359375f; /* ln2 in two parts, the first exact in few bits */
+    r = r + n * 2.12194440e-4f;
+    uint32_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    bits = (bits - 0x4B400000u + 127u) << 23; /* the integer n, as the exponent of 2^n */
+    memcpy(scale, &bits, sizeof bits);
+    return r;
+}
+
+INLINE double reduce_f64(double x, double *scale) {
+    const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
+    double shifted = x * 1.4426950408889634 + shifter;
+    double n = shifted - shifter;
+    double r = x - n * 6.93147180369123816490e-01;
+    r = r - n * 1.90821492927058770002e-10;
+    uint64_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    bits = (bits - 0x4338000000000000ull + 1023u) << 52;
+    memcpy(scale, &bits, sizeof bits);
+    return r;
+}
+
+/* 1/k! for k = 0 .. 13 */
+static const double inverse_factorial[14] = {
+    1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
+    1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0,
+};
 
 /* A tile of the product is PANEL_ROWS rows by VECTORS vectors of columns (the batch), its
    accumulators held in registers: 12 x 2 of the 32 AVX-512 registers, 12 x 1 of AVX2's 16. */
@@ -34,6 +94,13 @@
 #else
 #define VECTOR_BYTES 16
 #define VECTORS 1
+#endif
+/* the vectors of out whose sums the product at B = 1 (cells.c: matvec_t) holds in registers,
+   twice: 16 of the 32 AVX-512 registers, 8 of the 16 of AVX2 and SSE */
+#if defined(__AVX512F__)
+#define MATVEC_VECTORS 8
+#else
+#define MATVEC_VECTORS 4
 #endif
 /* a multiple of every cell's gate count (1, 3, 4): a forward panel holds whole units */
 #define PANEL_ROWS 12
@@ -50,17 +117,27 @@
 
 int64_t panel_rows(void) { return PANEL_ROWS; }
 
-/* the sizes of the structs of contract.h, which Python checks against the fields it reads there */
-int64_t sizeof_pass_args(void) { return sizeof(pass_args); }
-int64_t sizeof_gradient_args(void) { return sizeof(gradient_args); }
-
 /* the columns of one tile for numbers of `itemsize` bytes */
-int64_t tile_columns(int64_t itemsize) { return VECTORS * (VECTOR_BYTES / itemsize); }
+static int64_t tile_columns(int64_t itemsize) { return VECTORS * (VECTOR_BYTES / itemsize); }
 
-/* the scratch numbers a thread's sums over time need: a panel and a tail per target, each of
-   GRADIENT_BLOCK rows */
-int64_t gradient_scratch(int64_t itemsize) {
-    return GRADIENT_BLOCK * (PANEL_ROWS + GRADIENT_TARGETS * tile_columns(itemsize));
+/* The scratch numbers each thread of a pass needs, which the engine allocates. Forward
+   (threaded.c: forward_units): the last columns of h_{t-1} (n rows of a tile), [x_t; 1]
+   (input_n rows of B rounded up to whole tiles), and a region of KH + PANEL_ROWS rows of a tile
+   for each of pre_x, pre_h and the cache arrays that `discard` marks (one bit each). */
+int64_t forward_scratch(int64_t itemsize, int64_t n, int64_t input_n, int64_t B, int64_t KH,
+                        int64_t discard) {
+    const int64_t tile = tile_columns(itemsize), width = (B + tile - 1) / tile * tile;
+    const int64_t regions = 2 + __builtin_popcountll((unsigned long long)discard);
+    return n * tile + input_n * width + regions * (KH + PANEL_ROWS) * tile;
+}
+
+/* Backward (backward_units): the last columns of dpre_h and dpre_x (KH rows of a tile each),
+   or what the sums over time need after the steps, a panel and a tail per target, each of
+   GRADIENT_BLOCK rows, whichever is more. */
+int64_t backward_scratch(int64_t itemsize, int64_t KH) {
+    const int64_t tails = 2 * KH * tile_columns(itemsize);
+    const int64_t sums = GRADIENT_BLOCK * (PANEL_ROWS + GRADIENT_TARGETS * tile_columns(itemsize));
+    return tails > sums ? tails : sums;
 }
 
 /* The threads of a pass meet at a barrier once per step: a count of arrivals and a generation
@@ -89,283 +166,6 @@ static void meet(barrier *m) {
         if (spins < SPINS) spin_pause(); else sched_yield();
     }
 }
-
-/* out[r][0 .. cols) = Σ_k a[k][r] m[k][...] (+= with `accumulate`), for the PANEL_ROWS rows r
-   of a packed panel `a` (n x PANEL_ROWS) and a tile of columns of m (n rows, `ld` apart); a
-   NULL out[r] is a padding row of the panel, not written. */
-#define DEFINE_TILE(T, S)                                                                         \
-    typedef T vector_##S __attribute__((vector_size(VECTOR_BYTES), aligned(sizeof(T))));          \
-    enum { LANES_##S = VECTOR_BYTES / sizeof(T), TILE_##S = VECTORS * LANES_##S };                \
-    static inline void tile_##S(int64_t n, const T *restrict a, const T *restrict m,              \
-                                  int64_t ld, T *const *out, int64_t cols,                        \
-                                  int accumulate) {                                               \
-        vector_##S total[PANEL_ROWS][VECTORS];                                                    \
-        for (int r = 0; r < PANEL_ROWS; r++)                                                      \
-            for (int v = 0; v < VECTORS; v++) total[r][v] = (vector_##S){0};                      \
-        for (int64_t k = 0; k < n; k++) {                                                         \
-            vector_##S row[VECTORS];                                                              \
-            for (int v = 0; v < VECTORS; v++)                                                     \
-                memcpy(&row[v], m + k * ld + v * LANES_##S, sizeof row[v]);                       \
-            for (int r = 0; r < PANEL_ROWS; r++) {                                                \
-                T weight = a[k * PANEL_ROWS + r];                                                 \
-                for (int v = 0; v < VECTORS; v++) total[r][v] += weight * row[v];                 \
-            }                                                                                     \
-        }                                                                                         \
-        for (int r = 0; r < PANEL_ROWS; r++) {                                                    \
-            if (!out[r]) continue;                                                                \
-            if (cols == TILE_##S) { /* whole vectors: a memcpy of variable size is a call */      \
-                for (int v = 0; v < VECTORS; v++) {                                               \
-                    vector_##S sum = total[r][v], before;                                         \
-                    if (accumulate) {                                                             \
-                        memcpy(&before, out[r] + v * LANES_##S, sizeof before);                   \
-                        sum += before;                                                            \
-                    }                                                                             \
-                    memcpy(out[r] + v * LANES_##S, &sum, sizeof sum);                             \
-                }                                                                                 \
-                continue;                                                                         \
-            }                                                                                     \
-            T whole[TILE_##S];                                                                    \
-            memcpy(whole, total[r], sizeof whole);                                                \
-            if (accumulate) {                                                                     \
-                for (int64_t c = 0; c < cols; c++) out[r][c] += whole[c];                         \
-            } else {                                                                              \
-                memcpy(out[r], whole, (size_t)cols * sizeof(T));                                  \
-            }                                                                                     \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* The last B % TILE columns of m (n rows, `ld` apart), copied into `tail` (n x TILE, zeros   \
-       beyond B), so that every tile reads whole vectors; returns where the tail begins. */       \
-    static int64_t pack_tail_##S(const T *m, int64_t ld, int64_t n, int64_t B, T *tail) {         \
-        const int64_t start = B - B % TILE_##S;                                                   \
-        if (start == B) return B;                                                                 \
-        for (int64_t k = 0; k < n; k++) {                                                         \
-            for (int64_t c = 0; c < TILE_##S; c++)                                                \
-                tail[k * TILE_##S + c] = start + c < B ? m[k * ld + start + c] : 0;               \
-        }                                                                                         \
-        return start;                                                                             \
-    }                                                                                             \
-                                                                                                  \
-    /* out rows (PANEL_ROWS, B each, NULL for padding) = (+= with `accumulate`) panel a (n x      \
-       PANEL_ROWS) times m (n rows of B, `ld` apart), whose last columns pack_tail_ put in `tail` \
-       from `start` on */                                                                         \
-    static void panel_product_##S(const T *a, int64_t n, const T *m, int64_t ld, int64_t B,       \
-                                  const T *tail, int64_t start, T *const *rows, int accumulate) { \
-        T *out[PANEL_ROWS];                                                                       \
-        for (int64_t c = 0; c < start; c += TILE_##S) {                                           \
-            for (int r = 0; r < PANEL_ROWS; r++) out[r] = rows[r] ? rows[r] + c : 0;              \
-            tile_##S(n, a, m + c, ld, out, TILE_##S, accumulate);                                 \
-        }                                                                                         \
-        if (start < B) {                                                                          \
-            for (int r = 0; r < PANEL_ROWS; r++) out[r] = rows[r] ? rows[r] + start : 0;          \
-            tile_##S(n, a, tail, TILE_##S, out, B - start, accumulate);                           \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* panel (n x PANEL_ROWS) [k][r] = w[offsets[r] + k * stride], 0 where offsets[r] < 0 */      \
-    static void pack_panel_##S(const T *w, const int64_t *offsets, int64_t stride, int64_t n,     \
-                               T *panel) {                                                        \
-        for (int64_t k = 0; k < n; k++) {                                                         \
-            for (int r = 0; r < PANEL_ROWS; r++)                                                  \
-                panel[k * PANEL_ROWS + r] = offsets[r] < 0 ? 0 : w[offsets[r] + k * stride];      \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* Forward, the panels of the units u0 .. u1 - 1 of w (K*H rows of n, `ld` apart) into        \
-       `packed` (n x PANEL_ROWS each): panel p holds the `gates` gates of PANEL_ROWS / gates      \
-       units, its row g * units + u being w's row g * H + p * units + u, zero past u1. */         \
-    static void pack_gate_panels_##S(const T *w, int64_t ld, int64_t n, int64_t gates, int64_t H, \
-                                     int64_t u0, int64_t u1, T *packed) {                         \
-        const int64_t units = PANEL_ROWS / gates;                                                 \
-        for (int64_t j0 = u0; j0 < u1; j0 += units) {                                             \
-            int64_t offsets[PANEL_ROWS];                                                          \
-            for (int r = 0; r < PANEL_ROWS; r++) {                                                \
-                const int64_t unit = j0 + r % units;                                              \
-                offsets[r] = unit < u1 ? (r / units * H + unit) * ld : -1;                        \
-            }                                                                                     \
-            pack_panel_##S(w, offsets, 1, n, packed + j0 / units * n * PANEL_ROWS);               \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* Backward, the panels of the rows r0 .. r1 - 1 of wᵀ, for w (n rows, `ld` apart): panel p   \
-       holds wᵀ's rows p * PANEL_ROWS + r, w's columns, zero past r1. */                          \
-    static void pack_column_panels_##S(const T *w, int64_t ld, int64_t n, int64_t r0, int64_t r1, \
-                                       T *packed) {                                               \
-        for (int64_t j0 = r0; j0 < r1; j0 += PANEL_ROWS) {                                        \
-            int64_t offsets[PANEL_ROWS];                                                          \
-            for (int r = 0; r < PANEL_ROWS; r++) offsets[r] = j0 + r < r1 ? j0 + r : -1;          \
-            pack_panel_##S(w, offsets, ld, n, packed + j0 / PANEL_ROWS * n * PANEL_ROWS);         \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* y[j] += x[j] for the rows j = u0 .. u1 - 1 of B numbers (rows ldy and ldx apart) */        \
-    static void add_rows_##S(T *restrict y, int64_t ldy, const T *restrict x, int64_t ldx,        \
-                             int64_t u0, int64_t u1, int64_t B) {                                 \
-        for (int64_t j = u0; j < u1; j++) {                                                       \
-            SIMD for (int64_t b = 0; b < B; b++) y[j * ldy + b] += x[j * ldx + b];                \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* Past the ends of the sequences (pass_args: lengths): the columns b with lengths[b] <= t.   \
-       Forward, after step t's cell, each of the `parts` of the state leaving the step (the       \
-       step's arrays 2 + parts + k) gets the units j0 .. j1 - 1 of the part entering it (2 + k),  \
-       in the columns c0 .. c1 - 1. */                                                            \
-    static void carry_past_end_##S(const step_args *s, const int64_t *lengths, int64_t t,         \
-                                   int64_t parts, int64_t c0, int64_t c1, int64_t j0, int64_t j1) {\
-        for (int64_t b = c0; b < c1; b++) {                                                       \
-            if (t < lengths[b]) continue;                                                         \
-            for (int64_t k = 0; k < parts; k++) {                                                 \
-                const array_arg in = s->a[2 + k], out = s->a[2 + parts + k];                      \
-                for (int64_t j = j0; j < j1; j++) ROW(T, out, j)[b] = ROW(T, in, j)[b];           \
-            }                                                                                     \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* Backward, before step t's cell: each of the `parts` of the gradient reaching the state     \
-       (the step's arrays 0 .. parts - 1) moves, in the columns past the end and the units j0 ..  \
-       j1 - 1, into `kept` (parts x H x B numbers), and the step gets zero there; then dy_t       \
-       (`dy`, rows `ld_dy` apart) is added to the gradient of h_t (array 0) in the other columns. */\
-    static void hold_past_end_##S(const step_args *s, const int64_t *lengths, int64_t t,          \
-                                  int64_t parts, const T *dy, int64_t ld_dy, int64_t j0,          \
-                                  int64_t j1, T *kept) {                                          \
-        const int64_t B = s->B, H = s->H;                                                         \
-        for (int64_t b = 0; b < B; b++) {                                                         \
-            const int within = t < lengths[b];                                                    \
-            for (int64_t k = 0; k < parts; k++) {                                                 \
-                T *d = ROW(T, s->a[k], 0);                                                        \
-                const int64_t ld = s->a[k].ld;                                                    \
-                for (int64_t j = j0; j < j1; j++) {                                               \
-                    if (within) {                                                                 \
-                        if (k == 0) d[j * ld + b] += dy[j * ld_dy + b];                           \
-                    } else {                                                                      \
-                        kept[(k * H + j) * B + b] = d[j * ld + b];                                \
-                        d[j * ld + b] = 0;                                                        \
-                    }                                                                             \
-                }                                                                                 \
-            }                                                                                     \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* Backward, after step t: what hold_past_end_ kept passes to the state entering the step,    \
-       h's part into `dh_prev` (rows `ld_prev` apart), the others into the step's arrays 1 ..     \
-       parts - 1, which the cell has written with its (zero) gradient there. */                   \
-    static void release_past_end_##S(const step_args *s, const int64_t *lengths, int64_t t,       \
-                                     int64_t parts, T *dh_prev, int64_t ld_prev, int64_t j0,      \
-                                     int64_t j1, const T *kept) {                                 \
-        const int64_t B = s->B, H = s->H;                                                         \
-        for (int64_t b = 0; b < B; b++) {                                                         \
-            if (t < lengths[b]) continue;                                                         \
-            for (int64_t k = 0; k < parts; k++) {                                                 \
-                T *d = k == 0 ? dh_prev : ROW(T, s->a[k], 0);                                     \
-                const int64_t ld = k == 0 ? ld_prev : s->a[k].ld;                                 \
-                for (int64_t j = j0; j < j1; j++) d[j * ld + b] += kept[(k * H + j) * B + b];     \
-            }                                                                                     \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* the rows r0 .. r1 - 1 of out (B each, `ld_out` apart; r0 a multiple of PANEL_ROWS) = the   \
-       panels of those rows in `packed` (n x PANEL_ROWS each) times m, as panel_product_ */       \
-    static void row_range_product_##S(const T *packed, int64_t n, const T *m, int64_t ld,         \
-                                      int64_t B, const T *tail, int64_t start, T *out,            \
-                                      int64_t ld_out, int64_t r0, int64_t r1) {                   \
-        for (int64_t j0 = r0; j0 < r1; j0 += PANEL_ROWS) {                                        \
-            T *rows[PANEL_ROWS];                                                                  \
-            for (int r = 0; r < PANEL_ROWS; r++)                                                  \
-                rows[r] = j0 + r < r1 ? out + (j0 + r) * ld_out : 0;                              \
-            panel_product_##S(packed + j0 / PANEL_ROWS * n * PANEL_ROWS, n, m, ld, B, tail, start,\
-                              rows, 0);                                                           \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* One sum over time of gradient_rows_: dw[r][0 .. N) from m (rows `ld_m` apart) */           \
-    typedef struct {                                                                              \
-        const T *m;                                                                               \
-        int64_t ld_m, N;                                                                          \
-        T *dw;                                                                                    \
-        int64_t ld_dw;                                                                            \
-    } gradient_target_##S;                                                                        \
-                                                                                                  \
-    /* For each of the `count` (at most GRADIENT_TARGETS) targets, dw[r][0 .. N) (+= with         \
-       `accumulate`) Σ_k dpre[r][k] m[k][0 .. N), k < K, for the rows r = g * H + j of the gates  \
-       g < `gates` and the units u0 <= j < u1 (dpre's rows `ld_dpre` apart, k contiguous), a      \
-       block of GRADIENT_BLOCK k at a time: each panel of PANEL_ROWS rows of dpre packed once     \
-       into `panel` for every target, each m's last columns into its own of the `tails`. */       \
-    static void gradient_rows_##S(const T *dpre, int64_t ld_dpre, int64_t K,                      \
-                                  const gradient_target_##S *targets, int count, int64_t gates,   \
-                                  int64_t H, int64_t u0, int64_t u1, int accumulate, T *panel,    \
-                                  T *tails) {                                                     \
-        for (int64_t k0 = 0; k0 < K; k0 += GRADIENT_BLOCK) {                                      \
-            const int64_t kc = K - k0 < GRADIENT_BLOCK ? K - k0 : GRADIENT_BLOCK;                 \
-            int64_t starts[GRADIENT_TARGETS];                                                     \
-            for (int t = 0; t < count; t++) {                                                     \
-                starts[t] = pack_tail_##S(targets[t].m + k0 * targets[t].ld_m, targets[t].ld_m, kc,\
-                                          targets[t].N, tails + t * GRADIENT_BLOCK * TILE_##S);   \
-            }                                                                                     \
-            for (int64_t g = 0; g < gates; g++) {                                                 \
-                for (int64_t j0 = u0; j0 < u1; j0 += PANEL_ROWS) {                                \
-                    for (int r = 0; r < PANEL_ROWS; r++) {                                        \
-                        const T *row = dpre + (g * H + j0 + r) * ld_dpre + k0;                    \
-                        for (int64_t k = 0; k < kc; k++)                                          \
-                            panel[k * PANEL_ROWS + r] = j0 + r < u1 ? row[k] : 0;                 \
-                    }                                                                             \
-                    for (int t = 0; t < count; t++) {                                             \
-                        const gradient_target_##S *to = &targets[t];                              \
-                        T *out[PANEL_ROWS];                                                       \
-                        for (int r = 0; r < PANEL_ROWS; r++)                                      \
-                            out[r] = j0 + r < u1 ? to->dw + (g * H + j0 + r) * to->ld_dw : 0;     \
-                        panel_product_##S(panel, kc, to->m + k0 * to->ld_m, to->ld_m, to->N,      \
-                                          tails + t * GRADIENT_BLOCK * TILE_##S, starts[t], out,  \
-                                          accumulate || k0 > 0);                                  \
-                    }                                                                             \
-                }                                                                                 \
-            }                                                                                     \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* out[r * stride] (+= with `accumulate`) Σ_k dpre[r][k], k < K, for the rows of              \
-       gradient_rows_ */                                                                          \
-    static void row_sums_##S(const T *dpre, int64_t ld_dpre, int64_t K, T *out, int64_t stride,   \
-                             int64_t gates, int64_t H, int64_t u0, int64_t u1, int accumulate) {  \
-        for (int64_t g = 0; g < gates; g++) {                                                     \
-            for (int64_t j = u0; j < u1; j++) {                                                   \
-                const T *row = dpre + (g * H + j) * ld_dpre;                                      \
-                T sum = 0;                                                                        \
-                _Pragma("omp simd reduction(+ : sum)")                                            \
-                for (int64_t k = 0; k < K; k++) sum += row[k];                                    \
-                T *to = out + (g * H + j) * stride;                                               \
-                *to = accumulate ? *to + sum : sum;                                               \
-            }                                                                                     \
-        }                                                                                         \
-    }                                                                                             \
-                                                                                                  \
-    /* a thread's share of the sums over time of a backward pass (gradient_args); where dpre_x    \
-       is dpre_h (LSTM, RNN) both weights' sums read each packed panel of it */                   \
-    static void gradients_##S(const gradient_args *d, int64_t gates, int64_t H, int64_t u0,       \
-                              int64_t u1, T *scratch) {                                           \
-        T *panel = scratch, *tails = scratch + GRADIENT_BLOCK * PANEL_ROWS;                       \
-        const T *dpre_h = (const T *)(intptr_t)d->dpre_h, *dpre_x = (const T *)(intptr_t)d->dpre_x;\
-        T *dw_hh = (T *)(intptr_t)d->dw_hh;                                                       \
-        const int accumulate = (int)d->accumulate;                                                \
-        const gradient_target_##S targets[GRADIENT_TARGETS] = {                                   \
-            {(const T *)(intptr_t)d->h_rows, H, H, dw_hh, d->ld_dw_hh},                           \
-            {(const T *)(intptr_t)d->x_rows, d->I, d->I, (T *)(intptr_t)d->dw_ih, d->ld_dw_ih}};  \
-        if (dpre_x == dpre_h && d->ld_dpre_x == d->ld_dpre_h) {                                   \
-            gradient_rows_##S(dpre_h, d->ld_dpre_h, d->K, targets, 2, gates, H, u0, u1,           \
-                              accumulate, panel, tails);                                          \
-        } else {                                                                                  \
-            gradient_rows_##S(dpre_h, d->ld_dpre_h, d->K, targets, 1, gates, H, u0, u1,           \
-                              accumulate, panel, tails);                                          \
-            gradient_rows_##S(dpre_x, d->ld_dpre_x, d->K, targets + 1, 1, gates, H, u0, u1,       \
-                              accumulate, panel, tails);                                          \
-        }                                                                                         \
-        row_sums_##S(dpre_h, d->ld_dpre_h, d->K, dw_hh + H, d->ld_dw_hh, gates, H, u0, u1,        \
-                     accumulate);                                                                 \
-        if (d->db_ih)                                                                             \
-            row_sums_##S(dpre_x, d->ld_dpre_x, d->K, (T *)(intptr_t)d->db_ih, 1, gates, H, u0, u1,\
-                         accumulate);                                                             \
-    }
-DEFINE_TILE(float, f32)
-DEFINE_TILE(double, f64)
 
 /* One pass, shared by its threads: the tables of its steps (rows of int64, `*_width` apart) */
 typedef struct pass_context {
@@ -553,159 +353,18 @@ static void run_pass(const int64_t *before, int64_t before_width, const int64_t 
     run_threads(&context, ((const step_args *)steps)->H, rows);
 }
 
-/* Forward, steps 0 .. count - 1: row i of `products` holds h_{t-1} (n rows, the product's
-   input), [x_t; 1] (input_n rows), h_t (H rows, as the cell writes it) and h_t as B rows of H
-   (`h_rows`, y and what the backward's sums over time read); row i of `steps` the cell's
-   arrays, whose pre_x and pre_h the threads replace with their own. A forward panel holds
-   PANEL_ROWS / K units: its rows are gate g of unit j0 + u at row g * (PANEL_ROWS / K) + u.
-   Each tile of the products goes to the thread's scratch, and the cell runs on it while it is
-   in L1: pre_x and pre_h, and the arrays of the cache that `discard` marks (bit k: the step's
-   array k; inference keeps no cache), each have a `region` of K*H + PANEL_ROWS rows of a tile,
-   where row g * H + j of a panel's units lies at H + g * H + j - j0: the same few rows for
-   every panel, which stay in L1 instead of taking room from the weights in L2. */
-#define DEFINE_FORWARD_THREADS(CELL, S, T)                                                        \
-    static void CELL##_forward_units_##S(pass_context *c, int64_t thread, int64_t u0,             \
-                                         int64_t u1) {                                            \
-        const pass_args *p = c->pass;                                                             \
-        const int64_t n = p->n, n_x = p->input_n, gates = p->gates, per_panel = PANEL_ROWS / gates;\
-        const int64_t H = ((const step_args *)c->steps)->H;                                       \
-        const int64_t region = (gates * H + PANEL_ROWS) * TILE_##S;                               \
-        T *packed = (T *)(intptr_t)p->packed, *packed_x = (T *)(intptr_t)p->input_packed;         \
-        T *tail = (T *)(intptr_t)p->scratch + thread * p->scratch_numbers;                        \
-        T *tail_x = tail + n * TILE_##S, *regions = tail_x + n_x * TILE_##S;                      \
-        const int64_t *lengths = (const int64_t *)(intptr_t)p->lengths;                           \
-        pack_gate_panels_##S((const T *)(intptr_t)p->weights, p->ld_weights, n, gates, H, u0, u1, \
-                             packed);                                                             \
-        pack_gate_panels_##S((const T *)(intptr_t)p->input_weights, p->ld_input_weights, n_x,     \
-                             gates, H, u0, u1, packed_x);                                         \
-        for (int64_t i = 0; i < c->count; i++) {                                                  \
-            const step_args *product = (const step_args *)(c->products + i * c->product_width);   \
-            const step_args *s = (const step_args *)(c->steps + i * c->step_width);               \
-            const int64_t B = s->B, ld_h = product->a[0].ld, ld_x = product->a[1].ld;             \
-            const T *h = ROW(T, product->a[0], 0), *x = ROW(T, product->a[1], 0);                 \
-            const int64_t start = pack_tail_##S(h, ld_h, n, B, tail);                             \
-            pack_tail_##S(x, ld_x, n_x, B, tail_x);                                               \
-            for (int64_t j0 = u0; j0 < u1; j0 += per_panel) {                                     \
-                const int64_t j1 = j0 + per_panel < u1 ? j0 + per_panel : u1;                     \
-                const int64_t panel = j0 / per_panel;                                             \
-                T *base = regions + (H - j0) * TILE_##S, *rows_x[PANEL_ROWS], *rows_h[PANEL_ROWS];\
-                for (int r = 0; r < PANEL_ROWS; r++) {                                            \
-                    const int64_t gate = r / per_panel, unit = j0 + r % per_panel;                \
-                    rows_x[r] = unit < j1 ? base + (gate * H + unit) * TILE_##S : 0;              \
-                    rows_h[r] = unit < j1 ? rows_x[r] + region : 0;                               \
-                }                                                                                 \
-                for (int64_t c0 = 0; c0 < B; c0 += TILE_##S) {                                    \
-                    const int in_tail = c0 >= start;                                              \
-                    const int64_t cols = B - c0 < TILE_##S ? B - c0 : TILE_##S;                   \
-                    tile_##S(n_x, packed_x + panel * n_x * PANEL_ROWS, in_tail ? tail_x : x + c0, \
-                             in_tail ? TILE_##S : ld_x, rows_x, cols, 0);                         \
-                    tile_##S(n, packed + panel * n * PANEL_ROWS, in_tail ? tail : h + c0,         \
-                             in_tail ? TILE_##S : ld_h, rows_h, cols, 0);                         \
-                    step_args local = *s;                                                         \
-                    local.B = cols;                                                               \
-                    for (int k = 0, d = 2; k < (int)(sizeof local.a / sizeof local.a[0]); k++) {  \
-                        local.a[k].addr += c0 * (int64_t)sizeof(T);                               \
-                        if (k < 2 || (p->discard >> k & 1))                                       \
-                            local.a[k] = (array_arg){(intptr_t)(base + (k < 2 ? k : d++) * region),\
-                                                     TILE_##S};                                   \
-                    }                                                                             \
-                    CELL##_step_units_##S(&local, j0, j1);                                        \
-                    if (lengths)                                                                  \
-                        carry_past_end_##S(s, lengths, p->first_step + i, p->states, c0,          \
-                                           c0 + cols, j0, j1);                                    \
-                }                                                                                 \
-                const T *h_t = ROW(T, product->a[2], 0);                                          \
-                T *h_rows = ROW(T, product->a[3], 0);                                             \
-                const int64_t ld_t = product->a[2].ld, ld_rows = product->a[3].ld;                \
-                for (int64_t j = j0; j < j1; j++)                                                 \
-                    for (int64_t b = 0; b < B; b++) h_rows[b * ld_rows + j] = h_t[j * ld_t + b];  \
-            }                                                                                     \
-            meet(&c->meeting);                                                                    \
-        }                                                                                         \
-    }                                                                                             \
-    void CELL##_forward_threads_##S(const int64_t *products, int64_t product_width,               \
-                                    const int64_t *steps, int64_t step_width,                     \
-                                    const int64_t *pass, int64_t pass_width, int64_t count) {     \
-        (void)pass_width;                                                                         \
-        run_pass(0, 0, steps, step_width, products, product_width, pass, count,                   \
-                 PANEL_ROWS / ((const pass_args *)pass)->gates, CELL##_forward_units_##S);         \
-    }
+/* The typed kernels, once per element type: cells.c (the cells' steps, the product at B = 1
+   and whole passes at B = 1) and threaded.c (the threaded passes at B > 1). */
+#define real float
+#define NAME(x) x##_f32
+#include "cells.c"
+#include "threaded.c"
+#undef real
+#undef NAME
 
-/* Backward, steps count - 1 down to 0: row i of `before` holds dy_t and dh_t (H rows each; dy_t
-   is added to dh_t), row i of `steps` the cell's backward arrays (dh_t first), row i of
-   `products` dpre_h (n = K*H rows) and dh_{t-1} (H rows), which gets W_hhᵀ dpre_h and, with
-   `direct`, the cell's direct gradient left in dh_t, then, with input_n = I, dpre_x (n rows)
-   and dx_tᵀ (I rows), which gets W_ihᵀ dpre_x. Backward panels are PANEL_ROWS units, or rows
-   of dx_tᵀ, of which each thread has a share as of its units. */
-#define DEFINE_BACKWARD_THREADS(CELL, S, T)                                                       \
-    static void CELL##_backward_units_##S(pass_context *c, int64_t thread, int64_t u0,            \
-                                          int64_t u1) {                                           \
-        const pass_args *p = c->pass;                                                             \
-        const int64_t n = p->n, threads = c->meeting.threads;                                     \
-        const int64_t x0 = share_start(p->input_n, thread, threads, PANEL_ROWS);                  \
-        const int64_t x1 = share_start(p->input_n, thread + 1, threads, PANEL_ROWS);              \
-        T *packed = (T *)(intptr_t)p->packed, *packed_x = (T *)(intptr_t)p->input_packed;         \
-        T *tail = (T *)(intptr_t)p->scratch + thread * p->scratch_numbers;                        \
-        T *tail_x = tail + n * TILE_##S;                                                          \
-        const int64_t *lengths = (const int64_t *)(intptr_t)p->lengths;                           \
-        T *kept = (T *)(intptr_t)p->kept;                                                         \
-        pack_column_panels_##S((const T *)(intptr_t)p->weights, p->ld_weights, n, u0, u1,         \
-                               packed);                                                           \
-        if (x0 < x1) {                                                                            \
-            pack_column_panels_##S((const T *)(intptr_t)p->input_weights, p->ld_input_weights, n, \
-                                   x0, x1, packed_x);                                             \
-        }                                                                                         \
-        for (int64_t i = c->count - 1; i >= 0; i--) {                                             \
-            const step_args *before = (const step_args *)(c->before + i * c->before_width);       \
-            const step_args *s = (const step_args *)(c->steps + i * c->step_width);               \
-            const step_args *product = (const step_args *)(c->products + i * c->product_width);   \
-            const int64_t B = s->B;                                                               \
-            const T *dy = ROW(T, before->a[0], 0);                                                \
-            T *dh = ROW(T, before->a[1], 0);                                                      \
-            const int64_t t = p->first_step + i;                                                  \
-            if (lengths)                                                                          \
-                hold_past_end_##S(s, lengths, t, p->states, dy, before->a[0].ld, u0, u1, kept);   \
-            else                                                                                  \
-                add_rows_##S(dh, before->a[1].ld, dy, before->a[0].ld, u0, u1, B);                \
-            CELL##_step_back_units_##S(s, u0, u1);                                                \
-            meet(&c->meeting);                                                                    \
-            const T *dpre = ROW(T, product->a[0], 0);                                             \
-            T *dh_prev = ROW(T, product->a[1], 0);                                                \
-            const int64_t ld_dpre = product->a[0].ld, ld_prev = product->a[1].ld;                 \
-            const int64_t start = pack_tail_##S(dpre, ld_dpre, n, B, tail);                       \
-            row_range_product_##S(packed, n, dpre, ld_dpre, B, tail, start, dh_prev, ld_prev, u0, \
-                                  u1);                                                            \
-            if (p->direct) /* GRU: z * dh, left in dh by the cell */                              \
-                add_rows_##S(dh_prev, ld_prev, ROW(T, s->a[0], 0), s->a[0].ld, u0, u1, B);        \
-            if (lengths)                                                                          \
-                release_past_end_##S(s, lengths, t, p->states, dh_prev, ld_prev, u0, u1, kept);   \
-            if (x0 < x1) {                                                                        \
-                const T *dpre_x = ROW(T, product->a[2], 0);                                       \
-                T *dx = ROW(T, product->a[3], 0);                                                 \
-                const int64_t ld_dpre_x = product->a[2].ld;                                       \
-                const int same = dpre_x == dpre && ld_dpre_x == ld_dpre; /* LSTM, RNN */          \
-                const int64_t start_x =                                                           \
-                    same ? start : pack_tail_##S(dpre_x, ld_dpre_x, n, B, tail_x);                \
-                row_range_product_##S(packed_x, n, dpre_x, ld_dpre_x, B, same ? tail : tail_x,    \
-                                      start_x, dx, product->a[3].ld, x0, x1);                     \
-            }                                                                                     \
-        }                                                                                         \
-        if (p->gradients) {                                                                       \
-            const step_args *s = (const step_args *)c->steps;                                     \
-            gradients_##S((const gradient_args *)(intptr_t)p->gradients, p->gates, s->H, u0, u1,  \
-                          tail);                                                                  \
-        }                                                                                         \
-    }                                                                                             \
-    void CELL##_backward_threads_##S(const int64_t *before, int64_t before_width,                 \
-                                     const int64_t *steps, int64_t step_width,                    \
-                                     const int64_t *products, int64_t product_width,              \
-                                     const int64_t *pass, int64_t pass_width, int64_t count) {    \
-        (void)pass_width;                                                                         \
-        run_pass(before, before_width, steps, step_width, products, product_width, pass, count,   \
-                 PANEL_ROWS, CELL##_backward_units_##S);                                          \
-    }
-
-FOR_EACH_CELL(DEFINE_FORWARD_THREADS, f32, float)
-FOR_EACH_CELL(DEFINE_FORWARD_THREADS, f64, double)
-FOR_EACH_CELL(DEFINE_BACKWARD_THREADS, f32, float)
-FOR_EACH_CELL(DEFINE_BACKWARD_THREADS, f64, double)
+#define real double
+#define NAME(x) x##_f64
+#include "cells.c"
+#include "threaded.c"
+#undef real
+#undef NAME
