@@ -3,8 +3,8 @@ default where it built kernels this CPU runs) or the readable reference (``"refe
 ``bptt.cells`` with ``bptt.reference``).
 
 ``bptt.kernels.use("reference")`` (or ``BPTT_KERNELS=reference``, ``--kernels reference``)
-runs the reference; ``use("c")`` goes back. The C is ``cells.c`` and ``recurrence.c``,
-compiled when bptt was installed, for the best instruction set this CPU has (``library.py``;
+runs the reference; ``use("c")`` goes back. The C is ``recurrence.c`` with the templates it
+includes once per element type (``cells.c``, ``threaded.c``), compiled when bptt was installed, for the best instruction set this CPU has (``library.py``;
 ``isa()`` says which); ``passes.py`` plans its whole passes and says which passes it takes
 (``passes.supports``). Every result is the same up to rounding, and the exactness tests run
 both.
@@ -14,7 +14,7 @@ At B > 1 a pass (with or without lengths) runs its steps in one call on ``thread
 the caller and workers started on first use and kept (kept off the caller's CPU only where
 asked, ``use(..., pin=True)``), each with its share of the hidden units and of the weights,
 which it packs at the pass's start, and with each step's products in its own tile kernel
-instead of BLAS (``recurrence.c``): forward, the input projection and the recurrent product,
+instead of BLAS (``threaded.c``): forward, the input projection and the recurrent product,
 each tile handed to the cell while it is in cache; backward, the recurrent product and dx, and
 after the steps the parameter gradients, each thread those of its units. A training step of a
 layer then calls no BLAS at all. One pass at a time uses the workers; a pass started

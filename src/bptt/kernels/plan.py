@@ -1,6 +1,6 @@
 """The compiled cells as the backend's passes call them, their arguments planned.
 
-A kernel of ``cells.c`` takes one row of int64 per step, a ``step_args`` of contract.h, whose
+A kernel of ``cells.c`` (or a pass of ``threaded.c``) takes one row of int64 per step, a ``step_args`` of contract.h, whose
 fields this module reads there by name (:func:`contract_fields`): B, H, which arrays of the
 step run next to prefetch and where its row is, then the address and the row stride (``ld``,
 in numbers) of each array it reads or writes, one time step's (F, B) slice of a buffer. The
@@ -175,7 +175,7 @@ def contract_row(struct, **values):
 
 
 def gradient_args(dpre_h, dpre_x, h_rows, x_rows, dw_hh_1, dw_ih, db_ih, accumulate):
-    """The ``gradient_args`` of ``recurrence.c``: the sums over the steps of a threaded backward
+    """The ``gradient_args`` of ``threaded.c``: the sums over the steps of a threaded backward
     pass, ``[dW_hh | db_hh] (+)= dpre_h [h_rows | 1]``, ``dW_ih (+)= dpre_x x_rows`` and, unless
     ``db_ih`` is None, ``db_ih (+)= dpre_x 1``, added to what the outputs hold with
     ``accumulate``, else written.
@@ -241,7 +241,7 @@ class Steps:
 class Threaded(Steps):
     """Planned recurrent products on threads: the rows of :class:`Steps` (never called one by
     one), the packed weights and scratch they point into, the row of ``pass_args`` of
-    ``recurrence.c`` and the hidden units H of the layer."""
+    ``threaded.c`` and the hidden units H of the layer."""
 
     __slots__ = ("pass_args", "units")
 
