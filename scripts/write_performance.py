@@ -136,9 +136,9 @@ def machine(report):
 LEVERS_FILE = pathlib.Path(__file__).resolve().with_name("performance_levers.md")
 
 
-def document(reports, note):
-    """The page, from one report per implementation (``{"c": report}``, ``{"reference": ..., "c": ...}``)."""
-    date = datetime.date.today().isoformat()
+def document(reports, note, date):
+    """The page, from one report per implementation (``{"c": report}``, ``{"reference": ..., "c": ...}``),
+    measured on ``date`` (ISO)."""
     first = next(iter(reports.values()))
     parts = [
         "# Performance",
@@ -172,6 +172,8 @@ def main(argv=None):
     parser.add_argument("--from-json", metavar="PATH", help="write the doc from a saved report instead of running")
     parser.add_argument("--kernels", default="c", help="comma-separated implementations to run (default c)")
     parser.add_argument("-o", "--output", default=str(DOC))
+    parser.add_argument("--date", default=datetime.date.today().isoformat(),
+                        help="the day of the run, for --from-json (default today)")
     args = parser.parse_args(argv)
     if args.from_json:
         reports = json.loads(pathlib.Path(args.from_json).read_text())
@@ -186,7 +188,7 @@ def main(argv=None):
             reports[name] = bench.run(bench.select_cases(patterns), threads=args.threads, repeat=args.repeat,
                                       memory=number == 0,
                                       progress=lambda row: print(bench.format_row(row), file=sys.stderr, flush=True))
-    pathlib.Path(args.output).write_text(document(reports, args.note))
+    pathlib.Path(args.output).write_text(document(reports, args.note, args.date))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(reports, indent=1))
     for report in reports.values():
