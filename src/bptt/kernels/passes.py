@@ -155,7 +155,7 @@ def _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_c
     pre_h from the threads' scratch; with a ``mask``, the threads carry each sequence's state
     past its end."""
     cell = compiled.cell
-    T, B, I = x.shape
+    T, B, _ = x.shape
     KH, H = weights.w_hh.shape
     rows = w_hh_1.shape[1]
     h_hist, h_steps, other_steps, cache_steps = _state_buffers(cell, x, state0, keep_cache)
