@@ -111,7 +111,10 @@ INLINE void NAME(for_each_element)(const step_args *s, int64_t j0, int64_t j1,
     }
 }
 
-/* element_at where every array's rows lie one number apart: unit j of array k at a[k] + j */
+/* element_at where every array's rows lie one number apart: unit j of array k at a[k] + j.
+   Its own function, not a flag of element_at: with the flag in the loop the threaded passes
+   inline, GCC's inlining of them changed and the threaded forward took 10 % more CPU time
+   (scripts/performance_levers.md, 2026-12-03) */
 INLINE void NAME(element_of_adjacent)(const step_args *s, int64_t j,
                                       void (*element)(real *const *a, const int64_t *gate)) {
     real *a[MAX_ARRAYS];

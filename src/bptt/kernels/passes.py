@@ -5,9 +5,9 @@ declines. Both compute the same up to rounding, and the tests hold them together
 
 Legend: T time steps, B batch, I input features, H hidden units, K gates per cell.
 
-At B > 1 one call of the threaded passes (``threaded.c``) runs a whole pass on ``kernels.threads()`` threads
-(:meth:`plan.CompiledCell.threaded_forward`, ``threaded_backward``): each thread owns hidden
-units and packs its share of the weights once; forward, the input projection, the recurrent
+At B > 1 one call of the threaded passes (``threaded.c``) runs a whole pass on
+``kernels.threads()`` threads (:meth:`plan.CompiledCell.threaded_forward`,
+``threaded_backward``): each thread owns hidden units and packs its share of the weights once; forward, the input projection, the recurrent
 product and the cell, tile by tile; backward, the cell, the recurrent product and dx per step,
 and after the steps its units' rows of the parameter gradients, the sums over time
 ``dW_hh = Σ_t dpre_h_tᵀ h_{t-1}`` that BPTT is. A right-padded batch runs on the same threads
@@ -278,8 +278,8 @@ def backward(dy, dstate, cache):
                 cache.h_rows[start:stop].reshape(n * B, H),
                 np.ascontiguousarray(x[start:stop]).reshape(n * B, I), dw_hh_1, dw_ih, db_ih, accumulate=stop != T)
             products = compiled.threaded_backward(
-                w_hh, w_ih, (dpre_h, t_here - start), (dh_pair.transpose(0, 2, 1), 1 - parity), (dpre_x, t_here - start), (dx_steps, t_here - start), n, kernels.threads(), sums,
-                lengths, start,
+                w_hh, w_ih, (dpre_h, t_here - start), (dh_pair.transpose(0, 2, 1), 1 - parity), (dpre_x, t_here - start),
+                (dx_steps, t_here - start), n, kernels.threads(), sums, lengths, start,
             )
         else:
             products = compiled.product_steps(w_hh, (dpre_h[:, 0], t_here - start), (dh_pair[:, :, 0], 1 - parity), n)
