@@ -2,8 +2,14 @@
 links to."""
 
 import importlib.util
+import os
 import pathlib
+import platform
 import re
+import subprocess
+import sys
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -68,3 +74,17 @@ def test_the_course_cell_path_formula_is_quoted_whole():
     for line in text.splitlines():
         if "`dc_prev = dc_next * ft`" in line:
             assert "literally" in line
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="OpenBLAS's core names are x86's")
+def test_numbers_do_not_depend_on_the_kernels_that_round_them():
+    """Another BLAS kernel or NumPy without its dispatched SIMD loops sums in another order; every
+    printed digit must survive that (a chaotic row would not: the doc says why it has none)."""
+    from numpy._core import _multiarray_umath
+
+    no_simd = " ".join(_multiarray_umath.__cpu_dispatch__)
+    generic = {"OPENBLAS_CORETYPE": "Prescott", "NPY_DISABLE_CPU_FEATURES": no_simd}
+    for setting in ({"OPENBLAS_CORETYPE": "Haswell"}, generic):
+        run = subprocess.run([sys.executable, str(ROOT / "scripts" / "derivation_numbers.py"), "--check"],
+                             env=dict(os.environ, **setting), capture_output=True, text=True)
+        assert run.returncode == 0, f"{setting}: {run.stderr}"
