@@ -229,6 +229,33 @@ def test_load_state_dict_lists_every_bad_key_in_one_message_and_changes_nothing(
         assert np.array_equal(lstm.params[name], value), f"{name} changed by a failed load"
 
 
+@pytest.mark.parametrize("make", [
+    lambda: bptt.Network(bptt.GRU(3, 4, dtype=np.float64), 5, input="embedding", vocab_size=6),
+    lambda: bptt.nets.Seq2Seq(bptt.LSTM(3, 4, dtype=np.float64), bptt.LSTM(3, 4, dtype=np.float64), 6,
+                         source_vocab_size=7, start_id=1),
+], ids=["network", "seq2seq"])
+def test_a_network_loads_a_state_dict_as_a_layer_does(make):
+    model = make()
+    before = model.state_dict()
+    bad = model.state_dict()
+    name = next(k for k in bad if "weight_hh" in k)
+    bad[name] = bad[name][:, :-1]
+    bad["head.bias"] = bad["head.bias"].astype(np.int32)
+    del bad[next(iter(bad))]
+    bad["extra"] = np.zeros(1)
+    with raises(ValueError, f"cannot load state_dict into {model!r}") as info:
+        model.load_state_dict(bad)
+    message = str(info.value)
+    for fragment in [f"missing keys: {next(iter(before))}", "unexpected keys: extra",
+                     f"{name}: expected {before[name].shape} but got {bad[name].shape}",
+                     "head.bias: expected a float dtype but got int32"]:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert all(np.array_equal(model.params[k], v) for k, v in before.items())
+    single = {k: v.astype(np.float32) for k, v in before.items()}
+    model.load_state_dict(single)
+    assert all(model.params[k].dtype == np.float64 and np.array_equal(model.params[k], v) for k, v in single.items())
+
+
 # constructor
 
 

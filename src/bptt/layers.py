@@ -426,40 +426,6 @@ class _Recurrent(Parameters):
         ])
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra}, dtype={self.dtype.name})"
 
-    # weights in and out
-
-    def load_state_dict(self, state_dict):
-        """Replace the parameters with ``state_dict`` (numpy arrays or torch tensors).
-
-        Values are converted to the model's dtype. Missing, unexpected and misshapen keys are
-        all listed in one ValueError; on error the parameters are left unchanged.
-        """
-        shapes = self.shapes()
-        missing = [k for k in shapes if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in shapes]
-        arrays, misshapen = {}, []
-        for name, shape in shapes.items():
-            if name in state_dict:
-                value = state_dict[name]
-                if hasattr(value, "detach"):  # a torch tensor
-                    value = value.detach().cpu().numpy()
-                array = np.asarray(value)
-                if array.shape != shape:
-                    misshapen.append(f"{name}: expected {shape} but got {tuple(array.shape)}")
-                elif array.dtype.kind != "f":
-                    misshapen.append(f"{name}: expected a float dtype but got {array.dtype}")
-                arrays[name] = array
-        problems = []
-        if missing:
-            problems.append("missing keys: " + ", ".join(missing))
-        if unexpected:
-            problems.append("unexpected keys: " + ", ".join(unexpected))
-        if misshapen:
-            problems.append("bad values: " + "; ".join(misshapen))
-        if problems:
-            raise ValueError(f"cannot load state_dict into {self!r}: " + "; ".join(problems))
-        self.params = {name: arrays[name].astype(self.dtype, copy=True) for name in shapes}
-
     # input checks
 
     def _check_x(self, x):
