@@ -1,7 +1,7 @@
 """The compiled kernels (``bptt.kernels``): the C computes what the reference computes,
 through the public models and step by step; their activations are accurate to a few units in
 the last place; NaN passes through; kernels the install did not build are reported as
-KernelsUnavailable; each built instruction set computes the same; a plan refuses arguments
+KernelsUnavailable; every instruction set the install built computes it; a plan refuses arguments
 that would let C touch memory outside its arrays.
 
 Every test that runs C loads the kernels the install built (skipped where it built none) and
@@ -59,6 +59,19 @@ def restore_kernels(built_kernels, monkeypatch):
         kernels.use(before)
 
 
+@pytest.fixture(params=library.VARIANTS)
+def variant(request, restore_kernels, monkeypatch):
+    """Each variant the install built and this CPU runs, loaded in place of the best: a user's
+    CPU may run any of them."""
+    if request.param not in library.built() or not library.runnable(request.param):
+        pytest.skip(f"{request.param} not built at install, or this CPU does not run it")
+    monkeypatch.setenv("BPTT_ISA", request.param)
+    loaded, name = library.load()
+    monkeypatch.setitem(kernels._selected, "library", loaded)
+    monkeypatch.setitem(kernels._selected, "isa", name)
+    return name
+
+
 # 1. compiled equals the reference through the public models
 
 KINDS = ("rnn", "rnn_relu", "lstm", "gru")
@@ -114,7 +127,7 @@ def _passes(model, x, h0, lengths, dy, dh_n, cuts, depth):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("config", list(CONFIGS))
 @pytest.mark.parametrize("kind", KINDS)
-def test_compiled_model_equals_the_reference(kind, config, dtype, threads, restore_kernels, monkeypatch):
+def test_compiled_model_equals_the_reference(kind, config, dtype, threads, variant, monkeypatch):
     B, T, lengths, L, bidirectional, depth, gemm_columns = CONFIGS[config]
     if gemm_columns is not None:
         monkeypatch.setattr(passes, "GEMM_COLUMNS", gemm_columns)
@@ -135,6 +148,7 @@ def test_compiled_model_equals_the_reference(kind, config, dtype, threads, resto
     kernels.use("reference")
     want = _passes(*arguments)
     kernels.use("c", threads=threads)
+    assert kernels.isa() == variant
     got = _passes(*arguments)
     kernels.use("reference", threads=1)
     again = _passes(*arguments)
@@ -395,31 +409,6 @@ def test_bptt_isa_asks_for_one_variant(monkeypatch):
     monkeypatch.setenv("BPTT_ISA", "avx2")
     with pytest.raises(library.KernelsUnavailable, match="avx2: that variant was not built"):
         library.choose()
-
-
-@pytest.mark.parametrize("variant", library.VARIANTS)
-def test_each_built_variant_computes_what_the_reference_computes(variant, monkeypatch):
-    if variant not in library.built() or not library.runnable(variant):
-        pytest.skip(f"{variant} not built at install, or this CPU does not run it")
-    monkeypatch.setenv("BPTT_ISA", variant)
-    loaded, name = library.load()
-    assert name == variant
-    rng = np.random.default_rng(0)
-    model = make_rnn("lstm", 5, 7, dtype=np.float64, seed=0)
-    x, dy = rng.normal(size=(9, 3, 5)), rng.normal(size=(9, 3, 7))
-    results = {}
-    for kind in ("reference", "c"):
-        monkeypatch.setitem(kernels._selected, "library", loaded if kind == "c" else None)
-        monkeypatch.setitem(kernels._selected, "isa", name if kind == "c" else None)
-        monkeypatch.setitem(kernels._selected, "name", kind)
-        monkeypatch.setattr(kernels, "MIN_STEPS", 1)
-        y, _, cache = model.forward(x)
-        results[kind] = (y, *model.backward(cache, dy))
-    assert kernels.isa() == variant
-    _assert_close64(results["c"][0], results["reference"][0], "y")
-    for name in results["reference"][1]:
-        _assert_close64(results["c"][1][name], results["reference"][1][name], name)
-    monkeypatch.setitem(kernels._selected, "name", "reference")
 
 
 def test_importing_and_loading_runs_no_compiler(built_kernels, tmp_path):

@@ -31,8 +31,7 @@ static inline void NAME(tile)(int64_t n, const real *restrict a, const real *res
         for (int v = 0; v < VECTORS; v++) total[r][v] = (NAME(vector)){0};
     for (int64_t k = 0; k < n; k++) {
         NAME(vector) row[VECTORS];
-        for (int v = 0; v < VECTORS; v++)
-            memcpy(&row[v], m + k * ld + v * NAME(LANES), sizeof row[v]);
+        for (int v = 0; v < VECTORS; v++) row[v] = NAME(load)(m + k * ld + v * NAME(LANES));
         for (int r = 0; r < PANEL_ROWS; r++) {
             real weight = a[k * PANEL_ROWS + r];
             for (int v = 0; v < VECTORS; v++) total[r][v] += weight * row[v];
@@ -42,12 +41,10 @@ static inline void NAME(tile)(int64_t n, const real *restrict a, const real *res
         if (!out[r]) continue;
         if (cols == NAME(TILE)) { /* whole vectors: a memcpy of variable size is a call */
             for (int v = 0; v < VECTORS; v++) {
-                NAME(vector) sum = total[r][v], before;
-                if (accumulate) {
-                    memcpy(&before, out[r] + v * NAME(LANES), sizeof before);
-                    sum += before;
-                }
-                memcpy(out[r] + v * NAME(LANES), &sum, sizeof sum);
+                real *at = out[r] + v * NAME(LANES);
+                NAME(vector) sum = total[r][v];
+                if (accumulate) sum += NAME(load)(at);
+                NAME(store)(at, sum);
             }
             continue;
         }
