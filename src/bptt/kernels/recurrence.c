@@ -83,18 +83,20 @@ static const double inverse_factorial[14] = {
     1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0,
 };
 
-/* A tile of the product is PANEL_ROWS rows by VECTORS vectors of columns (the batch), its
-   accumulators held in registers: 12 x 2 of the 32 AVX-512 registers, 12 x 1 of AVX2's 16. */
+/* A tile of the product is PANEL_ROWS rows by VECTORS vectors of columns (the batch), whose
+   sums are held in registers ROW_BLOCK rows at a time: 12 x 2 of the 32 AVX-512 registers,
+   6 x 2 of the 16 of AVX2 and SSE (12 x 1 there reads 13 numbers a 12 FMAs, 6 x 2 reads 8) */
 #if defined(__AVX512F__)
 #define VECTOR_BYTES 64
-#define VECTORS 2
+#define ROW_BLOCK 12
 #elif defined(__AVX__)
 #define VECTOR_BYTES 32
-#define VECTORS 1
+#define ROW_BLOCK 6
 #else
 #define VECTOR_BYTES 16
-#define VECTORS 1
+#define ROW_BLOCK 6
 #endif
+#define VECTORS 2
 /* the vectors of out whose sums the product at B = 1 (cells.c: matvec_t) holds in registers,
    twice: 16 of the 32 AVX-512 registers, 8 of the 16 of AVX2 and SSE */
 #if defined(__AVX512F__)
@@ -102,7 +104,8 @@ static const double inverse_factorial[14] = {
 #else
 #define MATVEC_VECTORS 4
 #endif
-/* a multiple of every cell's gate count (1, 3, 4): a forward panel holds whole units */
+/* a multiple of every cell's gate count (1, 3, 4), so that a forward panel holds whole units,
+   and of ROW_BLOCK */
 #define PANEL_ROWS 12
 #define MAX_THREADS 64
 #define SPINS 20000

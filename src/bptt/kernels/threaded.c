@@ -22,38 +22,42 @@ enum { NAME(TILE) = VECTORS * NAME(LANES) };
 
 /* out[r][0 .. cols) = Σ_k a[k][r] m[k][...] (+= with `accumulate`), for the PANEL_ROWS rows r
    of a packed panel `a` (n x PANEL_ROWS) and a tile of columns of m (n rows, `ld` apart); a
-   NULL out[r] is a padding row of the panel, not written. */
+   NULL out[r] is a padding row of the panel, not written. ROW_BLOCK rows at a time, their sums
+   in registers: the whole panel with AVX-512's 32 registers, half of it with AVX2's 16. */
 static inline void NAME(tile)(int64_t n, const real *restrict a, const real *restrict m,
                               int64_t ld, real *const *out, int64_t cols,
                               int accumulate) {
-    NAME(vector) total[PANEL_ROWS][VECTORS];
-    for (int r = 0; r < PANEL_ROWS; r++)
-        for (int v = 0; v < VECTORS; v++) total[r][v] = (NAME(vector)){0};
-    for (int64_t k = 0; k < n; k++) {
-        NAME(vector) row[VECTORS];
-        for (int v = 0; v < VECTORS; v++) row[v] = NAME(load)(m + k * ld + v * NAME(LANES));
-        for (int r = 0; r < PANEL_ROWS; r++) {
-            real weight = a[k * PANEL_ROWS + r];
-            for (int v = 0; v < VECTORS; v++) total[r][v] += weight * row[v];
-        }
-    }
-    for (int r = 0; r < PANEL_ROWS; r++) {
-        if (!out[r]) continue;
-        if (cols == NAME(TILE)) { /* whole vectors: a memcpy of variable size is a call */
-            for (int v = 0; v < VECTORS; v++) {
-                real *at = out[r] + v * NAME(LANES);
-                NAME(vector) sum = total[r][v];
-                if (accumulate) sum += NAME(load)(at);
-                NAME(store)(at, sum);
+    for (int r0 = 0; r0 < PANEL_ROWS; r0 += ROW_BLOCK) {
+        NAME(vector) total[ROW_BLOCK][VECTORS];
+        for (int r = 0; r < ROW_BLOCK; r++)
+            for (int v = 0; v < VECTORS; v++) total[r][v] = (NAME(vector)){0};
+        for (int64_t k = 0; k < n; k++) {
+            NAME(vector) row[VECTORS];
+            for (int v = 0; v < VECTORS; v++) row[v] = NAME(load)(m + k * ld + v * NAME(LANES));
+            for (int r = 0; r < ROW_BLOCK; r++) {
+                real weight = a[k * PANEL_ROWS + r0 + r];
+                for (int v = 0; v < VECTORS; v++) total[r][v] += weight * row[v];
             }
-            continue;
         }
-        real whole[NAME(TILE)];
-        memcpy(whole, total[r], sizeof whole);
-        if (accumulate) {
-            for (int64_t c = 0; c < cols; c++) out[r][c] += whole[c];
-        } else {
-            memcpy(out[r], whole, (size_t)cols * sizeof(real));
+        for (int r = 0; r < ROW_BLOCK; r++) {
+            real *to = out[r0 + r];
+            if (!to) continue;
+            if (cols == NAME(TILE)) { /* whole vectors: a memcpy of variable size is a call */
+                for (int v = 0; v < VECTORS; v++) {
+                    real *at = to + v * NAME(LANES);
+                    NAME(vector) sum = total[r][v];
+                    if (accumulate) sum += NAME(load)(at);
+                    NAME(store)(at, sum);
+                }
+                continue;
+            }
+            real whole[NAME(TILE)];
+            memcpy(whole, total[r], sizeof whole);
+            if (accumulate) {
+                for (int64_t c = 0; c < cols; c++) to[c] += whole[c];
+            } else {
+                memcpy(to, whole, (size_t)cols * sizeof(real));
+            }
         }
     }
 }
