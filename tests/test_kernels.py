@@ -67,6 +67,9 @@ def variant(request, restore_kernels, monkeypatch):
         pytest.skip(f"{request.param} not built at install, or this CPU does not run it")
     monkeypatch.setenv("BPTT_ISA", request.param)
     loaded, name = library.load()
+    # unpinned: a variant's pool runs no pass after its tests, so no later pass would unpin it
+    # (an earlier in-process `bptt train` leaves pin=True selected)
+    monkeypatch.setitem(kernels._selected, "pin", False)
     monkeypatch.setitem(kernels._selected, "library", loaded)
     monkeypatch.setitem(kernels._selected, "isa", name)
     return name
