@@ -1,8 +1,9 @@
 """The compiled backend, built with the install: ``recurrence.c`` (which includes the templates
 ``cells.c`` and ``threaded.c`` once per element type) once per instruction set, each an optional
 extension, so that a machine without a C compiler, or one whose compiler cannot target an
-instruction set, still installs (and runs the readable reference). ``bptt.kernels.library`` picks, at run time, the best variant this CPU supports. The
-files are plain shared libraries that ``ctypes`` loads; no compiler runs after the install.
+instruction set, still installs (and runs the readable reference). ``bptt.kernels.library``
+picks, at run time, the best variant this CPU supports. The files are plain shared libraries
+that ``ctypes`` loads; no compiler runs after the install.
 """
 
 from setuptools import Extension, setup

@@ -2,12 +2,12 @@
 default where it built kernels this CPU runs) or the readable reference (``"reference"``:
 ``bptt.cells`` with ``bptt.reference``).
 
-``bptt.kernels.use("reference")`` (or ``BPTT_KERNELS=reference``, ``--kernels reference``)
-runs the reference; ``use("c")`` goes back. The C is ``recurrence.c`` with the templates it
-includes once per element type (``cells.c``, ``threaded.c``), compiled when bptt was installed, for the best instruction set this CPU has (``library.py``;
-``isa()`` says which); ``passes.py`` plans its whole passes and says which passes it takes
-(``passes.supports``). Every result is the same up to rounding, and the exactness tests run
-both.
+``bptt.kernels.use("reference")`` (or ``BPTT_KERNELS=reference``, ``--kernels reference``) runs
+the reference; ``use("c")`` goes back. The C is ``recurrence.c`` with the templates it includes
+once per element type (``cells.c``, ``threaded.c``), compiled when bptt was installed, for the
+best instruction set this CPU has (``library.py``; ``isa()`` says which); ``passes.py`` plans
+its whole passes and says which passes it takes (``passes.supports``). Every result is the same
+up to rounding, and the exactness tests run both.
 
 At B > 1 a pass (with or without lengths) runs its steps in one call on ``threads()`` threads
 (the default: every CPU this process may use; ``use("c", threads=n)``, ``BPTT_THREADS=n``):

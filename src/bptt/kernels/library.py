@@ -1,10 +1,11 @@
 """Load the compiled kernels that the install built, for the best instruction set this CPU has.
 
-``pip install`` (``setup.py``) compiles ``recurrence.c`` (which includes the templates ``cells.c``
-and ``threaded.c`` once per element type) once per instruction set into ``_kernels_<variant>`` next to this file: ``avx512`` (x86-64-v4),
-``avx2`` (x86-64-v3, with FMA) and ``portable`` (the compiler's baseline, which also builds
-on ARM). Each is optional: without a compiler at install, or for a variant the compiler cannot
-target, nothing is built and the reference runs. Nothing is compiled at run time.
+``pip install`` (``setup.py``) compiles ``recurrence.c`` (which includes the templates
+``cells.c`` and ``threaded.c`` once per element type) once per instruction set into
+``_kernels_<variant>`` next to this file: ``avx512`` (x86-64-v4), ``avx2`` (x86-64-v3, with FMA)
+and ``portable`` (the compiler's baseline, which also builds on ARM). Each is optional: without
+a compiler at install, or for a variant the compiler cannot target, nothing is built and the
+reference runs. Nothing is compiled at run time.
 
 ``$BPTT_ISA`` (a variant name) asks for one variant: to compare them, or to step down from
 the CPU's best.

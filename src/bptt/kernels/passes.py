@@ -7,15 +7,15 @@ Legend: T time steps, B batch, I input features, H hidden units, K gates per cel
 
 At B > 1 one call of the threaded passes (``threaded.c``) runs a whole pass on
 ``kernels.threads()`` threads (:meth:`plan.CompiledCell.threaded_forward`,
-``threaded_backward``): each thread owns hidden units and packs its share of the weights once; forward, the input projection, the recurrent
-product and the cell, tile by tile; backward, the cell, the recurrent product and dx per step,
-and after the steps its units' rows of the parameter gradients, the sums over time
-``dW_hh = Σ_t dpre_h_tᵀ h_{t-1}`` that BPTT is. A right-padded batch runs on the same threads
-(``pass_args.lengths``). At B = 1 a call runs a chunk of steps, each a matrix-vector product in
-C (``matvec_t``, a sum of the rows of [W_hh | b]ᵀ with its sums in registers) and the cell
-(``cells.c``); the input projection before and the sums over time after are one GEMM per chunk,
-and each step's arrays are contiguous, so the cell's vector loop over the units loads them
-whole.
+``threaded_backward``): each thread owns hidden units and packs its share of the weights once;
+forward, the input projection, the recurrent product and the cell, tile by tile; backward, the
+cell, the recurrent product and dx per step, and after the steps its units' rows of the
+parameter gradients, the sums over time ``dW_hh = Σ_t dpre_h_tᵀ h_{t-1}`` that BPTT is. A
+right-padded batch runs on the same threads (``pass_args.lengths``). At B = 1 a call runs a
+chunk of steps, each a matrix-vector product in C (``matvec_t``, a sum of the rows of
+``[W_hh | b]ᵀ`` with its sums in registers) and the cell (``cells.c``); the input projection
+before and the sums over time after are one GEMM per chunk, and each step's arrays are
+contiguous, so the cell's vector loop over the units loads them whole.
 
 Layout (docs/performance.md has the measurements). The per-step matrices are feature-major,
 (F, B), B contiguous: the recurrent product is ``pre_hᵀ = W_hh h_{t-1}ᵀ``. What the sums over

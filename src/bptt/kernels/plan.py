@@ -2,14 +2,13 @@
 
 A kernel of ``cells.c`` (or a pass of ``threaded.c``) takes one row of int64 per step, a
 ``step_args`` of contract.h, whose fields this module reads there by name
-(:func:`contract_fields`): B, H, which arrays of the step run next to prefetch and where its
-row is, then the address and the row stride (``ld``, in numbers) of each array it reads or
-writes, one time step's (F, B) slice of a buffer. The
-passes hand a run of steps as ``(stack, index)`` pairs: ``stack`` a (n, B, F) view of a buffer
-whose ``stack[k]`` is a step's array as the reference cells get it, ``index`` which k each
-step takes. :func:`plan` turns them into the rows of all steps at once, with array arithmetic
-on the stack's strides, and checks every shape, stride and index, so a call never touches
-memory outside the arrays it was given.
+(:func:`contract_fields`): B, H, which arrays of the step run next to prefetch and where its row
+is, then the address and the row stride (``ld``, in numbers) of each array it reads or writes,
+one time step's (F, B) slice of a buffer. The passes hand a run of steps as ``(stack, index)``
+pairs: ``stack`` a (n, B, F) view of a buffer whose ``stack[k]`` is a step's array as the
+reference cells get it, ``index`` which k each step takes. :func:`plan` turns them into the rows
+of all steps at once, with array arithmetic on the stack's strides, and checks every shape,
+stride and index, so a call never touches memory outside the arrays it was given.
 """
 
 import ctypes
