@@ -254,7 +254,7 @@ def backward(dy, dstate, cache):
     dh_pair = np.empty((2, H, B), x.dtype)
     dh_pair[0] = carried[0]
     chunk = min(T, max(1, GEMM_COLUMNS // B))  # steps, last chunk first
-    dy_steps = POOL.empty((chunk, H, B), x.dtype)  # chunk,H,B
+    dy = dy if dy.dtype == x.dtype and dy.strides[2] == dy.itemsize else np.ascontiguousarray(dy, x.dtype)
     # the gates' gradients by step, (chunk, B, KH) views: of (KH, chunk, B) at B > 1, the rows
     # that the threads' sums over time read; at B = 1 each step's contiguous, for the cell
     dpre_x = _gate_steps(chunk, B, KH, x.dtype)
@@ -268,10 +268,8 @@ def backward(dy, dstate, cache):
         start = max(0, stop - chunk)
         n, t_here = stop - start, np.arange(start, stop)
         parity = (T - 1 - t_here) % 2  # which of dh_pair step t reads
-        np.copyto(dy_steps[:n], dy[start:stop].transpose(0, 2, 1))
         run = _backward_steps(compiled, cache, dh_pair, carried[1:], dpre_x, None if shared else dpre_h, start, stop)
-        if B > 1:  # the threads also compute dx_tᵀ = W_ihᵀ dpre_x_t, and the sums over time
-            dx_steps = POOL.empty((chunk, I, B), x.dtype).transpose(0, 2, 1)  # chunk,B,I views
+        if B > 1:  # the threads also compute dx_t = dpre_x_tᵀ W_ih, and the sums over time
             steps = (KH, n * B)
             sums = gradient_args(
                 dpre_h[:n].transpose(2, 0, 1).reshape(steps), dpre_x[:n].transpose(2, 0, 1).reshape(steps),
@@ -279,13 +277,12 @@ def backward(dy, dstate, cache):
                 np.ascontiguousarray(x[start:stop]).reshape(n * B, I), dw_hh_1, dw_ih, db_ih, accumulate=stop != T)
             products = compiled.threaded_backward(
                 w_hh, w_ih, (dpre_h, t_here - start), (dh_pair.transpose(0, 2, 1), 1 - parity), (dpre_x, t_here - start),
-                (dx_steps, t_here - start), n, kernels.threads(), sums, lengths, start,
+                (dx, t_here), n, kernels.threads(), sums, lengths, start,
             )
         else:
             products = compiled.product_steps(w_hh, (dpre_h[:, 0], t_here - start), (dh_pair[:, :, 0], 1 - parity), n)
-        compiled.backward_pass(run, products, dy_steps[:n], dh_pair, parity, n)
+        compiled.backward_pass(run, products, dy[start:stop], dh_pair, parity, n)
         if B > 1:
-            np.copyto(dx[start:stop], dx_steps[:n])
             continue
         # at B = 1 this chunk's share of the sums over time, one GEMM each
         first = stop == T

@@ -417,20 +417,22 @@ class CompiledCell:
     def threaded_backward(self, w, w_x, dpre_h, dh_prev, dpre_x, dx, count, threads, gradients, lengths=None,
                           first_step=0):
         """The products of ``count`` backward steps at B > 1 on ``threads`` threads, in place
-        of BLAS: ``dh_{t-1} = wᵀ dpre_h`` with ``w`` W_hh (K*H, H) and ``dx_tᵀ = w_xᵀ dpre_x``
+        of BLAS: ``dh_{t-1} = wᵀ dpre_h`` with ``w`` W_hh (K*H, H) and ``dx_t = dpre_xᵀ w_x``
         with ``w_x`` W_ih (K*H, I); then the sums over the steps that ``gradients``
         (:func:`gradient_args`) describes.
 
-        ``dpre_h``, ``dpre_x``: ``(stack, index)`` pairs of (m, B, K*H) stacks; ``dh_prev``,
-        ``dx``: of (m, B, H) and (m, B, I) views of (m, H, B) and (m, I, B) stacks. With
+        ``dpre_h``, ``dpre_x``: ``(stack, index)`` pairs of (m, B, K*H) stacks; ``dh_prev``: of
+        an (m, B, H) view of an (m, H, B) stack; ``dx``: of an (m, B, I) stack with contiguous
+        rows, which the threads write in that layout. With
         ``lengths`` ((B,) ints, a right-padded batch; row 0 is time step ``first_step``) each
         part of the state's gradient passes the steps past a sequence's end unchanged."""
         weights = self._weights_and_room(w, True), self._weights_and_room(w_x, True)
         KH, (H, I) = w.shape[0], (w.shape[1], w_x.shape[1])
         B = dpre_h[0].shape[1]
-        arrays = [(dpre_h[0], KH, dpre_h[1]), (dh_prev[0], H, dh_prev[1]), (dpre_x[0], KH, dpre_x[1]),
-                  (dx[0], I, dx[1])]
+        arrays = [(dpre_h[0], KH, dpre_h[1]), (dh_prev[0], H, dh_prev[1]), (dpre_x[0], KH, dpre_x[1])]
         rows = plan(B, 1, self.dtype, arrays, count)
+        rows[:, column("step_args", "a[3].addr")], rows[:, column("step_args", "a[3].ld")] = _row_major(
+            *dx, count, (B, I), self.dtype, "dx")
         scratch = self._backward_scratch(self.dtype.itemsize, KH)
         return self._threaded(rows, weights, H, scratch, threads, direct=bool(self._direct[0]), input_n=I,
                               gradients=gradients, arrays=arrays, lengths=lengths, first_step=first_step)
@@ -447,12 +449,12 @@ class CompiledCell:
             self._forward_pass(*products.row(start), *steps.row(0), count)
 
     def backward_pass(self, steps, products, dy, dh, parity, count):
-        """Steps ``count - 1`` down to 0 of a chunk in one call: ``dy`` (chunk, H, B) adds row
-        i, the output's gradient, to ``dh[parity[i]]`` (of the two (H, B) buffers of h's
-        gradient, the one step i reads); then row i of ``steps`` (:meth:`backward_steps`) and
-        of ``products`` (:meth:`product_steps` at B = 1, :meth:`threaded_backward` at B > 1,
-        with ``transpose``, into the other buffer); and where the cell has a direct path to
-        h_{t-1} (GRU), it is added to that buffer."""
+        """Steps ``count - 1`` down to 0 of a chunk in one call: ``dy`` (chunk, B, H), with
+        contiguous rows, adds row i, the output's gradient, to ``dh[parity[i]]`` (of the two
+        (H, B) buffers of h's gradient, the one step i reads); then row i of ``steps``
+        (:meth:`backward_steps`) and of ``products`` (:meth:`product_steps` at B = 1,
+        :meth:`threaded_backward` at B > 1, with ``transpose``, into the other buffer); and
+        where the cell has a direct path to h_{t-1} (GRU), it is added to that buffer."""
         if isinstance(products, Threaded):
             products.check(steps, 0, count)
             B, H = dh.shape[2], dh.shape[1]
@@ -460,12 +462,13 @@ class CompiledCell:
             if (B, H) != (B_products, products.units):
                 raise ValueError(f"threaded pass: dh is (H, B) = {(H, B)}, the products' B, H = "
                                  f"{(B_products, products.units)}")
-            before = plan(B, H, self.dtype, [(dy.transpose(0, 2, 1), 1, np.arange(count)),
-                                             (dh.transpose(0, 2, 1), 1, parity)], count)
+            before = plan(B, H, self.dtype, [(dh.transpose(0, 2, 1), 1, parity)], count)
+            before[:, column("step_args", "a[1].addr")], before[:, column("step_args", "a[1].ld")] = _row_major(
+                dy, np.arange(count), count, (B, H), self.dtype, "dy")
             self._backward_threads(_address(before), before.shape[1], *steps.row(0), *products.row(0),
                                    *products.pass_args, count)
             return
-        dy, dh = dy[:, :, 0], dh[:, :, 0]
+        dy, dh = dy[:, 0], dh[:, :, 0]
         H = dh.shape[1]
         before = add_plan(H, self.dtype, (dy, np.arange(count)), (dh, parity), count)
         after = add_plan(H, self.dtype, (dh, parity), (dh, 1 - parity), count) if self._direct[0] else None

@@ -27,6 +27,11 @@ enum { NAME(TILE) = VECTORS * NAME(LANES) };
 static inline void NAME(tile)(int64_t n, const real *restrict a, const real *restrict m,
                               int64_t ld, real *const *out, int64_t cols,
                               int accumulate) {
+    if (accumulate) /* the rows added to, which may come from far, on their way during the loop */
+        for (int r = 0; r < PANEL_ROWS; r++)
+            if (out[r])
+                for (int64_t c = 0; c < cols; c += 64 / (int64_t)sizeof(real))
+                    __builtin_prefetch(out[r] + c, 1);
     for (int r0 = 0; r0 < PANEL_ROWS; r0 += ROW_BLOCK) {
         NAME(vector) total[ROW_BLOCK][VECTORS];
         for (int r = 0; r < ROW_BLOCK; r++)
@@ -34,6 +39,8 @@ static inline void NAME(tile)(int64_t n, const real *restrict a, const real *res
         for (int64_t k = 0; k < n; k++) {
             NAME(vector) row[VECTORS];
             for (int v = 0; v < VECTORS; v++) row[v] = NAME(load)(m + k * ld + v * NAME(LANES));
+            for (int byte = 0; byte < PANEL_ROWS * (int)sizeof(real); byte += 64)
+                __builtin_prefetch((const char *)(a + (k + PANEL_AHEAD) * PANEL_ROWS) + byte);
             for (int r = 0; r < ROW_BLOCK; r++) {
                 real weight = a[k * PANEL_ROWS + r0 + r];
                 for (int v = 0; v < VECTORS; v++) total[r][v] += weight * row[v];
@@ -135,6 +142,18 @@ static void NAME(add_rows)(real *restrict y, int64_t ldy, const real *restrict x
     }
 }
 
+/* y[j][b] += x[b][j] for the rows j = u0 .. u1 - 1 of y (B numbers each, ldy apart) and the B
+   rows of x (ldx apart): dy_t, which the user gives as B rows of H, into the gradient of h_t,
+   whose rows are the units. A block of units at a time, so that each line of x is read once. */
+static void NAME(add_columns)(real *restrict y, int64_t ldy, const real *restrict x, int64_t ldx,
+                            int64_t u0, int64_t u1, int64_t B) {
+    for (int64_t j0 = u0; j0 < u1; j0 += NAME(LANES)) {
+        const int64_t j1 = j0 + NAME(LANES) < u1 ? j0 + NAME(LANES) : u1;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t j = j0; j < j1; j++) y[j * ldy + b] += x[b * ldx + j];
+    }
+}
+
 /* Past the ends of the sequences (pass_args: lengths): the columns b with lengths[b] <= t.
    Forward, after step t's cell, each of the `parts` of the state leaving the step (the
    step's arrays 2 + parts + k) gets the units j0 .. j1 - 1 of the part entering it (2 + k),
@@ -153,7 +172,8 @@ static void NAME(carry_past_end)(const step_args *s, const int64_t *lengths, int
 /* Backward, before step t's cell: each of the `parts` of the gradient reaching the state
    (the step's arrays 0 .. parts - 1) moves, in the columns past the end and the units j0 ..
    j1 - 1, into `kept` (parts x H x B numbers), and the step gets zero there; then dy_t
-   (`dy`, rows `ld_dy` apart) is added to the gradient of h_t (array 0) in the other columns. */
+   (`dy`, B rows of H, `ld_dy` apart) is added to the gradient of h_t (array 0) in the other
+   columns. */
 static void NAME(hold_past_end)(const step_args *s, const int64_t *lengths, int64_t t,
                               int64_t parts, const real *dy, int64_t ld_dy, int64_t j0,
                               int64_t j1, real *kept) {
@@ -165,7 +185,7 @@ static void NAME(hold_past_end)(const step_args *s, const int64_t *lengths, int6
             const int64_t ld = s->a[k].ld;
             for (int64_t j = j0; j < j1; j++) {
                 if (within) {
-                    if (k == 0) d[j * ld + b] += dy[j * ld_dy + b];
+                    if (k == 0) d[j * ld + b] += dy[b * ld_dy + j];
                 } else {
                     kept[(k * H + j) * B + b] = d[j * ld + b];
                     d[j * ld + b] = 0;
@@ -203,6 +223,29 @@ static void NAME(row_range_product)(const real *packed, int64_t n, const real *m
             rows[r] = j0 + r < r1 ? out + (j0 + r) * ld_out : 0;
         NAME(panel_product)(packed + j0 / PANEL_ROWS * n * PANEL_ROWS, n, m, ld, B, tail, start,
                           rows, 0);
+    }
+}
+
+/* dx_t's features r0 .. r1 - 1 (r0 a multiple of PANEL_ROWS) in its B rows (`ld_out` apart) =
+   the panels of those rows of W_ihᵀ in `packed` times dpre_x, as row_range_product_ computes
+   dx_tᵀ: each tile of dx_tᵀ goes through a block on the stack into dx_t's rows, so that dx
+   leaves the pass in the user's layout, (T, B, I), with no transposing copy after it. */
+static void NAME(transposed_range_product)(const real *packed, int64_t n, const real *m,
+                                         int64_t ld, int64_t B, const real *tail, int64_t start,
+                                         real *out, int64_t ld_out, int64_t r0, int64_t r1) {
+    real block[PANEL_ROWS][NAME(TILE)];
+    for (int64_t j0 = r0; j0 < r1; j0 += PANEL_ROWS) {
+        const int rows = r1 - j0 < PANEL_ROWS ? (int)(r1 - j0) : PANEL_ROWS;
+        real *to[PANEL_ROWS];
+        for (int r = 0; r < PANEL_ROWS; r++) to[r] = r < rows ? block[r] : 0;
+        const real *panel = packed + j0 / PANEL_ROWS * n * PANEL_ROWS;
+        for (int64_t c = 0; c < B; c += NAME(TILE)) {
+            const int in_tail = c >= start;
+            const int64_t cols = B - c < NAME(TILE) ? B - c : NAME(TILE);
+            NAME(tile)(n, panel, in_tail ? tail : m + c, in_tail ? NAME(TILE) : ld, to, cols, 0);
+            for (int64_t b = 0; b < cols; b++)
+                for (int r = 0; r < rows; r++) out[(c + b) * ld_out + j0 + r] = block[r][b];
+        }
     }
 }
 
@@ -432,13 +475,13 @@ void NAME(rnn_relu_forward_threads)(const int64_t *products, int64_t product_wid
              PANEL_ROWS / ((const pass_args *)pass)->gates, NAME(rnn_relu_forward_units));
 }
 
-/* Backward, steps count - 1 down to 0: row i of `before` holds dy_t and dh_t (H rows each; dy_t
-   is added to dh_t), row i of `steps` the cell's backward arrays (dh_t first), row i of
-   `products` dpre_h (n = K*H rows) and dh_{t-1} (H rows), which gets W_hhᵀ dpre_h and, with
-   `direct`, the cell's direct gradient left in dh_t, then, with input_n = I, dpre_x (n rows)
-   and dx_tᵀ (I rows), which gets W_ihᵀ dpre_x. Backward panels are PANEL_ROWS units, or rows
-   of dx_tᵀ, of which each thread has a share as of its units. Written once for the cell's
-   kernel `step_back_units`, as forward_units. */
+/* Backward, steps count - 1 down to 0: row i of `before` holds dh_t (H rows) and dy_t (B rows
+   of H, as the user gives it; it is added to dh_t), row i of `steps` the cell's backward
+   arrays (dh_t first), row i of `products` dpre_h (n = K*H rows) and dh_{t-1} (H rows), which
+   gets W_hhᵀ dpre_h and, with `direct`, the cell's direct gradient left in dh_t, then, with
+   input_n = I, dpre_x (n rows) and dx_t (B rows of I), which gets (W_ihᵀ dpre_x)ᵀ. Backward
+   panels are PANEL_ROWS units, or features of dx_t, of which each thread has a share as of
+   its units. Written once for the cell's kernel `step_back_units`, as forward_units. */
 INLINE void NAME(backward_units)(
     pass_context *c, int64_t thread, int64_t u0, int64_t u1,
     void (*step_back_units)(const step_args *, int64_t, int64_t)) {
@@ -462,13 +505,13 @@ INLINE void NAME(backward_units)(
         const step_args *s = (const step_args *)(c->steps + i * c->step_width);
         const step_args *product = (const step_args *)(c->products + i * c->product_width);
         const int64_t B = s->B;
-        const real *dy = NAME(row)(before->a[0], 0);
-        real *dh = NAME(row)(before->a[1], 0);
+        real *dh = NAME(row)(before->a[0], 0);
+        const real *dy = NAME(row)(before->a[1], 0);
         const int64_t t = p->first_step + i;
         if (lengths)
-            NAME(hold_past_end)(s, lengths, t, p->states, dy, before->a[0].ld, u0, u1, kept);
+            NAME(hold_past_end)(s, lengths, t, p->states, dy, before->a[1].ld, u0, u1, kept);
         else
-            NAME(add_rows)(dh, before->a[1].ld, dy, before->a[0].ld, u0, u1, B);
+            NAME(add_columns)(dh, before->a[0].ld, dy, before->a[1].ld, u0, u1, B);
         step_back_units(s, u0, u1);
         meet(&c->meeting);
         const real *dpre = NAME(row)(product->a[0], 0);
@@ -488,14 +531,15 @@ INLINE void NAME(backward_units)(
             const int same = dpre_x == dpre && ld_dpre_x == ld_dpre; /* LSTM, RNN */
             const int64_t start_x =
                 same ? start : NAME(pack_tail)(dpre_x, ld_dpre_x, n, B, tail_x);
-            NAME(row_range_product)(packed_x, n, dpre_x, ld_dpre_x, B, same ? tail : tail_x,
-                                  start_x, dx, product->a[3].ld, x0, x1);
+            NAME(transposed_range_product)(packed_x, n, dpre_x, ld_dpre_x, B,
+                                         same ? tail : tail_x, start_x, dx, product->a[3].ld,
+                                         x0, x1);
         }
     }
-    if (p->gradients) {
-        const step_args *s = (const step_args *)c->steps;
-        NAME(gradients)((const gradient_args *)(intptr_t)p->gradients, p->gates, s->H, u0, u1,
-                      tail);
+    if (p->gradients) { /* every thread's dpre is written: the units shared out evenly */
+        const int64_t H = ((const step_args *)c->steps)->H;
+        NAME(gradients)((const gradient_args *)(intptr_t)p->gradients, p->gates, H,
+                      H * thread / threads, H * (thread + 1) / threads, tail);
     }
 }
 static void NAME(lstm_backward_units)(pass_context *c, int64_t thread, int64_t u0, int64_t u1) {
