@@ -627,6 +627,44 @@ def test_the_pools_workers_are_kept_off_the_callers_cpu_only_when_asked(restore_
         kernels.use("c", pin=False)
 
 
+def _workers_cpu_ns():
+    """The CPU time, in ns, that the pool's workers (threads named bptt-worker) have run."""
+    total = 0
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as comm, open(f"/proc/self/task/{task}/schedstat") as stat:
+                if comm.read().strip() == "bptt-worker":
+                    total += int(stat.read().split()[0])
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/schedstat"), reason="needs Linux's schedstat")
+def test_the_engine_wakes_the_sleeping_workers_before_a_pass_and_they_sleep_again(restore_kernels):
+    """Asleep after a pause, the pool's workers stay asleep (no CPU time) until the engine,
+    planning a pass, wakes them (``wake``): they then spin for the pass, and without one go
+    back to sleep; a pass after any number of wakes gives the result it gives alone."""
+    kernels.use("c", threads=2)
+    want = _lstm_gradients(1)  # starts the pool's worker
+    compiled = kernels.compiled(CELLS["lstm"], np.float64, 100)
+    time.sleep(0.2)
+    asleep = _workers_cpu_ns()
+    time.sleep(0.05)
+    assert _workers_cpu_ns() - asleep < 20_000  # ns: asleep, not spinning
+    compiled.wake()
+    time.sleep(0.05)
+    woken = _workers_cpu_ns()
+    assert woken - asleep > 50_000  # spun after the wake
+    time.sleep(0.05)
+    assert _workers_cpu_ns() - woken < 20_000  # and went back to sleep without a pass
+    for _ in range(3):
+        compiled.wake()
+    y, dx, grads = _lstm_gradients(1)
+    np.testing.assert_array_equal(y, want[0])
+    np.testing.assert_array_equal(dx, want[1])
+
+
 def test_a_threaded_pass_refuses_cell_steps_that_do_not_go_with_its_products():
     """The threads size what they read and write by the cells' B and H: a pass whose two
     tables disagree, or that asks for more steps than they hold, is refused before C runs."""

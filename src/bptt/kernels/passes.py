@@ -94,6 +94,8 @@ def forward(compiled, weights, x, state0, mask=None, keep_cache=True):
     -------
     y : (T, B, H), zero past each sequence's end; state : tuple of (B, H); cache : Cache or None
     """
+    if x.shape[1] > 1 and kernels.threads() > 1:
+        compiled.wake()  # the threads' workers wake while the pass is planned
     w_ih_1, w_hh_1 = _with_biases(compiled.cell, weights, x.dtype)
     if x.shape[1] > 1:
         return _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_cache)
@@ -245,6 +247,8 @@ def backward(dy, dstate, cache):
     compiled, weights, x = cache.compiled, cache.weights, cache.x
     cell = compiled.cell
     T, B, I = x.shape
+    if B > 1 and kernels.threads() > 1:
+        compiled.wake()  # the threads' workers wake while the pass is planned
     KH, H = weights.w_hh.shape
     shared = cell.SUMMED_GATES == cell.NUM_GATES  # dpre_x is dpre_h
     lengths = None if cache.mask is None else prefix_lengths(cache.mask)

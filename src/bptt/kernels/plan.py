@@ -303,11 +303,18 @@ class CompiledCell:
                 raise ValueError(f"the compiled kernels' {struct} is {size} bytes, contract.h's fields "
                                  f"{8 * len(contract_fields(struct))}: the library was built from another contract.h")
         self._panel_rows = library.panel_rows()
+        self._wake = library.wake_workers
+        self._wake.argtypes, self._wake.restype = [], None
         # the scratch of each thread of a pass, sized by C, which lays it out
         self._forward_scratch = _sized(library.forward_scratch, 6)
         self._backward_scratch = _sized(library.backward_scratch, 2)
         self.cache_state = CACHE_STATE[name]
         self._direct = DIRECT[name]
+
+    def wake(self):
+        """Wakes the threaded passes' sleeping workers before a pass is planned, so that the
+        pass finds them awake (recurrence.c: wake_workers)."""
+        self._wake()
 
     @classmethod
     def of(cls, library, cell, dtype):
