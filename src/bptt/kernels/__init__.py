@@ -49,10 +49,10 @@ def use(name, threads=None, pin=None):
     """Select the implementation the engine runs from now on: ``"reference"`` or ``"c"``, and, where
     ``threads`` is given, how many threads the compiled passes run on (see :func:`threads`).
     ``pin=True`` lets the passes' worker threads change their CPU affinity, to keep off the
-    caller's CPU (passes 1.5-3x faster after an idle spell, where Linux woke a worker onto the
-    caller's CPU); off by default, since a library does not touch its user's threads unasked
-    (``bptt train`` and ``bptt task`` ask: they own their process). ``pin=False`` gives the
-    workers back every CPU of the process at the next pass.
+    caller's CPU (after an idle spell Linux at times wakes a worker onto the caller's CPU, and
+    the two share it until one is moved); off by default, since a library does not touch its
+    user's threads unasked (``bptt train`` and ``bptt task`` ask: they own their process).
+    ``pin=False`` gives the workers back every CPU of the process at the next pass.
 
     Selecting ``"c"`` loads the library at once, so that kernels the install could not build
     are reported here and not in the middle of a pass. Raises KernelsUnavailable then, and

@@ -521,14 +521,15 @@ def run(cases=None, threads=2, repeat=7, pause=0.25, vs_torch=True, memory=True,
         import torch
 
         torch.set_num_threads(threads)
-    threads_before, pin_before = kernels.threads(), kernels.pinned()
-    # as bptt train runs them: the workers kept off the caller's CPU (bench owns its process)
-    kernels.use(kernels.selected(), threads=threads, pin=True)
+    threads_before = kernels.threads()
+    # the library's defaults but the thread count, which both libraries get: the workers are not
+    # pinned (bptt train pins them, as it owns its process), as a user's script finds them
+    kernels.use(kernels.selected(), threads=threads)
     try:
         return _measure_cases(report, cases, threads, repeat, pause, torch_available, memory, sample, max_load,
                               retries, progress, peak_size)
     finally:
-        kernels.use(kernels.selected(), threads=threads_before, pin=pin_before)
+        kernels.use(kernels.selected(), threads=threads_before)
 
 
 def _best_rates(rates):
