@@ -274,3 +274,11 @@ def test_a_network_loads_a_state_dict_as_a_layer_does(make):
 def test_bad_constructor_arguments(make, error, message):
     with raises(error, message):
         make()
+
+
+@pytest.mark.parametrize("cls", [bptt.LSTM, bptt.GRU, bptt.RNN, bptt.Network, bptt.nets.Seq2Seq])
+def test_a_model_whose_init_failed_part_way_has_a_repr(cls):
+    """A debugger or a traceback's locals show the object a failed ``__init__`` left: its repr
+    names the class instead of raising a second error, and a whole model's is torch's."""
+    assert repr(cls.__new__(cls)) == f"<{cls.__name__}, not fully constructed>"
+    assert repr(bptt.LSTM(3, 4, dtype=np.float64)) == "LSTM(3, 4, dtype=float64)"

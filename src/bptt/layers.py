@@ -417,7 +417,7 @@ class _Recurrent(Parameters):
         """Parameter names and shapes, in torch's ``state_dict`` order."""
         return param_shapes(self.cell, self.input_size, self.hidden_size, self.num_layers, self.num_directions)
 
-    def __repr__(self):
+    def _torch_repr(self):
         extra = "".join([
             f", num_layers={self.num_layers}" if self.num_layers != 1 else "",
             ", bidirectional=True" if self.bidirectional else "",

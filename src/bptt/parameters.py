@@ -31,7 +31,15 @@ def loaded_arrays(shapes, state_dict, dtype, owner):
 
 class Parameters:
     """The torch habits of a model that holds ``self.params`` in ``self.dtype``, with names and
-    shapes ``self.shapes()``."""
+    shapes ``self.shapes()``, and its repr, ``self._torch_repr()``."""
+
+    def __repr__(self):
+        """The model as torch prints its modules; for an object whose ``__init__`` failed part
+        way (a debugger or a traceback's locals show it), the class alone, not a second error."""
+        try:
+            return self._torch_repr()
+        except AttributeError:
+            return f"<{type(self).__name__}, not fully constructed>"
 
     def parameters(self):
         """An iterator over the parameter arrays (the model's own), in ``state_dict`` order."""

@@ -164,7 +164,7 @@ class Network(NetParameters):
         """``"RNN"``, ``"LSTM"`` or ``"GRU"``: the class of the recurrent stack."""
         return type(self.rnn).__name__
 
-    def __repr__(self):
+    def _torch_repr(self):
         rnn = f"{self.rnn_type}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
         rnn += ", bidirectional=True" if self.bidirectional else ""
         rnn += ", batch_first=True" if self.batch_first else ""

@@ -311,7 +311,7 @@ class Seq2Seq(NetParameters):
         params["head.bias"] = rng.uniform(-bound, bound, (self.target_vocab_size,)).astype(dtype)
         self.params = params
 
-    def __repr__(self):
+    def _torch_repr(self):
         encoder = "None" if self.encoder is None else self.encoder.describe()
         source = (f"source_vocab_size={self.source_vocab_size}" if self.encoder is not None
                   else f"features_size={self.features_size}")
