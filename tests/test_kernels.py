@@ -12,6 +12,8 @@ L layers, D directions, F features of a kernel array (a multiple of H).
 """
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -424,6 +426,21 @@ def test_importing_and_loading_runs_no_compiler(built_kernels, tmp_path):
                           env={**os.environ, "PATH": str(empty), "CC": "/nonexistent/cc"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == [built_kernels, "(9, 2, 4)"]
+
+
+@pytest.mark.skipif(shutil.which("nm") is None, reason="needs nm (binutils) to list the library's functions")
+def test_the_activations_are_inlined_in_every_built_variant(built_kernels):
+    """No out-of-line exp, expm1, σ or tanh in any built library: each is inlined into the
+    cells' loops (cells.c: INLINE), where a call stops the loop's vectorization. GCC's own budget
+    once turned tanh into a call in the B = 1 kernels after threaded.c grew (2x slower B = 1
+    passes), with no test failing."""
+    for variant in library.built():
+        listed = subprocess.run(["nm", str(library.path_of(variant))], capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        names = {line.split()[-1] for line in listed.stdout.splitlines() if line.strip()}
+        out_of_line = sorted(name for name in names
+                             if re.fullmatch(r"(exp|expm1_neg|expm1_series|sigmoid|tanh)_f(32|64)(\..*)?", name))
+        assert not out_of_line, (variant, out_of_line)
 
 
 def test_compiled_is_none_for_numpy_other_dtypes_and_short_passes(restore_kernels, monkeypatch):
