@@ -107,10 +107,6 @@ static const double inverse_factorial[14] = {
 /* a multiple of every cell's gate count (1, 3, 4), so that a forward panel holds whole units,
    and of ROW_BLOCK */
 #define PANEL_ROWS 12
-/* the rows of a packed panel ahead of the tile's loop that it prefetches: where the weights
-   do not fit in L2 (H = 512) they come from L3 at every step, and the hardware's prefetch alone
-   left the tile about 10 % slower on this Zen 4 (it is no faster where they fit) */
-#define PANEL_AHEAD 32
 #define MAX_THREADS 64
 #define SPINS 20000
 /* the steps x batch of one block of the sums over time: a panel of dpre (GRADIENT_BLOCK x

@@ -39,8 +39,6 @@ static inline void NAME(tile)(int64_t n, const real *restrict a, const real *res
         for (int64_t k = 0; k < n; k++) {
             NAME(vector) row[VECTORS];
             for (int v = 0; v < VECTORS; v++) row[v] = NAME(load)(m + k * ld + v * NAME(LANES));
-            for (int byte = 0; byte < PANEL_ROWS * (int)sizeof(real); byte += 64)
-                __builtin_prefetch((const char *)(a + (k + PANEL_AHEAD) * PANEL_ROWS) + byte);
             for (int r = 0; r < ROW_BLOCK; r++) {
                 real weight = a[k * PANEL_ROWS + r0 + r];
                 for (int v = 0; v < VECTORS; v++) total[r][v] += weight * row[v];
