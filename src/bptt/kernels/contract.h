@@ -46,7 +46,7 @@ typedef struct {
    product with the input's weights of each step too, packed the same way (`input_packed`):
    forward, the input projection `pre_x = [W_ih | b] [x_t; 1]` (panels of input_n = I + 1
    columns); backward, the input's gradient `dx_tᵀ = W_ihᵀ dpre_x` (input_n = I rows, panels of
-   K*H columns). */
+   K*H columns), which the threads write as dx_t, B rows of I. */
 typedef struct {
     int64_t threads, n, gates, packed, direct, scratch, scratch_numbers, input_n, input_packed;
     int64_t gradients; /* backward: a gradient_args, or 0 */

@@ -8,10 +8,10 @@
    the weights once per pass, at its start (pack_gate_panels, pack_column_panels): forward, it
    computes the rows of the products that feed its units' gates, tile by tile, and runs its
    units' cell on each tile while it is in L1; backward, its units' cells, then its units' rows
-   of W_hhᵀ dpre_h and its rows of dx. Its share of the packed weights stays in its core's
+   of W_hhᵀ dpre_h and its features of dx. Its share of the packed weights stays in its core's
    cache from step to step. The threads meet once per step, where one step needs what all
    threads wrote in the one before: all of h_t (forward) or all of dpre_h (backward). After a
-   backward's steps each adds up its units' rows of the parameter gradients.
+   backward's steps each adds up the parameter gradients' rows of an even share of the units.
 
    A template on the element type, as cells.c, which recurrence.c includes before it: the cells'
    arithmetic inlines into these loops. The barrier, the pool of threads and the sharing out of
