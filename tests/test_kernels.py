@@ -87,6 +87,9 @@ CONFIGS = {
     "B1-T1": (1, 1, None, 1, False, None, None),
     "B1-T6-L2-bi": (1, 6, None, 2, True, None, None),
     "B1-T6-padded": (1, 6, [4], 1, False, None, None),
+    # one padded sequence on the backend (T >= MIN_STEPS): its steps, then the state carried
+    "B1-T12-padded-L2-bi": (1, 12, [9], 2, True, None, None),
+    "B1-T12-padded-chunks": (1, 12, [10], 1, False, None, 4),  # chunks of 4, 4 and 2 steps
     "B1-T6-chunks": (1, 6, None, 2, False, None, 4),  # chunks of 4 steps and 2
     "B3-T1-bi": (3, 1, None, 1, True, None, None),
     "B3-T6-padded-L2-bi": (3, 6, [6, 2, 1], 2, True, None, None),

@@ -6,7 +6,8 @@ Legend: T time steps, B batch, I input features, H hidden units, K gates per cel
 install) once per pass whether it takes it, and runs the readable reference
 (``bptt.reference``, the loop the derivation links to) where it declines: no compiled kernels
 (no compiler at install, or ``kernels.use("reference")``), a dtype other than float32 and
-float64, a pass of fewer than ``kernels.MIN_STEPS`` steps, a padded sequence at B = 1.
+float64, a pass of fewer than ``kernels.MIN_STEPS`` steps, a mask that is not a right-padded
+batch's.
 :func:`backward` runs the implementation whose cache it is given. Both compute the same up to
 rounding; tests/test_reference.py holds them together.
 

@@ -71,12 +71,11 @@ def supports(cell, dtype, T, B, mask):
     """The compiled cell that runs this pass, or None where the backend declines it: the
     reference is selected or the install built no kernels, the dtype is neither float32 nor
     float64, the pass is shorter than ``kernels.MIN_STEPS`` (planning costs more than a few
-    steps), the mask is not a right-padded batch's, or at B = 1 a sequence is padded."""
+    steps), or the mask is not a right-padded batch's."""
     compiled = kernels.compiled(cell, dtype, T)
     if compiled is None or mask is None:
         return compiled
-    lengths = prefix_lengths(mask)
-    return compiled if lengths is not None and (B > 1 or lengths[0] == T) else None
+    return compiled if prefix_lengths(mask) is not None else None
 
 
 def forward(compiled, weights, x, state0, mask=None, keep_cache=True):
@@ -99,7 +98,32 @@ def forward(compiled, weights, x, state0, mask=None, keep_cache=True):
     w_ih_1, w_hh_1 = _with_biases(compiled.cell, weights, x.dtype)
     if x.shape[1] > 1:
         return _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_cache)
-    return _single_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_cache)
+    length = len(x) if mask is None else int(prefix_lengths(mask)[0])
+    y, state, cache = _single_forward(compiled, weights, w_ih_1, w_hh_1, x[:length], state0, keep_cache)
+    if length == len(x):
+        return y, state, cache
+    # one padded sequence: its steps up to its length, then zeros, and the state carried
+    y = np.concatenate([y, np.zeros((len(x) - length, *y.shape[1:]), y.dtype)])
+    return y, state, None if cache is None else _padded(cache, x, mask)
+
+
+def _padded(cache, x, mask):
+    """The cache of a B = 1 pass over the steps of a sequence shorter than ``x`` (T, 1, I), as
+    a pass over all of ``x`` with ``mask`` keeps it: the state carried through the steps past
+    the end, the cell's arrays zero there (:func:`backward` reads only the steps up to the
+    end)."""
+    steps_past = len(x) - len(cache.x)
+
+    def extended(array, axis, fill):  # `array` and `steps_past` copies of `fill` along `axis`
+        return np.concatenate([array, np.repeat(fill, steps_past, axis=axis)], axis=axis)
+
+    h_end = cache.states[0][-1].T  # H,1  the state after the last step, entering every one past it
+    entering = np.concatenate([h_end, np.ones((1, 1), h_end.dtype)])[:, None, :]  # H+1,1,1  [h; 1]
+    return cache._replace(
+        x=x, mask=mask, h_prev=extended(cache.h_prev, 1, entering),
+        states=tuple(extended(history, 0, history[-1:]) for history in cache.states),
+        buffers=tuple(extended(buffer, 0, np.zeros_like(buffer[:1])) for buffer in cache.buffers),
+    )
 
 
 def _with_biases(cell, weights, dtype):
@@ -185,7 +209,7 @@ def _threaded_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_c
                            h_rows[:T])
 
 
-def _single_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_cache):
+def _single_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, keep_cache):
     """B = 1: per chunk of ``GEMM_COLUMNS`` steps, the input projection as one GEMM, then one
     call that runs each step's recurrent product and cell in C."""
     cell = compiled.cell
@@ -209,7 +233,7 @@ def _single_forward(compiled, weights, w_ih_1, w_hh_1, x, state0, mask, keep_cac
     state = (h_steps[T].copy(), *(history[T % len(history)].copy() for history in other_steps))
     if not keep_cache:
         return y, state, None
-    return y, state, Cache(compiled, weights, x, h_hist[:, :T], mask, (h_steps, *other_steps), tuple(cache_steps))
+    return y, state, Cache(compiled, weights, x, h_hist[:, :T], None, (h_steps, *other_steps), tuple(cache_steps))
 
 
 def _forward_steps(compiled, pre_x, pre_h, h_steps, other_steps, cache_steps, start, n):
@@ -247,6 +271,10 @@ def backward(dy, dstate, cache):
     compiled, weights, x = cache.compiled, cache.weights, cache.x
     cell = compiled.cell
     T, B, I = x.shape
+    if B == 1 and cache.mask is not None and (length := int(prefix_lengths(cache.mask)[0])) < T:
+        # one padded sequence: BPTT over its steps; past its end y is zero and the state carried
+        grads, dx, dstate0 = backward(dy[:length], dstate, slice_cache(cache, 0, length))
+        return grads, np.concatenate([dx, np.zeros((T - length, 1, I), dx.dtype)]), dstate0
     if B > 1 and kernels.threads() > 1:
         compiled.wake()  # the threads' workers wake while the pass is planned
     KH, H = weights.w_hh.shape
