@@ -271,15 +271,16 @@ def backward(dy, dstate, cache):
     compiled, weights, x = cache.compiled, cache.weights, cache.x
     cell = compiled.cell
     T, B, I = x.shape
-    if B == 1 and cache.mask is not None and (length := int(prefix_lengths(cache.mask)[0])) < T:
+    lengths = None if cache.mask is None else prefix_lengths(cache.mask)
+    if B == 1 and lengths is not None and lengths[0] < T:
         # one padded sequence: BPTT over its steps; past its end y is zero and the state carried
+        length = int(lengths[0])
         grads, dx, dstate0 = backward(dy[:length], dstate, slice_cache(cache, 0, length))
         return grads, np.concatenate([dx, np.zeros((T - length, 1, I), dx.dtype)]), dstate0
     if B > 1 and kernels.threads() > 1:
         compiled.wake()  # the threads' workers wake while the pass is planned
     KH, H = weights.w_hh.shape
     shared = cell.SUMMED_GATES == cell.NUM_GATES  # dpre_x is dpre_h
-    lengths = None if cache.mask is None else prefix_lengths(cache.mask)
     # the gradient reaching each part of the state from the future, feature-major; h's part
     # alternates between two buffers, the one a step reads and the one it writes for the step before
     carried = [np.zeros((H, B), x.dtype) if d is None else d.T.copy() for d in dstate]  # H,B each

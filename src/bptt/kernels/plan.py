@@ -97,14 +97,16 @@ def matvec_plan(w, v, out, count):
     return contract_rows("matvec_args", count, values)
 
 
-def _row_major(stack, index, count, shape, dtype, what):
-    """The addresses and row stride of ``stack[index]``, ``shape`` (B, F) matrices whose rows
-    are contiguous (the forward's h_t as the backward's sums over time read it)."""
+def _plan_row_major(rows, k, stack, index, count, shape, dtype, what):
+    """Array ``k`` of the ``count`` rows ``rows`` (:func:`plan`'s) set to ``stack[index]``,
+    ``shape`` (B, F) matrices whose rows are contiguous (the forward's h_t as the backward's sums
+    over time read it, x, dy, dx), with their row stride, in place of plan's (F, B) slices."""
     if stack.dtype != dtype or stack.ndim != 3 or stack.shape[1:] != shape or stack.strides[2] != stack.itemsize:
         raise ValueError(f"{what}: expected (n, {shape[0]}, {shape[1]}) {np.dtype(dtype)} with contiguous rows, "
                          f"got {stack.shape} {stack.dtype} with strides {stack.strides}")
     index = _steps(index, stack, count, what)
-    return _address(stack) + index * stack.strides[0], stack.strides[1] // stack.itemsize
+    rows[:, column("step_args", f"a[{k}].addr")] = _address(stack) + index * stack.strides[0]
+    rows[:, column("step_args", f"a[{k}].ld")] = stack.strides[1] // stack.itemsize
 
 
 CONTRACT = Path(__file__).with_name("contract.h")  # the structs Python fills, read by name
@@ -411,8 +413,7 @@ class CompiledCell:
         arrays = [(h_prev[0], n, h_prev[1]), (h_t[0], n, h_t[1])]
         rows = plan(B, 1, self.dtype, arrays, count)
         for k, (what, pair, shape) in enumerate((("h_rows", h_rows, (B, H)), ("x", x, (B, n_x - 1))), len(arrays)):
-            rows[:, column("step_args", f"a[{k}].addr")], rows[:, column("step_args", f"a[{k}].ld")] = _row_major(
-                *pair, count, shape, self.dtype, what)
+            _plan_row_major(rows, k, *pair, count, shape, self.dtype, what)
         # the step's arrays: pre_x, pre_h, the states entering and leaving, the cache
         first_cache = 2 + 2 * len(self.cell.STATE_NAMES)
         kept = () if keep_cache else range(first_cache, first_cache + len(self.cell.CACHE_WIDTHS))
@@ -438,8 +439,7 @@ class CompiledCell:
         B = dpre_h[0].shape[1]
         arrays = [(dpre_h[0], KH, dpre_h[1]), (dh_prev[0], H, dh_prev[1]), (dpre_x[0], KH, dpre_x[1])]
         rows = plan(B, 1, self.dtype, arrays, count)
-        rows[:, column("step_args", "a[3].addr")], rows[:, column("step_args", "a[3].ld")] = _row_major(
-            *dx, count, (B, I), self.dtype, "dx")
+        _plan_row_major(rows, 3, *dx, count, (B, I), self.dtype, "dx")
         scratch = self._backward_scratch(self.dtype.itemsize, KH)
         return self._threaded(rows, weights, H, scratch, threads, direct=bool(self._direct[0]), input_n=I,
                               gradients=gradients, arrays=arrays, lengths=lengths, first_step=first_step)
@@ -470,8 +470,7 @@ class CompiledCell:
                 raise ValueError(f"threaded pass: dh is (H, B) = {(H, B)}, the products' B, H = "
                                  f"{(B_products, products.units)}")
             before = plan(B, H, self.dtype, [(dh.transpose(0, 2, 1), 1, parity)], count)
-            before[:, column("step_args", "a[1].addr")], before[:, column("step_args", "a[1].ld")] = _row_major(
-                dy, np.arange(count), count, (B, H), self.dtype, "dy")
+            _plan_row_major(before, 1, dy, np.arange(count), count, (B, H), self.dtype, "dy")
             self._backward_threads(_address(before), before.shape[1], *steps.row(0), *products.row(0),
                                    *products.pass_args, count)
             return
