@@ -713,7 +713,7 @@ def test_the_contract_is_read_by_name_and_matches_the_compiled_structs(built_ker
         assert getattr(loaded, f"sizeof_{struct}")() == 8 * len(fields)
     assert plan.contract_fields("matvec_args") == ("M", "N", "w.addr", "w.ld", "v.addr", "v.ld", "out.addr", "out.ld")
     assert len(plan.contract_fields("step_args")) == 4 + 2 * plan.MAX_ARRAYS
-    assert plan.contract_fields("gradient_args")[:2] == ("K", "dpre_h")
+    assert plan.contract_fields("gradient_args")[:3] == ("steps", "B", "dpre_h")
     fields = plan.contract_fields("gradient_args")
     row = plan.contract_row("gradient_args", **{field: i for i, field in enumerate(fields)})
     assert row.tolist() == list(range(len(fields))) and row.dtype == np.int64

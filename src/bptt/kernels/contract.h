@@ -65,13 +65,13 @@ typedef struct {
 } pass_args;
 
 /* Backward, what a pass adds up over its steps once they have run, each thread for the rows
-   of its units (`K` = steps x B; rows of the matrices `ld_*` numbers apart):
-   [dW_hh | db_hh] (K*H, H+1) += Σ_k dpre_h[:, k] [h_{t-1}; 1]ᵀ and dW_ih (K*H, I) +=
+   of its units (k = step x B + b over the `steps` steps; rows of the matrices `ld_*` numbers
+   apart): [dW_hh | db_hh] (K*H, H+1) += Σ_k dpre_h[:, k] [h_{t-1}; 1]ᵀ and dW_ih (K*H, I) +=
    Σ_k dpre_x[:, k] x_kᵀ, and, where `db_ih` is not 0, db_ih += Σ_k dpre_x[:, k]; dpre_h and
-   dpre_x (K*H, K) hold k contiguous, h_rows (K, H) and x_rows (K, I) a step's features. They
-   are overwritten instead where `accumulate` is 0. */
+   dpre_x (steps, K*H, B) contiguous, as the steps wrote them; h_rows (steps x B, H) and x_rows
+   (steps x B, I) a step's features. They are overwritten instead where `accumulate` is 0. */
 typedef struct {
-    int64_t K, dpre_h, ld_dpre_h, dpre_x, ld_dpre_x, h_rows, x_rows, I;
+    int64_t steps, B, dpre_h, dpre_x, h_rows, x_rows, I;
     int64_t dw_hh, ld_dw_hh, dw_ih, ld_dw_ih, db_ih, accumulate;
 } gradient_args;
 

@@ -288,8 +288,8 @@ def backward(dy, dstate, cache):
     dh_pair[0] = carried[0]
     chunk = min(T, max(1, GEMM_COLUMNS // B))  # steps, last chunk first
     dy = dy if dy.dtype == x.dtype and dy.strides[2] == dy.itemsize else np.ascontiguousarray(dy, x.dtype)
-    # the gates' gradients by step, (chunk, B, KH) views: of (KH, chunk, B) at B > 1, the rows
-    # that the threads' sums over time read; at B = 1 each step's contiguous, for the cell
+    # the gates' gradients by step, (chunk, B, KH) views of (chunk, KH, B): each step's rows
+    # contiguous, as its product reads them (at B = 1 a step is a contiguous row, for the cell)
     dpre_x = _gate_steps(chunk, B, KH, x.dtype)
     dpre_h = dpre_x if shared else _gate_steps(chunk, B, KH, x.dtype)
     w_hh, w_ih = np.ascontiguousarray(weights.w_hh), np.ascontiguousarray(weights.w_ih)
@@ -303,9 +303,8 @@ def backward(dy, dstate, cache):
         parity = (T - 1 - t_here) % 2  # which of dh_pair step t reads
         run = _backward_steps(compiled, cache, dh_pair, carried[1:], dpre_x, None if shared else dpre_h, start, stop)
         if B > 1:  # the threads also compute dx_t = dpre_x_tᵀ W_ih, and the sums over time
-            steps = (KH, n * B)
             sums = gradient_args(
-                dpre_h[:n].transpose(2, 0, 1).reshape(steps), dpre_x[:n].transpose(2, 0, 1).reshape(steps),
+                dpre_h[:n].transpose(0, 2, 1), dpre_x[:n].transpose(0, 2, 1),
                 cache.h_rows[start:stop].reshape(n * B, H),
                 np.ascontiguousarray(x[start:stop]).reshape(n * B, I), dw_hh_1, dw_ih, db_ih, accumulate=stop != T)
             products = compiled.threaded_backward(
@@ -333,11 +332,9 @@ def backward(dy, dstate, cache):
 
 
 def _gate_steps(chunk, B, KH, dtype):
-    """Room for the gates' gradients of ``chunk`` steps, (chunk, B, KH): a view of (KH, chunk,
-    B) at B > 1, contiguous at B = 1."""
-    if B > 1:
-        return POOL.empty((KH, chunk, B), dtype).transpose(1, 2, 0)
-    return POOL.empty((chunk, B, KH), dtype)
+    """Room for the gates' gradients of ``chunk`` steps, (chunk, B, KH): a view of (chunk, KH,
+    B), whose steps' (KH, B) blocks are contiguous."""
+    return POOL.empty((chunk, KH, B), dtype).transpose(0, 2, 1)
 
 
 def _backward_steps(compiled, cache, dh_pair, carried, dpre_x, dpre_h, start, stop):

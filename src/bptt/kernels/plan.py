@@ -178,22 +178,23 @@ def contract_row(struct, **values):
 
 def gradient_args(dpre_h, dpre_x, h_rows, x_rows, dw_hh_1, dw_ih, db_ih, accumulate):
     """The ``gradient_args`` of ``threaded.c``: the sums over the steps of a threaded backward
-    pass, ``[dW_hh | db_hh] (+)= dpre_h [h_rows | 1]``, ``dW_ih (+)= dpre_x x_rows`` and, unless
-    ``db_ih`` is None, ``db_ih (+)= dpre_x 1``, added to what the outputs hold with
-    ``accumulate``, else written.
+    pass, ``[dW_hh | db_hh] (+)= Σ_k dpre_h[:, k] [h_rows[k] | 1]``, ``dW_ih (+)= Σ_k
+    dpre_x[:, k] x_rows[k]`` and, unless ``db_ih`` is None, ``db_ih (+)= Σ_k dpre_x[:, k]``,
+    over k = step x B + b, added to what the outputs hold with ``accumulate``, else written.
 
-    ``dpre_h``, ``dpre_x``: (K*H, n) with n = steps x B contiguous; ``h_rows`` (n, H) and
-    ``x_rows`` (n, I) C-contiguous; ``dw_hh_1`` (K*H, H+1), ``dw_ih`` (K*H, I) with contiguous
-    rows; ``db_ih`` (K*H,) contiguous or None.
+    ``dpre_h``, ``dpre_x``: (steps, K*H, B) C-contiguous, as the steps wrote them; ``h_rows``
+    (steps x B, H) and ``x_rows`` (steps x B, I) C-contiguous; ``dw_hh_1`` (K*H, H+1),
+    ``dw_ih`` (K*H, I) with contiguous rows; ``db_ih`` (K*H,) contiguous or None.
 
     Returns the row of int64 and the arrays it points into, which must outlive the pass.
     """
-    KH, n = dpre_h.shape
+    steps, KH, B = dpre_h.shape
     H, I = h_rows.shape[1], x_rows.shape[1]
-    shapes = {"dpre_h": (dpre_h, (KH, n)), "dpre_x": (dpre_x, (KH, n)), "h_rows": (h_rows, (n, H)),
-              "x_rows": (x_rows, (n, I)), "dw_hh_1": (dw_hh_1, (KH, H + 1)), "dw_ih": (dw_ih, (KH, I))}
+    shapes = {"dpre_h": (dpre_h, (steps, KH, B)), "dpre_x": (dpre_x, (steps, KH, B)),
+              "h_rows": (h_rows, (steps * B, H)), "x_rows": (x_rows, (steps * B, I)),
+              "dw_hh_1": (dw_hh_1, (KH, H + 1)), "dw_ih": (dw_ih, (KH, I))}
     for name, (a, shape) in shapes.items():
-        contiguous = a.strides[1] == a.itemsize and (name not in ("h_rows", "x_rows") or a.flags.c_contiguous)
+        contiguous = a.flags.c_contiguous if name in ("dpre_h", "dpre_x", "h_rows", "x_rows") else a.strides[1] == a.itemsize
         if a.dtype != dpre_h.dtype or a.shape != shape or not contiguous:
             raise ValueError(f"gradients {name}: expected {shape} {dpre_h.dtype} with contiguous rows, "
                              f"got {a.shape} {a.dtype} with strides {a.strides}")
@@ -201,11 +202,10 @@ def gradient_args(dpre_h, dpre_x, h_rows, x_rows, dw_hh_1, dw_ih, db_ih, accumul
         raise ValueError(f"gradients db_ih: expected ({KH},) {dpre_h.dtype}, got {db_ih.shape} {db_ih.dtype}")
     item = dpre_h.itemsize
     row = contract_row(
-        "gradient_args", K=n, dpre_h=_address(dpre_h), ld_dpre_h=dpre_h.strides[0] // item, dpre_x=_address(dpre_x),
-        ld_dpre_x=dpre_x.strides[0] // item, h_rows=_address(h_rows), x_rows=_address(x_rows), I=I,
-        dw_hh=_address(dw_hh_1), ld_dw_hh=dw_hh_1.strides[0] // item, dw_ih=_address(dw_ih),
-        ld_dw_ih=dw_ih.strides[0] // item, db_ih=0 if db_ih is None else _address(db_ih),
-        accumulate=int(bool(accumulate)))
+        "gradient_args", steps=steps, B=B, dpre_h=_address(dpre_h), dpre_x=_address(dpre_x),
+        h_rows=_address(h_rows), x_rows=_address(x_rows), I=I, dw_hh=_address(dw_hh_1),
+        ld_dw_hh=dw_hh_1.strides[0] // item, dw_ih=_address(dw_ih), ld_dw_ih=dw_ih.strides[0] // item,
+        db_ih=0 if db_ih is None else _address(db_ih), accumulate=int(bool(accumulate)))
     return row, (dpre_h, dpre_x, h_rows, x_rows, dw_hh_1, dw_ih, db_ih)
 
 

@@ -255,12 +255,25 @@ typedef struct {
     int64_t ld_dw;
 } NAME(gradient_target);
 
+/* panel[k][r] = dpre's row `row` at k0 + k, k < kc, where dpre holds, step after step, `rows`
+   rows of B numbers each, so that k = step x B + b: the runs of one step at a time */
+static void NAME(pack_step_row)(const real *dpre, int64_t rows, int64_t B, int64_t row,
+                              int64_t k0, int64_t kc, real *panel, int r) {
+    for (int64_t k = 0; k < kc;) {
+        const int64_t at = k0 + k, b = at % B, run = B - b < kc - k ? B - b : kc - k;
+        const real *from = dpre + (at / B * rows + row) * B + b;
+        for (int64_t i = 0; i < run; i++) panel[(k + i) * PANEL_ROWS + r] = from[i];
+        k += run;
+    }
+}
+
 /* For each of the `count` (at most GRADIENT_TARGETS) targets, dw[r][0 .. N) (+= with
    `accumulate`) Σ_k dpre[r][k] m[k][0 .. N), k < K, for the rows r = g * H + j of the gates
-   g < `gates` and the units u0 <= j < u1 (dpre's rows `ld_dpre` apart, k contiguous), a
-   block of GRADIENT_BLOCK k at a time: each panel of PANEL_ROWS rows of dpre packed once
-   into `panel` for every target, each m's last columns into its own of the `tails`. */
-static void NAME(gradient_rows)(const real *dpre, int64_t ld_dpre, int64_t K,
+   g < `gates` and the units u0 <= j < u1, where dpre holds, step after step, its gates * H
+   rows of B numbers (k = step x B + b; a step's rows contiguous, as the steps' products read
+   them), a block of GRADIENT_BLOCK k at a time: each panel of PANEL_ROWS rows of dpre packed
+   once into `panel` for every target, each m's last columns into its own of the `tails`. */
+static void NAME(gradient_rows)(const real *dpre, int64_t B, int64_t K,
                               const NAME(gradient_target) *targets, int count, int64_t gates,
                               int64_t H, int64_t u0, int64_t u1, int accumulate, real *panel,
                               real *tails) {
@@ -274,9 +287,11 @@ static void NAME(gradient_rows)(const real *dpre, int64_t ld_dpre, int64_t K,
         for (int64_t g = 0; g < gates; g++) {
             for (int64_t j0 = u0; j0 < u1; j0 += PANEL_ROWS) {
                 for (int r = 0; r < PANEL_ROWS; r++) {
-                    const real *row = dpre + (g * H + j0 + r) * ld_dpre + k0;
-                    for (int64_t k = 0; k < kc; k++)
-                        panel[k * PANEL_ROWS + r] = j0 + r < u1 ? row[k] : 0;
+                    if (j0 + r < u1) {
+                        NAME(pack_step_row)(dpre, gates * H, B, g * H + j0 + r, k0, kc, panel, r);
+                    } else {
+                        for (int64_t k = 0; k < kc; k++) panel[k * PANEL_ROWS + r] = 0;
+                    }
                 }
                 for (int t = 0; t < count; t++) {
                     const NAME(gradient_target) *to = &targets[t];
@@ -292,18 +307,20 @@ static void NAME(gradient_rows)(const real *dpre, int64_t ld_dpre, int64_t K,
     }
 }
 
-/* out[r * stride] (+= with `accumulate`) Σ_k dpre[r][k], k < K, for the rows of
-   gradient_rows_ */
-static void NAME(row_sums)(const real *dpre, int64_t ld_dpre, int64_t K, real *out, int64_t stride,
+/* out[r * stride] (+= with `accumulate`) Σ_k dpre[r][k] over the `steps` steps of dpre, for
+   the rows of gradient_rows_, reading dpre in its order, step after step */
+static void NAME(row_sums)(const real *dpre, int64_t steps, int64_t B, real *out, int64_t stride,
                          int64_t gates, int64_t H, int64_t u0, int64_t u1, int accumulate) {
-    for (int64_t g = 0; g < gates; g++) {
-        for (int64_t j = u0; j < u1; j++) {
-            const real *row = dpre + (g * H + j) * ld_dpre;
-            real sum = 0;
+    for (int64_t s = 0; s < steps; s++) {
+        for (int64_t g = 0; g < gates; g++) {
+            for (int64_t j = u0; j < u1; j++) {
+                const real *row = dpre + (s * gates * H + g * H + j) * B;
+                real sum = 0;
 #pragma omp simd reduction(+ : sum)
-            for (int64_t k = 0; k < K; k++) sum += row[k];
-            real *to = out + (g * H + j) * stride;
-            *to = accumulate ? *to + sum : sum;
+                for (int64_t b = 0; b < B; b++) sum += row[b];
+                real *to = out + (g * H + j) * stride;
+                *to = accumulate || s > 0 ? *to + sum : sum;
+            }
         }
     }
 }
@@ -319,19 +336,17 @@ static void NAME(gradients)(const gradient_args *d, int64_t gates, int64_t H, in
     const NAME(gradient_target) targets[GRADIENT_TARGETS] = {
         {(const real *)(intptr_t)d->h_rows, H, H, dw_hh, d->ld_dw_hh},
         {(const real *)(intptr_t)d->x_rows, d->I, d->I, (real *)(intptr_t)d->dw_ih, d->ld_dw_ih}};
-    if (dpre_x == dpre_h && d->ld_dpre_x == d->ld_dpre_h) {
-        NAME(gradient_rows)(dpre_h, d->ld_dpre_h, d->K, targets, 2, gates, H, u0, u1,
-                          accumulate, panel, tails);
+    const int64_t B = d->B, K = d->steps * d->B;
+    if (dpre_x == dpre_h) {
+        NAME(gradient_rows)(dpre_h, B, K, targets, 2, gates, H, u0, u1, accumulate, panel, tails);
     } else {
-        NAME(gradient_rows)(dpre_h, d->ld_dpre_h, d->K, targets, 1, gates, H, u0, u1,
-                          accumulate, panel, tails);
-        NAME(gradient_rows)(dpre_x, d->ld_dpre_x, d->K, targets + 1, 1, gates, H, u0, u1,
-                          accumulate, panel, tails);
+        NAME(gradient_rows)(dpre_h, B, K, targets, 1, gates, H, u0, u1, accumulate, panel, tails);
+        NAME(gradient_rows)(dpre_x, B, K, targets + 1, 1, gates, H, u0, u1, accumulate, panel,
+                          tails);
     }
-    NAME(row_sums)(dpre_h, d->ld_dpre_h, d->K, dw_hh + H, d->ld_dw_hh, gates, H, u0, u1,
-                 accumulate);
+    NAME(row_sums)(dpre_h, d->steps, B, dw_hh + H, d->ld_dw_hh, gates, H, u0, u1, accumulate);
     if (d->db_ih)
-        NAME(row_sums)(dpre_x, d->ld_dpre_x, d->K, (real *)(intptr_t)d->db_ih, 1, gates, H, u0, u1,
+        NAME(row_sums)(dpre_x, d->steps, B, (real *)(intptr_t)d->db_ih, 1, gates, H, u0, u1,
                      accumulate);
 }
 
