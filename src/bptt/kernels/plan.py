@@ -309,7 +309,7 @@ class CompiledCell:
         self._wake.argtypes, self._wake.restype = [], None
         # the scratch of each thread of a pass, sized by C, which lays it out
         self._forward_scratch = _sized(library.forward_scratch, 6)
-        self._backward_scratch = _sized(library.backward_scratch, 2)
+        self._backward_scratch = _sized(library.backward_scratch, 4)
         self.cache_state = CACHE_STATE[name]
         self._direct = DIRECT[name]
 
@@ -440,7 +440,7 @@ class CompiledCell:
         arrays = [(dpre_h[0], KH, dpre_h[1]), (dh_prev[0], H, dh_prev[1]), (dpre_x[0], KH, dpre_x[1])]
         rows = plan(B, 1, self.dtype, arrays, count)
         _plan_row_major(rows, 3, *dx, count, (B, I), self.dtype, "dx")
-        scratch = self._backward_scratch(self.dtype.itemsize, KH)
+        scratch = self._backward_scratch(self.dtype.itemsize, KH, H, I)
         return self._threaded(rows, weights, H, scratch, threads, direct=bool(self._direct[0]), input_n=I,
                               gradients=gradients, arrays=arrays, lengths=lengths, first_step=first_step)
 

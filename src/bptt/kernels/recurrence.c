@@ -123,6 +123,9 @@ static const double inverse_factorial[14] = {
 
 int64_t panel_rows(void) { return PANEL_ROWS; }
 
+/* n rounded up to a multiple of `step` */
+static int64_t round_up(int64_t n, int64_t step) { return (n + step - 1) / step * step; }
+
 /* the columns of one tile for numbers of `itemsize` bytes */
 static int64_t tile_columns(int64_t itemsize) { return VECTORS * (VECTOR_BYTES / itemsize); }
 
@@ -132,17 +135,19 @@ static int64_t tile_columns(int64_t itemsize) { return VECTORS * (VECTOR_BYTES /
    for each of pre_x, pre_h and the cache arrays that `discard` marks (one bit each). */
 int64_t forward_scratch(int64_t itemsize, int64_t n, int64_t input_n, int64_t B, int64_t KH,
                         int64_t discard) {
-    const int64_t tile = tile_columns(itemsize), width = (B + tile - 1) / tile * tile;
+    const int64_t tile = tile_columns(itemsize), width = round_up(B, tile);
     const int64_t regions = 2 + __builtin_popcountll((unsigned long long)discard);
     return n * tile + input_n * width + regions * (KH + PANEL_ROWS) * tile;
 }
 
 /* Backward (backward_units): the last columns of dpre_h and dpre_x (KH rows of a tile each),
-   or what the sums over time need after the steps, a panel and a tail per target, each of
-   GRADIENT_BLOCK rows, whichever is more. */
-int64_t backward_scratch(int64_t itemsize, int64_t KH) {
-    const int64_t tails = 2 * KH * tile_columns(itemsize);
-    const int64_t sums = GRADIENT_BLOCK * (PANEL_ROWS + GRADIENT_TARGETS * tile_columns(itemsize));
+   or what the sums over time need after the steps, whichever is more: a panel of dpre and the
+   tiles of h's block and x's (threaded.c: gradients), each of GRADIENT_BLOCK rows, the tiles
+   from a line's start (64 bytes of room). */
+int64_t backward_scratch(int64_t itemsize, int64_t KH, int64_t H, int64_t I) {
+    const int64_t tile = tile_columns(itemsize), tails = 2 * KH * tile;
+    const int64_t sums = GRADIENT_BLOCK * (PANEL_ROWS + round_up(H, tile) + round_up(I, tile)) +
+                         64 / itemsize;
     return tails > sums ? tails : sums;
 }
 

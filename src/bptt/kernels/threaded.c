@@ -267,23 +267,40 @@ static void NAME(pack_step_row)(const real *dpre, int64_t rows, int64_t B, int64
     }
 }
 
+/* The kc rows k0 .. k0 + kc - 1 of m (N columns, rows `ld` apart) as the tiles read them:
+   tile c (columns c * TILE ..) is kc x TILE numbers in `tiles`, contiguous, zeros past N.
+   Every panel of dpre reads the whole block: in place, m's rows are 1 or 2 KiB apart (H = 256,
+   512), each tile's rows in a few sets of L1; packed, each tile is one contiguous run. */
+static void NAME(pack_tiles)(const real *m, int64_t ld, int64_t N, int64_t kc, real *tiles) {
+    for (int64_t c = 0; c < N; c += NAME(TILE)) {
+        real *to = tiles + c * kc;
+        if (N - c >= NAME(TILE)) {
+            for (int64_t k = 0; k < kc; k++)
+                memcpy(to + k * NAME(TILE), m + k * ld + c, sizeof(real) * NAME(TILE));
+            continue;
+        }
+        for (int64_t k = 0; k < kc; k++)
+            for (int64_t j = 0; j < NAME(TILE); j++)
+                to[k * NAME(TILE) + j] = c + j < N ? m[k * ld + c + j] : 0;
+    }
+}
+
 /* For each of the `count` (at most GRADIENT_TARGETS) targets, dw[r][0 .. N) (+= with
    `accumulate`) Σ_k dpre[r][k] m[k][0 .. N), k < K, for the rows r = g * H + j of the gates
    g < `gates` and the units u0 <= j < u1, where dpre holds, step after step, its gates * H
    rows of B numbers (k = step x B + b; a step's rows contiguous, as the steps' products read
-   them), a block of GRADIENT_BLOCK k at a time: each panel of PANEL_ROWS rows of dpre packed
-   once into `panel` for every target, each m's last columns into its own of the `tails`. */
+   them), a block of GRADIENT_BLOCK k at a time: each target's block of m packed into its
+   `tiles` (pack_tiles), each panel of PANEL_ROWS rows of dpre packed once into `panel` for
+   every target. */
 static void NAME(gradient_rows)(const real *dpre, int64_t B, int64_t K,
                               const NAME(gradient_target) *targets, int count, int64_t gates,
                               int64_t H, int64_t u0, int64_t u1, int accumulate, real *panel,
-                              real *tails) {
+                              real *const *tiles) {
     for (int64_t k0 = 0; k0 < K; k0 += GRADIENT_BLOCK) {
         const int64_t kc = K - k0 < GRADIENT_BLOCK ? K - k0 : GRADIENT_BLOCK;
-        int64_t starts[GRADIENT_TARGETS];
-        for (int t = 0; t < count; t++) {
-            starts[t] = NAME(pack_tail)(targets[t].m + k0 * targets[t].ld_m, targets[t].ld_m, kc,
-                                      targets[t].N, tails + t * GRADIENT_BLOCK * NAME(TILE));
-        }
+        for (int t = 0; t < count; t++)
+            NAME(pack_tiles)(targets[t].m + k0 * targets[t].ld_m, targets[t].ld_m, targets[t].N, kc,
+                           tiles[t]);
         for (int64_t g = 0; g < gates; g++) {
             for (int64_t j0 = u0; j0 < u1; j0 += PANEL_ROWS) {
                 for (int r = 0; r < PANEL_ROWS; r++) {
@@ -295,12 +312,14 @@ static void NAME(gradient_rows)(const real *dpre, int64_t B, int64_t K,
                 }
                 for (int t = 0; t < count; t++) {
                     const NAME(gradient_target) *to = &targets[t];
-                    real *out[PANEL_ROWS];
-                    for (int r = 0; r < PANEL_ROWS; r++)
-                        out[r] = j0 + r < u1 ? to->dw + (g * H + j0 + r) * to->ld_dw : 0;
-                    NAME(panel_product)(panel, kc, to->m + k0 * to->ld_m, to->ld_m, to->N,
-                                      tails + t * GRADIENT_BLOCK * NAME(TILE), starts[t], out,
-                                      accumulate || k0 > 0);
+                    for (int64_t c = 0; c < to->N; c += NAME(TILE)) {
+                        real *out[PANEL_ROWS];
+                        for (int r = 0; r < PANEL_ROWS; r++)
+                            out[r] = j0 + r < u1 ? to->dw + (g * H + j0 + r) * to->ld_dw + c : 0;
+                        const int64_t cols = to->N - c < NAME(TILE) ? to->N - c : NAME(TILE);
+                        NAME(tile)(kc, panel, tiles[t] + c * kc, NAME(TILE), out, cols,
+                                   accumulate || k0 > 0);
+                    }
                 }
             }
         }
@@ -329,20 +348,24 @@ static void NAME(row_sums)(const real *dpre, int64_t steps, int64_t B, real *out
    is dpre_h (LSTM, RNN) both weights' sums read each packed panel of it */
 static void NAME(gradients)(const gradient_args *d, int64_t gates, int64_t H, int64_t u0,
                           int64_t u1, real *scratch) {
-    real *panel = scratch, *tails = scratch + GRADIENT_BLOCK * PANEL_ROWS;
     const real *dpre_h = (const real *)(intptr_t)d->dpre_h, *dpre_x = (const real *)(intptr_t)d->dpre_x;
     real *dw_hh = (real *)(intptr_t)d->dw_hh;
     const int accumulate = (int)d->accumulate;
     const NAME(gradient_target) targets[GRADIENT_TARGETS] = {
         {(const real *)(intptr_t)d->h_rows, H, H, dw_hh, d->ld_dw_hh},
         {(const real *)(intptr_t)d->x_rows, d->I, d->I, (real *)(intptr_t)d->dw_ih, d->ld_dw_ih}};
+    /* the scratch, as backward_scratch sizes it: a panel of dpre, then h's tiles and x's, from
+       a line's start, so that no vector of a tile's row spans two lines */
+    real *panel = scratch, *tiles[GRADIENT_TARGETS];
+    tiles[0] = (real *)round_up((intptr_t)(scratch + GRADIENT_BLOCK * PANEL_ROWS), 64);
+    tiles[1] = tiles[0] + GRADIENT_BLOCK * round_up(H, NAME(TILE));
     const int64_t B = d->B, K = d->steps * d->B;
     if (dpre_x == dpre_h) {
-        NAME(gradient_rows)(dpre_h, B, K, targets, 2, gates, H, u0, u1, accumulate, panel, tails);
+        NAME(gradient_rows)(dpre_h, B, K, targets, 2, gates, H, u0, u1, accumulate, panel, tiles);
     } else {
-        NAME(gradient_rows)(dpre_h, B, K, targets, 1, gates, H, u0, u1, accumulate, panel, tails);
+        NAME(gradient_rows)(dpre_h, B, K, targets, 1, gates, H, u0, u1, accumulate, panel, tiles);
         NAME(gradient_rows)(dpre_x, B, K, targets + 1, 1, gates, H, u0, u1, accumulate, panel,
-                          tails);
+                          tiles + 1);
     }
     NAME(row_sums)(dpre_h, d->steps, B, dw_hh + H, d->ld_dw_hh, gates, H, u0, u1, accumulate);
     if (d->db_ih)
@@ -358,10 +381,9 @@ static void NAME(gradients)(const gradient_args *d, int64_t gates, int64_t H, in
 static void NAME(pack_inputs)(const real *x, int64_t ld, int64_t B, int64_t input_n,
                               int64_t width, real *inputs) {
     const int64_t I = input_n - 1;
-    for (int64_t b = 0; b < B; b++) {
-        for (int64_t k = 0; k < I; k++) inputs[k * width + b] = x[b * ld + k];
-        inputs[I * width + b] = 1;
-    }
+    for (int64_t k = 0; k < I; k++)
+        for (int64_t b = 0; b < B; b++) inputs[k * width + b] = x[b * ld + k];
+    for (int64_t b = 0; b < B; b++) inputs[I * width + b] = 1;
     for (int64_t k = 0; k < input_n; k++)
         for (int64_t b = B; b < width; b++) inputs[k * width + b] = 0;
 }
