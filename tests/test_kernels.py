@@ -728,6 +728,24 @@ def test_a_row_missing_or_inventing_a_field_is_refused():
         plan.contract_row("pass_args", **values, stride=1)
 
 
+def test_the_sums_over_time_take_the_gates_gradients_as_the_steps_wrote_them():
+    """gradient_args takes dpre step-major, (steps, K*H, B), each step's block contiguous, and
+    refuses the batch-major view of it or a strided one, naming the array and both shapes."""
+    steps, KH, B, H, I = 3, 8, 4, 2, 5
+    dpre = np.zeros((steps, KH, B))
+    rest = (np.zeros((steps * B, H)), np.zeros((steps * B, I)), np.zeros((KH, H + 1)), np.zeros((KH, I)), None)
+    row, _ = plan.gradient_args(dpre, dpre, *rest, accumulate=False)
+    fields = plan.contract_fields("gradient_args")
+    assert row[fields.index("steps")] == steps and row[fields.index("B")] == B
+    batch_major = dpre.transpose(0, 2, 1)  # (steps, B, K*H), as the cells see it
+    with pytest.raises(ValueError, match=r"gradients dpre_h: expected \(3, 4, 8\) float64 with contiguous rows, "
+                                         r"got \(3, 4, 8\) float64 with strides \(256, 8, 32\)"):
+        plan.gradient_args(batch_major, batch_major, *rest, accumulate=False)
+    with pytest.raises(ValueError, match=r"gradients dpre_x: expected \(3, 8, 4\) float64 with contiguous rows, "
+                                         r"got \(3, 8, 4\) float64 with strides \(512, 64, 16\)"):
+        plan.gradient_args(dpre, np.zeros((steps, KH, 2 * B))[:, :, ::2], *rest, accumulate=False)
+
+
 def test_a_field_that_is_not_an_int64_is_refused(tmp_path, monkeypatch):
     header = tmp_path / "contract.h"
     header.write_text("typedef struct {\n    int64_t a, b; /* two */\n    double c;\n} odd;\n")
