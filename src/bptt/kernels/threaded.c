@@ -79,19 +79,18 @@ static int64_t NAME(pack_tail)(const real *m, int64_t ld, int64_t n, int64_t B, 
     return start;
 }
 
-/* out rows (PANEL_ROWS, B each, NULL for padding) = (+= with `accumulate`) panel a (n x
-   PANEL_ROWS) times m (n rows of B, `ld` apart), whose last columns pack_tail_ put in `tail`
-   from `start` on */
+/* out rows (PANEL_ROWS, B each, NULL for padding) = panel a (n x PANEL_ROWS) times m (n rows
+   of B, `ld` apart), whose last columns pack_tail_ put in `tail` from `start` on */
 static void NAME(panel_product)(const real *a, int64_t n, const real *m, int64_t ld, int64_t B,
-                              const real *tail, int64_t start, real *const *rows, int accumulate) {
+                              const real *tail, int64_t start, real *const *rows) {
     real *out[PANEL_ROWS];
     for (int64_t c = 0; c < start; c += NAME(TILE)) {
         for (int r = 0; r < PANEL_ROWS; r++) out[r] = rows[r] ? rows[r] + c : 0;
-        NAME(tile)(n, a, m + c, ld, out, NAME(TILE), accumulate);
+        NAME(tile)(n, a, m + c, ld, out, NAME(TILE), 0);
     }
     if (start < B) {
         for (int r = 0; r < PANEL_ROWS; r++) out[r] = rows[r] ? rows[r] + start : 0;
-        NAME(tile)(n, a, tail, NAME(TILE), out, B - start, accumulate);
+        NAME(tile)(n, a, tail, NAME(TILE), out, B - start, 0);
     }
 }
 
@@ -220,7 +219,7 @@ static void NAME(row_range_product)(const real *packed, int64_t n, const real *m
         for (int r = 0; r < PANEL_ROWS; r++)
             rows[r] = j0 + r < r1 ? out + (j0 + r) * ld_out : 0;
         NAME(panel_product)(packed + j0 / PANEL_ROWS * n * PANEL_ROWS, n, m, ld, B, tail, start,
-                          rows, 0);
+                          rows);
     }
 }
 
